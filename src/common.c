@@ -1,0 +1,32 @@
+/* common.c: error strings and aborting allocators. Any thread. */
+#include "common.h"
+
+#include <string.h>
+
+const char *hub_strerror(int err)
+{
+    switch (err) {
+    case HUB_OK:      return "ok";
+    case HUB_ECLOSED: return "connection closed";
+    case HUB_EFULL:   return "queue full";
+    case HUB_ECONFIG: return "invalid configuration";
+    case HUB_EPROTO:  return "protocol error";
+    default:          return uv_strerror(err);
+    }
+}
+
+void *hub_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (p == NULL) {
+        fputs("gohub: out of memory\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+char *hub_xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    return memcpy(hub_xmalloc(n), s, n);
+}

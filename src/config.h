@@ -1,0 +1,57 @@
+/* config.h: the daemon's configuration, an immutable snapshot built once by
+ * the main thread from defaults, the YAML file and GOHUB_* environment
+ * variables. Workers read it and never write it. */
+#ifndef HUB_CONFIG_H
+#define HUB_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common.h"
+
+typedef struct {
+    char **items; /* owned, each NUL-terminated */
+    size_t n;
+} hub_strlist_t;
+
+struct hub_config_s {
+    /* server.* */
+    char *server_addr;            /* "host:port", ":port" means all IPv4 addresses */
+    int server_workers;           /* 0 = number of CPUs */
+    char *server_node_id;         /* "" = generated at start */
+    uint32_t header_timeout_ms;
+    uint32_t ping_interval_ms;
+    uint32_t pong_timeout_ms;
+    uint32_t shutdown_timeout_ms;
+    uint32_t close_timeout_ms;    /* grace for the close handshake / lingering close */
+    hub_strlist_t allowed_origins;/* empty = any origin */
+    /* limits.* */
+    uint32_t max_connections;
+    uint32_t max_message_bytes;
+    uint64_t max_outbound_bytes;
+    uint32_t max_request_line;
+    uint32_t max_header_bytes;
+    uint32_t max_body_bytes;
+    /* log.* */
+    int log_level;                /* HUB_LOG_* */
+    int log_format;               /* HUB_LOG_JSON | HUB_LOG_TEXT */
+};
+
+/* Builds a config: defaults, then the YAML file at path (NULL: none), then
+ * GOHUB_* overrides from the environment. Returns NULL on any error and
+ * writes one line "FILE:LINE: KEY: REASON" (or "env GOHUB_X: REASON") into
+ * err. The caller owns the result and frees it with hub_config_free(). */
+hub_config_t *hub_config_load(const char *path, char *err, size_t errlen);
+
+/* Frees cfg and everything it owns; NULL is allowed. */
+void hub_config_free(hub_config_t *cfg);
+
+/* Writes the key reference (key, env variable, type, default, meaning) as a
+ * markdown table, as shown in the README. */
+void hub_config_dump_keys(FILE *out);
+
+/* Splits "host:port" (server.addr syntax) into host (":port" and "*:port" give
+ * "0.0.0.0") and port. Returns 0 or HUB_EINVAL. */
+int hub_config_parse_addr(const char *addr, char *host, size_t hostlen, int *port);
+
+#endif

@@ -1,0 +1,103 @@
+/* conn.h: one client TCP connection and its lifecycle: HTTP phase (llhttp) →
+ * WebSocket (wslay, see ws.h) → closing. Owns the ordered outbound queue of
+ * frame references. Only the owning worker's thread touches a connection;
+ * other threads and Lua refer to it by id.
+ *
+ * Lifetime: allocated on accept, freed only in its uv_close callback. A close
+ * requested mid-walk (hub_conn_abort) is deferred to the worker's prepare
+ * phase, so a pointer stays valid until the loop's next turn. */
+#ifndef HUB_CONN_H
+#define HUB_CONN_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "common.h"
+#include "frame.h"
+
+enum { HUB_CONN_HTTP = 0, HUB_CONN_WS, HUB_CONN_CLOSING };
+
+/* flags */
+#define HUB_CONN_F_PENDING  0x01 /* on the worker's flush list */
+#define HUB_CONN_F_CLOSED   0x02 /* hard close requested: no more I/O */
+#define HUB_CONN_F_WRITING  0x04 /* a uv_write is in flight */
+#define HUB_CONN_F_SHUTDOWN 0x08 /* our FIN is sent (lingering close) */
+#define HUB_CONN_F_COUNTED  0x10 /* counted in the server's WebSocket total */
+#define HUB_CONN_F_PING     0x20 /* a ping is outstanding: timer_ms = pong deadline */
+#define HUB_CONN_F_INMSG    0x40 /* inside a fragmented inbound message */
+#define HUB_CONN_F_NOMORE   0x80 /* a close frame is queued: no data after it */
+
+typedef struct hub_http_s hub_http_t;
+
+struct hub_conn_s {
+    uv_tcp_t tcp;
+    hub_worker_t *w;
+    uint64_t id;
+    hub_conn_t *prev, *next;      /* worker's list of every connection */
+    hub_conn_t *pend_next;        /* worker's flush list (F_PENDING) */
+    hub_conn_t *close_next;       /* worker's to-close list (F_CLOSED) */
+    hub_http_t *http;             /* HTTP phase only */
+    hub_ws_slot_t *ws;            /* wslay state, borrowed while inside a frame */
+    hub_outq_node_t *oq_head, *oq_tail;
+    uint64_t oq_bytes;            /* queued + in-flight bytes not yet written */
+    uint32_t oq_off;              /* bytes of oq_head already written */
+    uint64_t timer_ms;            /* HTTP: header deadline; WS: next ping or, with
+                                     F_PING, pong deadline; CLOSING: hard close */
+    uint64_t frame_left;          /* WS: bytes of the inbound frame wslay has not seen */
+    uint64_t msg_bytes;           /* WS: payload bytes of the inbound message so far */
+    uint16_t flags;
+    uint8_t state;
+    uint8_t route;                /* HUB_ROUTE_* of the WebSocket endpoint */
+    uint8_t stash_len;
+    uint8_t stash[HUB_WS_MAX_HEADER]; /* a partial inbound frame header */
+};
+
+/* Accepts a pending connection on server (the worker's listener). Logs and
+ * drops it on failure. */
+void hub_conn_accept(hub_worker_t *w, uv_stream_t *server);
+
+/* Queues a reference to f (the caller keeps its own). Returns 0;
+ * HUB_ECLOSED when c is closing; HUB_EFULL when the queue went past
+ * limits.max_outbound_bytes, in which case c is being closed with 1013. */
+int hub_conn_send(hub_conn_t *c, hub_frame_t *f);
+
+/* Queues bytes that are exempt from the outbound limit (HTTP responses,
+ * close frames): takes over the caller's reference to f. */
+void hub_conn_send_raw(hub_conn_t *c, hub_frame_t *f);
+
+/* Closes gracefully: a WebSocket gets a close frame with code and reason,
+ * then a lingering close bounded by server.close_timeout; an HTTP
+ * connection is closed at once. Idempotent. */
+void hub_conn_close(hub_conn_t *c, uint16_t code, const char *reason);
+
+/* Hard close: no more reads or writes; uv_close runs in the worker's prepare
+ * phase. Idempotent. c stays valid until then. */
+void hub_conn_abort(hub_conn_t *c);
+
+/* Enters the lingering close: once the queue drains, FIN is sent, input is
+ * discarded until EOF or the close timeout. */
+void hub_conn_linger(hub_conn_t *c);
+
+/* Worker prepare phase: writes what is queued (uv_try_write, then one
+ * uv_write over an iovec for the rest). */
+void hub_conn_flush(hub_conn_t *c);
+
+/* Worker timer: applies the header deadline, server pings, the pong timeout
+ * and the lingering-close deadline. now is uv_now(). */
+void hub_conn_tick(hub_conn_t *c, uint64_t now);
+
+/* A complete inbound WebSocket data message (called by ws.c). */
+void hub_conn_on_message(hub_conn_t *c, int opcode, const uint8_t *p, size_t n);
+
+/* Frees the queued frame references of c (worker teardown and close_cb). */
+void hub_conn_drop_queue(hub_conn_t *c);
+
+
+
+/* Worker prepare phase: calls uv_close on an aborted connection. */
+void hub_conn_close_now(hub_conn_t *c);
+
+/* Frees the worker's free lists of queue nodes and write requests. */
+void hub_conn_pools_free(hub_worker_t *w);
+
+#endif

@@ -1,0 +1,31 @@
+/* log.h: structured logging, one line per event on stderr, JSON or text.
+ * Any thread may log: a line is built on the stack and written with one
+ * write(2). hub_log_setup() runs once before threads start. */
+#ifndef HUB_LOG_H
+#define HUB_LOG_H
+
+enum { HUB_LOG_DEBUG = 0, HUB_LOG_INFO, HUB_LOG_WARN, HUB_LOG_ERROR };
+enum { HUB_LOG_JSON = 0, HUB_LOG_TEXT };
+
+/* Sets the minimum level and the format (HUB_LOG_JSON or HUB_LOG_TEXT). */
+void hub_log_setup(int level, int format);
+int hub_log_enabled(int level);
+
+/* Logs msg with fields. kvfmt is "key=%conv key2=%conv ..." where each value
+ * is one printf conversion among %s %.*s %d %i %u %x %ld %lu %lld %llu %zu
+ * %zd %g, or a literal word. Integer conversions become JSON numbers.
+ * kvfmt may be "" for no fields. Tokens and message bodies never go here
+ * above debug level. */
+void hub_log(int level, const char *msg, const char *kvfmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define hub_log_debug(msg, ...) \
+    do { if (hub_log_enabled(HUB_LOG_DEBUG)) hub_log(HUB_LOG_DEBUG, msg, __VA_ARGS__); } while (0)
+#define hub_log_info(msg, ...)  hub_log(HUB_LOG_INFO, msg, __VA_ARGS__)
+#define hub_log_warn(msg, ...)  hub_log(HUB_LOG_WARN, msg, __VA_ARGS__)
+#define hub_log_error(msg, ...) hub_log(HUB_LOG_ERROR, msg, __VA_ARGS__)
+
+/* Parses "debug" | "info" | "warn" | "error"; returns -1 if unknown. */
+int hub_log_level_parse(const char *s);
+
+#endif

@@ -1,0 +1,249 @@
+/* server.c: process start-up (fd limit, node id, listening sockets, workers)
+ * and the main thread's loop: signals and shutdown orchestration. Main
+ * thread, except hub_server_worker_done (worker threads) and
+ * hub_server_uptime_s (any). */
+#include "server.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "worker.h"
+
+#define FD_RESERVE 64 /* fds kept for listeners, logs, and later the bus */
+
+uint64_t hub_server_uptime_s(const hub_server_t *s)
+{
+    return (uv_hrtime() / 1000000 - s->start_ms) / 1000;
+}
+
+typedef struct {
+    hub_inbox_msg_t base;
+    int index;
+} done_msg_t;
+
+static void on_worker_done(void *owner, hub_inbox_msg_t *m)
+{
+    hub_server_t *s = owner;
+    free(m);
+    if (++s->workers_done < s->nworkers)
+        return;
+    uv_close((uv_handle_t *)&s->sig_term, NULL);
+    uv_close((uv_handle_t *)&s->sig_int, NULL);
+    uv_close((uv_handle_t *)&s->sig_hup, NULL);
+    uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
+    hub_inbox_close(&s->inbox, NULL);
+}
+
+void hub_server_worker_done(hub_server_t *s, hub_worker_t *w)
+{
+    done_msg_t *m = hub_xmalloc(sizeof(*m));
+    m->base.run = on_worker_done;
+    m->index = w->index;
+    if (hub_inbox_post(&s->inbox, &m->base) != 0)
+        free(m);
+}
+
+static void on_shutdown_timeout(uv_timer_t *t)
+{
+    hub_server_t *s = t->data;
+    hub_log_warn("shutdown timeout: closing the remaining connections", "timeout_ms=%u",
+                 s->cfg->shutdown_timeout_ms);
+    for (int i = 0; i < s->nworkers; i++)
+        hub_worker_stop(&s->workers[i], 1);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    hub_server_t *s = h->data;
+    if (signum == SIGHUP) {
+        hub_log_info("SIGHUP received: nothing to reload yet", "");
+        return;
+    }
+    if (s->stopping++) {
+        hub_log_warn("second signal: exiting now", "signal=%d", signum);
+        _exit(1);
+    }
+    hub_log_info("shutting down", "signal=%d connections=%ld timeout_ms=%u", signum,
+                 atomic_load(&s->ws_connections), s->cfg->shutdown_timeout_ms);
+    for (int i = 0; i < s->nworkers; i++)
+        hub_worker_stop(&s->workers[i], 0);
+    uv_timer_start(&s->shutdown_timer, on_shutdown_timeout, s->cfg->shutdown_timeout_ms, 0);
+}
+
+/* Raises the soft fd limit to the hard one and derives the connection limit. */
+static void apply_fd_limit(hub_server_t *s)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        s->max_connections = s->cfg->max_connections ? s->cfg->max_connections : 1000;
+        return;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t old = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            rl.rlim_cur = old;
+    }
+    uint64_t fit = rl.rlim_cur > FD_RESERVE ? rl.rlim_cur - FD_RESERVE : 1;
+    uint32_t want = s->cfg->max_connections;
+    if (want == 0) {
+        s->max_connections = fit > 10000000 ? 10000000 : (uint32_t)fit;
+    } else {
+        s->max_connections = want;
+        if (want > fit)
+            hub_log_warn("limits.max_connections exceeds what the fd limit allows",
+                         "max_connections=%u fd_limit=%llu usable=%llu", want,
+                         (unsigned long long)rl.rlim_cur, (unsigned long long)fit);
+    }
+}
+
+static void make_node_id(hub_server_t *s)
+{
+    if (s->cfg->server_node_id[0]) {
+        snprintf(s->node_id, sizeof(s->node_id), "%s", s->cfg->server_node_id);
+        return;
+    }
+    unsigned char rnd[4] = { 0 };
+    if (uv_random(NULL, NULL, rnd, sizeof(rnd), 0, NULL) != 0) {
+        uint64_t t = uv_hrtime() ^ (uint64_t)getpid();
+        memcpy(rnd, &t, sizeof(rnd));
+    }
+    snprintf(s->node_id, sizeof(s->node_id), "gohub-%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2],
+             rnd[3]);
+}
+
+/* Creates one bound SO_REUSEPORT socket. *port 0 lets the kernel choose, and
+ * the chosen port is written back so the next workers bind the same one. */
+static int listen_socket(const char *host, int *port, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    int fam = strchr(host, ':') ? AF_INET6 : AF_INET;
+    int r = fam == AF_INET6 ? uv_ip6_addr(host, *port, (struct sockaddr_in6 *)&ss)
+                            : uv_ip4_addr(host, *port, (struct sockaddr_in *)&ss);
+    if (r != 0) {
+        snprintf(err, errlen, "server.addr: bad host '%s'", host);
+        return -1;
+    }
+    int fd = socket(fam, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+        snprintf(err, errlen, "SO_REUSEPORT: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    socklen_t len = fam == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
+        snprintf(err, errlen, "bind %s:%d: %s", host, *port, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (*port == 0) {
+        len = sizeof(ss);
+        getsockname(fd, (struct sockaddr *)&ss, &len);
+        *port = ntohs(fam == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                      : ((struct sockaddr_in *)&ss)->sin_port);
+    }
+    return fd;
+}
+
+int hub_server_run(hub_config_t *cfg)
+{
+    hub_server_t *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        hub_config_free(cfg);
+        return 1;
+    }
+    int code = 1, started = 0;
+    s->cfg = cfg;
+    s->start_ms = uv_hrtime() / 1000000;
+    atomic_init(&s->ws_connections, 0);
+    signal(SIGPIPE, SIG_IGN);
+    make_node_id(s);
+    apply_fd_limit(s);
+    s->nworkers = cfg->server_workers ? cfg->server_workers : (int)uv_available_parallelism();
+    if (s->nworkers < 1)
+        s->nworkers = 1;
+
+    char host[256], err[640];
+    int port;
+    if (hub_config_parse_addr(cfg->server_addr, host, sizeof(host), &port) != 0) {
+        hub_log_error("bad server.addr", "addr=%s", cfg->server_addr);
+        goto out;
+    }
+    s->workers = calloc((size_t)s->nworkers, sizeof(hub_worker_t));
+    int *fds = calloc((size_t)s->nworkers, sizeof(int));
+    if (s->workers == NULL || fds == NULL) {
+        free(fds);
+        goto out;
+    }
+    for (int i = 0; i < s->nworkers; i++) {
+        fds[i] = listen_socket(host, &port, err, sizeof(err));
+        if (fds[i] < 0) {
+            hub_log_error("cannot listen", "reason=%s", err);
+            for (int j = 0; j < i; j++)
+                close(fds[j]);
+            free(fds);
+            goto out;
+        }
+    }
+
+    uv_loop_init(&s->loop);
+    hub_inbox_init(&s->inbox, &s->loop, s);
+    uv_signal_init(&s->loop, &s->sig_term);
+    uv_signal_init(&s->loop, &s->sig_int);
+    uv_signal_init(&s->loop, &s->sig_hup);
+    s->sig_term.data = s->sig_int.data = s->sig_hup.data = s;
+    uv_signal_start(&s->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&s->sig_int, on_signal, SIGINT);
+    uv_signal_start(&s->sig_hup, on_signal, SIGHUP);
+    uv_timer_init(&s->loop, &s->shutdown_timer);
+    s->shutdown_timer.data = s;
+
+    for (int i = 0; i < s->nworkers; i++) {
+        int r = hub_worker_init(&s->workers[i], s, i, fds[i]);
+        if (r != 0) {
+            hub_log_error("worker init failed", "worker=%d err=%s", i, hub_strerror(r));
+            /* sockets not yet handed over are closed with the process */
+            free(fds);
+            _exit(1);
+        }
+    }
+    free(fds);
+    for (int i = 0; i < s->nworkers; i++) {
+        if (hub_worker_start(&s->workers[i]) != 0) {
+            hub_log_error("cannot start worker thread", "worker=%d", i);
+            _exit(1);
+        }
+        started++;
+    }
+    hub_log_info("listening", "addr=%s port=%d workers=%d node_id=%s max_connections=%u "
+                              "version=%s",
+                 host, port, s->nworkers, s->node_id, s->max_connections, GOHUB_VERSION);
+
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    for (int i = 0; i < started; i++)
+        hub_worker_join(&s->workers[i]);
+    uv_run(&s->loop, UV_RUN_NOWAIT); /* let the closed handles finish */
+    if (uv_loop_close(&s->loop) != 0)
+        hub_log_warn("main loop did not close cleanly", "");
+    hub_inbox_destroy(&s->inbox);
+    hub_log_info("stopped", "");
+    code = 0;
+out:
+    free(s->workers);
+    hub_config_free(s->cfg);
+    free(s);
+    return code;
+}

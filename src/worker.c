@@ -1,0 +1,194 @@
+/* worker.c: a worker thread's loop: accept on its own SO_REUSEPORT socket,
+ * flush output and run deferred closes in the prepare phase, drive timers
+ * from one periodic tick, and stop on request. Worker thread, except
+ * hub_worker_init/start/join (main thread) and hub_worker_stop (any). */
+#include "worker.h"
+
+#include <string.h>
+
+#include "config.h"
+#include "conn.h"
+#include "frame.h"
+#include "log.h"
+#include "server.h"
+
+typedef struct {
+    hub_inbox_msg_t base;
+    int force;
+} stop_msg_t;
+
+/* Runs the flush list, then the deferred closes. libuv runs prepare
+ * callbacks once per loop turn, right before it polls for I/O. */
+static void on_prepare(uv_prepare_t *p)
+{
+    hub_worker_t *w = p->data;
+    while (w->pending != NULL) {
+        hub_conn_t *c = w->pending;
+        w->pending = c->pend_next;
+        c->pend_next = NULL;
+        c->flags &= (uint16_t)~HUB_CONN_F_PENDING;
+        hub_conn_flush(c);
+    }
+    while (w->closing != NULL) {
+        hub_conn_t *c = w->closing;
+        w->closing = c->close_next;
+        hub_conn_close_now(c);
+    }
+}
+
+void hub_worker_want_flush(hub_worker_t *w, hub_conn_t *c)
+{
+    if (c->flags & (HUB_CONN_F_PENDING | HUB_CONN_F_CLOSED))
+        return;
+    c->flags |= HUB_CONN_F_PENDING;
+    c->pend_next = w->pending;
+    w->pending = c;
+}
+
+static void close_handles(hub_worker_t *w);
+
+static void maybe_finish(hub_worker_t *w)
+{
+    if (w->stopping && w->nconns == 0 && !w->handles_closed)
+        close_handles(w);
+}
+
+void hub_worker_conn_gone(hub_worker_t *w, hub_conn_t *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nconns--;
+    maybe_finish(w);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    hub_worker_t *w = t->data;
+    uint64_t now = uv_now(&w->loop);
+    for (hub_conn_t *c = w->conns; c != NULL; c = c->next)
+        hub_conn_tick(c, now);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    hub_worker_t *w = server->data;
+    if (status < 0) {
+        hub_log_warn("accept error", "worker=%d err=%s", w->index, uv_err_name(status));
+        return;
+    }
+    if (w->stopping)
+        return;
+    hub_conn_accept(w, server);
+}
+
+static void on_stop(void *owner, hub_inbox_msg_t *m)
+{
+    hub_worker_t *w = owner;
+    stop_msg_t *sm = (stop_msg_t *)m;
+    int force = sm->force;
+    free(sm);
+    if (!w->stopping) {
+        w->stopping = 1;
+        uv_close((uv_handle_t *)&w->listener, NULL);
+    }
+    for (hub_conn_t *c = w->conns; c != NULL; c = c->next) {
+        if (force)
+            hub_conn_abort(c);
+        else
+            hub_conn_close(c, 1001, "server shutting down");
+    }
+    maybe_finish(w);
+}
+
+static void close_handles(hub_worker_t *w)
+{
+    w->handles_closed = 1;
+    uv_close((uv_handle_t *)&w->prepare, NULL);
+    uv_close((uv_handle_t *)&w->tick, NULL);
+    hub_inbox_close(&w->inbox, NULL);
+}
+
+static void worker_main(void *arg)
+{
+    hub_worker_t *w = arg;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    hub_server_worker_done(w->srv, w);
+}
+
+int hub_worker_init(hub_worker_t *w, hub_server_t *srv, int index, int listen_fd)
+{
+    const hub_config_t *cfg = srv->cfg;
+    memset(w, 0, sizeof(*w));
+    w->index = index;
+    w->srv = srv;
+    w->cfg = cfg;
+    w->listen_fd = listen_fd;
+    int r = uv_loop_init(&w->loop);
+    if (r != 0)
+        return r;
+    w->rbuf = malloc(HUB_READ_BUF);
+    w->ws_pool = hub_ws_pool_new(cfg->max_message_bytes);
+    w->ping_frame = hub_frame_ws(HUB_WS_OP_PING, NULL, 0);
+    if (w->rbuf == NULL || w->ws_pool == NULL || w->ping_frame == NULL)
+        return HUB_ENOMEM;
+    if ((r = hub_inbox_init(&w->inbox, &w->loop, w)) != 0)
+        return r;
+    uv_prepare_init(&w->loop, &w->prepare);
+    w->prepare.data = w;
+    uv_prepare_start(&w->prepare, on_prepare);
+
+    /* one tick drives every per-connection deadline: a quarter of the
+     * shortest timeout, between 25 ms and 1 s */
+    uint64_t shortest = cfg->header_timeout_ms;
+    if (cfg->ping_interval_ms < shortest)
+        shortest = cfg->ping_interval_ms;
+    if (cfg->pong_timeout_ms < shortest)
+        shortest = cfg->pong_timeout_ms;
+    if (cfg->close_timeout_ms < shortest)
+        shortest = cfg->close_timeout_ms;
+    uint64_t period = shortest / 4;
+    period = period < 25 ? 25 : (period > 1000 ? 1000 : period);
+    uv_timer_init(&w->loop, &w->tick);
+    w->tick.data = w;
+    uv_timer_start(&w->tick, on_tick, period, period);
+
+    uv_tcp_init(&w->loop, &w->listener);
+    w->listener.data = w;
+    if ((r = uv_tcp_open(&w->listener, listen_fd)) != 0)
+        return r;
+    if ((r = uv_listen((uv_stream_t *)&w->listener, 4096, on_connection)) != 0)
+        return r;
+    return 0;
+}
+
+int hub_worker_start(hub_worker_t *w)
+{
+    return uv_thread_create(&w->thread, worker_main, w);
+}
+
+void hub_worker_stop(hub_worker_t *w, int force)
+{
+    stop_msg_t *m = hub_xmalloc(sizeof(*m));
+    m->base.run = on_stop;
+    m->force = force;
+    if (hub_inbox_post(&w->inbox, &m->base) != 0)
+        free(m);
+}
+
+void hub_worker_join(hub_worker_t *w)
+{
+    uv_thread_join(&w->thread);
+    int r = uv_loop_close(&w->loop);
+    if (r != 0)
+        hub_log_error("worker loop did not close cleanly", "worker=%d err=%s", w->index,
+                      uv_err_name(r));
+    hub_inbox_destroy(&w->inbox);
+    hub_ws_pool_free(w->ws_pool);
+    hub_conn_pools_free(w);
+    hub_frame_release(w->ping_frame);
+    free(w->rbuf);
+}

@@ -1,0 +1,65 @@
+/* worker.h: a worker thread: its own uv loop, SO_REUSEPORT listener,
+ * connections, wslay pool, outbound-queue pools and inbox. Nothing of a
+ * worker is touched by another thread except its inbox. */
+#ifndef HUB_WORKER_H
+#define HUB_WORKER_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "common.h"
+#include "inbox.h"
+#include "ws.h"
+
+#define HUB_READ_BUF 65536
+
+typedef struct hub_write_req_s hub_write_req_t;
+
+struct hub_worker_s {
+    int index;
+    hub_server_t *srv;
+    const hub_config_t *cfg;
+    uv_loop_t loop;
+    uv_thread_t thread;
+    uv_tcp_t listener;
+    int listen_fd;
+    hub_inbox_t inbox;
+    uv_prepare_t prepare;
+    uv_timer_t tick;
+    char *rbuf;                  /* shared read buffer: data is consumed or copied in on_read */
+    hub_conn_t *conns;           /* every connection (doubly linked) */
+    hub_conn_t *pending;         /* connections with output to flush */
+    hub_conn_t *closing;         /* connections to uv_close */
+    uint64_t nconns;             /* connections still allocated */
+    uint64_t conn_seq;
+    hub_ws_pool_t *ws_pool;
+    hub_outq_node_t *node_free;  /* free outbound queue nodes */
+    size_t node_free_n;
+    hub_write_req_t *wreq_free;  /* free write requests */
+    size_t wreq_free_n;
+    hub_frame_t *ping_frame;     /* shared, immortal while the worker runs */
+    int stopping;                /* no new connections; exit when none is left */
+    int handles_closed;
+};
+
+/* Prepares w (main thread, before start). listen_fd is a bound, not yet
+ * listening SO_REUSEPORT socket that w takes over. Returns 0 or HUB_E*. */
+int hub_worker_init(hub_worker_t *w, hub_server_t *srv, int index, int listen_fd);
+
+/* Starts the thread. Returns 0 or a UV error. */
+int hub_worker_start(hub_worker_t *w);
+
+/* Any thread: asks w to stop accepting and close every connection with 1001
+ * (force: hard-close them now). */
+void hub_worker_stop(hub_worker_t *w, int force);
+
+/* Main thread: waits for the thread to end and frees what w holds. */
+void hub_worker_join(hub_worker_t *w);
+
+/* Worker thread: puts c on the flush list. */
+void hub_worker_want_flush(hub_worker_t *w, hub_conn_t *c);
+
+/* Worker thread: called from a connection's close callback. */
+void hub_worker_conn_gone(hub_worker_t *w, hub_conn_t *c);
+
+#endif

@@ -1,0 +1,876 @@
+"""Helpers for the gohub integration tests: starting the daemon, a raw HTTP
+client, a raw WebSocket client that can build any frame by hand, and /proc
+readers. Every blocking read has a deadline; nothing here can hang."""
+
+import base64
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import re
+import select
+import signal
+import socket
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "configs" / "gohub.yaml"
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "LeakSanitizer", "runtime error:")
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+RSV1, RSV2, RSV3 = 4, 2, 1
+
+
+class Timeout(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------
+# binaries and environment
+
+
+def release_bin():
+    p = os.environ.get("GOHUB_BIN") or str(REPO / "build" / "release" / "gohub")
+    return p
+
+
+def asan_bin():
+    p = os.environ.get("GOHUB_ASAN_BIN")
+    if not p or not os.path.isfile(p) or not os.access(p, os.X_OK):
+        return None
+    return p
+
+
+def clean_env():
+    """The test process environment without any GOHUB_* variable (GOHUB_BIN
+    and GOHUB_ASAN_BIN must not reach the daemon as config overrides)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("GOHUB_")}
+
+
+ASAN_ENV = {
+    "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=99",
+    "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
+}
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# --------------------------------------------------------------------------
+# /proc
+
+
+def fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS in /proc/%d/status" % pid)
+
+
+def wait_for(pred, timeout, interval=0.05):
+    """Polls pred() until it returns a truthy value or timeout passes;
+    returns the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------
+# the daemon
+
+
+class Daemon:
+    """One gohub process. env: extra GOHUB_* (or other) variables on top of
+    the test defaults. args: command-line arguments (default -c CONFIG)."""
+
+    def __init__(self, binary, logdir, env=None, args=None, asan=False):
+        self.binary = str(binary)
+        self.logdir = Path(logdir)
+        self.extra_env = dict(env or {})
+        self.args = list(args) if args is not None else ["-c", str(CONFIG)]
+        self.asan = asan
+        self.proc = None
+        self.port = None
+        self.rc = None
+        self.log_path = None
+        self._logf = None
+        self._outf = None
+        self.exit_checked = False  # a test that checks the exit itself sets this
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def env(self):
+        env = clean_env()
+        env.update(
+            GOHUB_SERVER_ADDR=f"127.0.0.1:{self.port}",
+            GOHUB_SERVER_WORKERS="2",
+            GOHUB_LOG_LEVEL="debug",
+        )
+        if self.asan:
+            env.update(ASAN_ENV)
+        env.update(self.extra_env)
+        return env
+
+    def start(self, health_timeout=10.0):
+        if not os.path.isfile(self.binary):
+            raise AssertionError(f"gohub binary not found: {self.binary}")
+        last = ""
+        for attempt in range(3):  # a picked port can be taken in between
+            self.port = free_port()
+            self.log_path = self.logdir / f"gohub-{self.port}-{attempt}.stderr.log"
+            self._logf = open(self.log_path, "wb")
+            self._outf = open(self.logdir / f"gohub-{self.port}-{attempt}.stdout.log", "wb")
+            self.proc = subprocess.Popen(
+                [self.binary] + self.args,
+                cwd=str(REPO),
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                stdout=self._outf,
+                stderr=self._logf,
+            )
+            deadline = time.monotonic() + health_timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                try:
+                    r = http_get(self.port, "/health", timeout=1.0)
+                    if r is not None and r.status == 200:
+                        return self
+                except (OSError, Timeout, ValueError):
+                    pass
+                time.sleep(0.05)
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(5)
+                self._close_files()
+                raise AssertionError(
+                    f"gohub did not answer GET /health 200 within {health_timeout}s; "
+                    f"log:\n{self.log_text()[-4000:]}")
+            self.rc = self.proc.returncode
+            self._close_files()
+            last = self.log_text()
+            if "in use" not in last.lower():
+                break
+        raise AssertionError(f"gohub exited at start with code {self.rc}; log:\n{last[-4000:]}")
+
+    def _close_files(self):
+        for f in (self._logf, self._outf):
+            if f:
+                f.close()
+        self._logf = self._outf = None
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig=signal.SIGTERM):
+        os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout):
+        """Waits for exit; returns the exit code or None on timeout."""
+        try:
+            self.rc = self.proc.wait(timeout)
+            return self.rc
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout=15.0):
+        """SIGTERM, wait up to timeout, return the exit code. If it is still
+        running, SIGKILL it and raise."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.rc = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+                self._close_files()
+                raise AssertionError(f"gohub still running {timeout}s after SIGTERM; SIGKILLed")
+        self.rc = self.proc.returncode
+        self._close_files()
+        return self.rc
+
+    def log_text(self):
+        try:
+            return Path(self.log_path).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_records(self):
+        out = []
+        for line in self.log_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def sanitizer_reports(self):
+        text = self.log_text()
+        return [m for m in SANITIZER_MARKERS if m in text]
+
+    def fd_count(self):
+        return fd_count(self.proc.pid)
+
+    def rss_kb(self):
+        return rss_kb(self.proc.pid)
+
+    def health(self):
+        r = http_get(self.port, "/health", timeout=3.0)
+        assert r is not None and r.status == 200, f"/health: {r}"
+        return r.json()
+
+    def stable_fd_count(self, settle=0.3, timeout=3.0):
+        """fd count once it stopped changing for `settle` seconds."""
+        deadline = time.monotonic() + timeout
+        last = self.fd_count()
+        since = time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            n = self.fd_count()
+            if n != last:
+                last, since = n, time.monotonic()
+            elif time.monotonic() - since >= settle:
+                break
+        return last
+
+    def finish_and_check(self, timeout=15.0):
+        """Stops the daemon and returns a list of problems (empty = fine)."""
+        problems = []
+        try:
+            rc = self.stop(timeout)
+        except AssertionError as e:
+            return [str(e)]
+        if not self.exit_checked and rc != 0:
+            problems.append(f"gohub exited with {rc} after SIGTERM (want 0); log tail:\n"
+                            f"{self.log_text()[-3000:]}")
+        if self.asan:
+            found = self.sanitizer_reports()
+            if found:
+                problems.append(f"sanitizer reports {found} in log:\n{self.log_text()[-6000:]}")
+        return problems
+
+
+@contextlib.contextmanager
+def running_daemon(binary, logdir, env=None, args=None, asan=False):
+    d = Daemon(binary, logdir, env=env, args=args, asan=asan).start()
+    try:
+        yield d
+    finally:
+        problems = d.finish_and_check()
+        if problems:
+            raise AssertionError("\n".join(problems))
+
+
+# --------------------------------------------------------------------------
+# a buffered socket with deadlines
+
+
+class Conn:
+    def __init__(self, port, timeout=5.0, rcvbuf=None, sndbuf=None, host="127.0.0.1"):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if sndbuf:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        s.settimeout(timeout)
+        s.connect((host, port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = s
+        self.buf = bytearray()
+        self.eof = False
+        self.reset = False
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    def send(self, data, timeout=10.0):
+        """sendall; returns False if the peer closed/reset (EPIPE,
+        ECONNRESET) or the send could not finish within timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.sendall(data)
+            return True
+        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+            return False
+        except OSError as e:
+            if e.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                return False
+            raise
+
+    def _fill(self, deadline):
+        """Reads once. Returns number of bytes; 0 at EOF/RST. Raises Timeout."""
+        if self.eof:
+            return 0
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Timeout()
+        self.sock.settimeout(left)
+        try:
+            data = self.sock.recv(262144)
+        except socket.timeout:
+            raise Timeout()
+        except ConnectionResetError:
+            self.eof = self.reset = True
+            return 0
+        except OSError as e:
+            if e.errno in (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN):
+                self.eof = self.reset = True
+                return 0
+            raise
+        if not data:
+            self.eof = True
+            return 0
+        self.buf += data
+        return len(data)
+
+    def read_until(self, delim, timeout):
+        """Bytes up to and including delim; None on EOF before it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            i = self.buf.find(delim)
+            if i >= 0:
+                out = bytes(self.buf[: i + len(delim)])
+                del self.buf[: i + len(delim)]
+                return out
+            if self._fill(deadline) == 0:
+                return None
+
+    def read_exact(self, n, timeout):
+        deadline = time.monotonic() + timeout
+        while len(self.buf) < n:
+            if self._fill(deadline) == 0:
+                raise EOFError(f"EOF after {len(self.buf)} of {n} bytes")
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def read_all(self, timeout):
+        """Everything until EOF; raises Timeout if EOF does not come."""
+        deadline = time.monotonic() + timeout
+        while self._fill(deadline):
+            pass
+        out = bytes(self.buf)
+        self.buf.clear()
+        return out
+
+    def wait_closed(self, timeout):
+        """True if the peer closes (EOF or RST) within timeout; keeps data."""
+        deadline = time.monotonic() + timeout
+        try:
+            while self._fill(deadline):
+                pass
+            return True
+        except Timeout:
+            return False
+
+    def is_open_after(self, wait):
+        """True if the connection is still open `wait` seconds from now."""
+        return not self.wait_closed(wait)
+
+
+# --------------------------------------------------------------------------
+# HTTP
+
+
+class HttpResponse:
+    def __init__(self, version, status, reason, headers, body):
+        self.version = version
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # list of (name, value)
+        self.body = body
+        self.closed = None
+
+    def header(self, name):
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return None
+
+    def header_all(self, name):
+        name = name.lower()
+        return [v for k, v in self.headers if k.lower() == name]
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+    def __repr__(self):
+        return (f"<HTTP {self.status} {self.reason!r} headers={self.headers} "
+                f"body={self.body[:300]!r} closed={self.closed}>")
+
+
+def _parse_head(head):
+    text = head.decode("latin-1")
+    lines = text.split("\r\n")
+    m = re.match(r"^(HTTP/\d\.\d) (\d{3})(?: (.*))?$", lines[0])
+    if not m:
+        raise ValueError(f"bad status line {lines[0]!r}")
+    headers = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        k, _, v = line.partition(":")
+        headers.append((k.strip(), v.strip()))
+    return m.group(1), int(m.group(2)), m.group(3) or "", headers
+
+
+def read_response(conn, timeout=5.0, head_only=False):
+    """Reads one response; None if the connection closed before a response
+    head arrived."""
+    deadline = time.monotonic() + timeout
+    head = conn.read_until(b"\r\n\r\n", timeout)
+    if head is None:
+        if conn.buf:
+            raise ValueError(f"incomplete response head before EOF: {bytes(conn.buf[:200])!r}")
+        return None
+    version, status, reason, headers = _parse_head(head[:-4])
+    r = HttpResponse(version, status, reason, headers, b"")
+    if head_only or status == 101 or 100 <= status < 200 or status in (204, 304):
+        return r
+    cl = r.header("content-length")
+    te = (r.header("transfer-encoding") or "").lower()
+    left = lambda: max(0.01, deadline - time.monotonic())
+    if cl is not None:
+        r.body = conn.read_exact(int(cl), left())
+    elif "chunked" in te:
+        body = b""
+        while True:
+            line = conn.read_until(b"\r\n", left())
+            if line is None:
+                raise EOFError("EOF in chunked body")
+            n = int(line.split(b";")[0].strip(), 16)
+            if n == 0:
+                conn.read_until(b"\r\n", left())
+                break
+            body += conn.read_exact(n, left())
+            conn.read_exact(2, left())
+        r.body = body
+    else:
+        r.body = conn.read_all(left())
+    return r
+
+
+def request(port, raw, timeout=5.0, head_only=False, close_wait=3.0, rcvbuf=None):
+    """Sends raw bytes on a new connection, reads one response, then waits up
+    to close_wait for the server to close; resp.closed tells. Returns None
+    (after checking close) if the server closed without any response."""
+    with Conn(port, timeout=timeout, rcvbuf=rcvbuf) as c:
+        c.send(raw)
+        try:
+            r = read_response(c, timeout, head_only=head_only)
+        except ConnectionResetError:
+            r = None
+        closed = c.wait_closed(close_wait) if close_wait else None
+        if r is None:
+            return None
+        r.closed = closed
+        return r
+
+
+def http_get(port, path, timeout=3.0, extra=""):
+    raw = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}"
+           f"Connection: close\r\n\r\n").encode()
+    with Conn(port, timeout=timeout) as c:
+        c.send(raw)
+        return read_response(c, timeout)
+
+
+def assert_error_body(resp, code=None):
+    """Error bodies: {"error":{"code":"<word>","message":"<text>"}}."""
+    ct = (resp.header("content-type") or "").lower()
+    assert ct.startswith("application/json"), f"error Content-Type {ct!r}: {resp}"
+    try:
+        j = resp.json()
+    except ValueError:
+        raise AssertionError(f"error body is not JSON: {resp}")
+    assert isinstance(j, dict) and isinstance(j.get("error"), dict), f"error body shape: {j}"
+    e = j["error"]
+    assert isinstance(e.get("code"), str) and re.fullmatch(r"[a-z0-9_]+", e["code"]), \
+        f"error.code must be a word: {j}"
+    assert isinstance(e.get("message"), str) and e["message"], f"error.message: {j}"
+    if code is not None:
+        assert e["code"] == code, f"error.code {e['code']!r}, want {code!r}"
+    return e
+
+
+# --------------------------------------------------------------------------
+# WebSocket frames
+
+
+def ws_key():
+    return base64.b64encode(os.urandom(16)).decode()
+
+
+def ws_accept(key):
+    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+
+
+def mask_payload(key, data):
+    n = len(data)
+    if n == 0:
+        return b""
+    k = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
+
+
+def frame(opcode, payload=b"", fin=True, rsv=0, mask=True, length=None, form=None, mask_key=None):
+    """Builds one frame. rsv: 3-bit value (RSV1=4). length: the declared
+    payload length (default len(payload)). form: '7', '16' or '64' to force a
+    length encoding (non-minimal ones included)."""
+    if isinstance(payload, str):
+        payload = payload.encode()
+    n = len(payload) if length is None else length
+    if form is None:
+        form = "7" if n < 126 else ("16" if n < 65536 else "64")
+    b0 = (0x80 if fin else 0) | ((rsv & 7) << 4) | (opcode & 0xF)
+    m = 0x80 if mask else 0
+    if form == "7":
+        hdr = bytes([b0, m | n])
+    elif form == "16":
+        hdr = bytes([b0, m | 126]) + struct.pack("!H", n)
+    else:
+        hdr = bytes([b0, m | 127]) + struct.pack("!Q", n)
+    if mask:
+        key = mask_key if mask_key is not None else os.urandom(4)
+        return hdr + key + mask_payload(key, payload)
+    return hdr + payload
+
+
+def close_payload(code=None, reason=b""):
+    if code is None:
+        return b""
+    if isinstance(reason, str):
+        reason = reason.encode()
+    return struct.pack("!H", code) + reason
+
+
+class Frame:
+    def __init__(self, fin, rsv, opcode, masked, payload):
+        self.fin, self.rsv, self.opcode, self.masked, self.payload = fin, rsv, opcode, masked, payload
+
+    @property
+    def close_code(self):
+        return struct.unpack("!H", self.payload[:2])[0] if len(self.payload) >= 2 else None
+
+    @property
+    def close_reason(self):
+        return self.payload[2:]
+
+    def __repr__(self):
+        p = self.payload if len(self.payload) <= 40 else self.payload[:40] + b"..."
+        extra = f" code={self.close_code}" if self.opcode == OP_CLOSE else ""
+        return f"<Frame op={self.opcode:#x} fin={self.fin} rsv={self.rsv}{extra} len={len(self.payload)} {p!r}>"
+
+
+def parse_one(data):
+    """Parses one server frame at the start of data; returns (Frame, consumed)
+    or None if data holds no complete frame."""
+    if len(data) < 2:
+        return None
+    b0, b1 = data[0], data[1]
+    n = b1 & 0x7F
+    j = 2
+    if n == 126:
+        if len(data) < 4:
+            return None
+        n = struct.unpack("!H", data[2:4])[0]
+        j = 4
+    elif n == 127:
+        if len(data) < 10:
+            return None
+        n = struct.unpack("!Q", data[2:10])[0]
+        j = 10
+    key = None
+    if b1 & 0x80:
+        if len(data) < j + 4:
+            return None
+        key = bytes(data[j:j + 4])
+        j += 4
+    if len(data) - j < n:
+        return None
+    payload = bytes(data[j:j + n])
+    if key:
+        payload = mask_payload(key, payload)
+    return Frame(bool(b0 & 0x80), (b0 >> 4) & 7, b0 & 0xF, bool(b1 & 0x80), payload), j + n
+
+
+def parse_frames(data):
+    """Parses server frames from bytes; returns (frames, leftover)."""
+    frames = []
+    i = 0
+    while True:
+        r = parse_one(memoryview(data)[i:])
+        if r is None:
+            break
+        frames.append(r[0])
+        i += r[1]
+    return frames, bytes(data[i:])
+
+
+def ws_request(port, key=None, path="/ws", method="GET", version="HTTP/1.1",
+               drop=(), set_headers=None, add=None, body=b""):
+    """Builds a handshake request. drop: header names to leave out;
+    set_headers: {name: value} replacing defaults; add: [(name, value)]
+    appended (duplicates allowed)."""
+    key = key or ws_key()
+    hdrs = [
+        ("Host", f"127.0.0.1:{port}"),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", key),
+        ("Sec-WebSocket-Version", "13"),
+    ]
+    dropl = {d.lower() for d in drop}
+    setl = {k.lower(): (k, v) for k, v in (set_headers or {}).items()}
+    out = []
+    for k, v in hdrs:
+        if k.lower() in dropl:
+            continue
+        if k.lower() in setl:
+            k, v = setl.pop(k.lower())
+        out.append((k, v))
+    out.extend(setl.values())
+    out.extend(add or [])
+    text = f"{method} {path} {version}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in out) + "\r\n"
+    return text.encode("latin-1") + body
+
+
+class CloseResult:
+    def __init__(self, frame, others, eof):
+        self.frame = frame      # the close Frame, or None if TCP ended without one
+        self.others = others    # frames seen before it
+        self.eof = eof
+
+    @property
+    def code(self):
+        return self.frame.close_code if self.frame else None
+
+    @property
+    def data_frames(self):
+        return [f for f in self.others if f.opcode in (OP_TEXT, OP_BINARY, OP_CONT)]
+
+    def __repr__(self):
+        return f"<Close frame={self.frame} before={self.others} eof={self.eof}>"
+
+
+class RawWS:
+    """A raw WebSocket client on a Conn."""
+
+    def __init__(self, conn, resp, key):
+        self.conn = conn
+        self.resp = resp
+        self.key = key
+
+    @classmethod
+    def connect(cls, port, rcvbuf=None, extra=b"", timeout=5.0, **req_kw):
+        key = req_kw.pop("key", None) or ws_key()
+        conn = Conn(port, timeout=timeout, rcvbuf=rcvbuf)
+        try:
+            conn.send(ws_request(port, key=key, **req_kw) + extra)
+            resp = read_response(conn, timeout)
+            assert resp is not None, "connection closed instead of a handshake response"
+            assert resp.status == 101, f"handshake: {resp}"
+            assert resp.header("sec-websocket-accept") == ws_accept(key), f"bad accept: {resp}"
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, resp, key)
+
+    def close(self):
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    def send_raw(self, data, timeout=10.0):
+        return self.conn.send(data, timeout)
+
+    def send_frame(self, opcode, payload=b"", **kw):
+        return self.conn.send(frame(opcode, payload, **kw))
+
+    def send_text(self, text, **kw):
+        return self.send_frame(OP_TEXT, text.encode() if isinstance(text, str) else text, **kw)
+
+    def send_close(self, code=None, reason=b""):
+        return self.send_frame(OP_CLOSE, close_payload(code, reason))
+
+    def recv_frame(self, timeout=3.0):
+        """Next server frame. Raises EOFError at EOF, Timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = parse_one(self.conn.buf)
+            if r is not None:
+                del self.conn.buf[: r[1]]
+                return r[0]
+            if self.conn._fill(deadline) == 0:
+                raise EOFError(f"EOF (reset={self.conn.reset}) with {len(self.conn.buf)} unparsed bytes")
+
+    def recv_data(self, timeout=3.0, skip_control=True):
+        """Next data frame, skipping pings/pongs if skip_control."""
+        deadline = time.monotonic() + timeout
+        while True:
+            f = self.recv_frame(max(0.01, deadline - time.monotonic()))
+            if skip_control and f.opcode in (OP_PING, OP_PONG):
+                continue
+            return f
+
+    def echo(self, text, timeout=3.0):
+        assert self.send_text(text), "send failed"
+        f = self.recv_data(timeout)
+        assert f.opcode == OP_TEXT and f.fin, f"expected a text echo, got {f}"
+        return f.payload.decode("utf-8")
+
+    def expect_close(self, timeout=3.0):
+        """Reads until a close frame or EOF. Raises Timeout if neither comes."""
+        deadline = time.monotonic() + timeout
+        others = []
+        while True:
+            try:
+                f = self.recv_frame(max(0.01, deadline - time.monotonic()))
+            except EOFError:
+                return CloseResult(None, others, True)
+            if f.opcode == OP_CLOSE:
+                return CloseResult(f, others, False)
+            others.append(f)
+
+    def wait_eof(self, timeout):
+        return self.conn.wait_closed(timeout)
+
+    def close_handshake(self, timeout=3.0):
+        """Client-initiated normal close; returns the server's close frame."""
+        self.send_close(1000)
+        r = self.expect_close(timeout)
+        self.wait_eof(timeout)
+        self.close()
+        return r
+
+
+def assert_fails_with(ws, codes, allow_tcp_close=False, timeout=3.0, allow_data=False, reply=True):
+    """The server must send a close frame with a code in codes (or, if
+    allow_tcp_close, end TCP without one), send no data frame before, and
+    end the TCP connection."""
+    try:
+        r = ws.expect_close(timeout)
+    except Timeout:
+        raise AssertionError(f"no close frame and no TCP close within {timeout}s "
+                             f"(want close {codes})")
+    if r.frame is None:
+        assert allow_tcp_close, f"TCP closed without a close frame (want close {codes}); {r}"
+    else:
+        assert r.code in codes, f"close code {r.code} reason {r.frame.close_reason!r}, want {codes}"
+    if not allow_data:
+        assert not r.data_frames, f"unexpected data frames before close: {r.data_frames}"
+    if r.frame is not None:
+        if reply:
+            ws.send_close(r.code if r.code not in (None, 1005, 1006, 1015) else 1000)
+        assert ws.wait_eof(2.5), "server did not close TCP after the close frame"
+    ws.close()
+    return r
+
+
+def bulk_send(conn, data, timeout=20.0, chunk=65536):
+    """Sends data while also reading whatever the server sends (so a server
+    close frame is not lost). Stops at EOF/RST/EPIPE. Returns bytes sent."""
+    s = conn.sock
+    s.setblocking(False)
+    sent = 0
+    deadline = time.monotonic() + timeout
+    mv = memoryview(data)
+    try:
+        while sent < len(data) and time.monotonic() < deadline and not conn.eof:
+            r, w, _ = select.select([s], [s], [], 0.2)
+            if r:
+                try:
+                    d = s.recv(262144)
+                    if not d:
+                        conn.eof = True
+                        break
+                    conn.buf += d
+                except (ConnectionResetError, BrokenPipeError):
+                    conn.eof = conn.reset = True
+                    break
+                except BlockingIOError:
+                    pass
+            if w:
+                try:
+                    sent += s.send(mv[sent:sent + chunk])
+                except BlockingIOError:
+                    pass
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+    finally:
+        s.setblocking(True)
+    return sent
+
+
+# --------------------------------------------------------------------------
+# control client: echo latency through a fresh connection
+
+
+def echo_latency(port, text="ctl", timeout=3.0):
+    t0 = time.monotonic()
+    with RawWS.connect(port, timeout=timeout) as ws:
+        got = ws.echo(text, timeout)
+        dt = time.monotonic() - t0
+        assert got == text, f"control echo {got!r} != {text!r}"
+        ws.send_close(1000)
+    return dt
+
+
+def health_latency(port, timeout=3.0):
+    t0 = time.monotonic()
+    r = http_get(port, "/health", timeout)
+    dt = time.monotonic() - t0
+    assert r is not None and r.status == 200, f"/health during fault: {r}"
+    return dt
+
+
+def module_daemon(env=None):
+    """A module-scoped daemon fixture with extra env:
+    `daemon = module_daemon({"GOHUB_X": "y"})` in a test module."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def _fixture(gohub_bin, tmp_path_factory):
+        with running_daemon(gohub_bin, tmp_path_factory.mktemp("gohub"), env=env) as d:
+            yield d
+    return _fixture

@@ -1,0 +1,80 @@
+"""F19: server pings; a client that never answers is closed, clients that
+answer stay connected."""
+
+import asyncio
+import time
+
+import websockets
+
+from gohub_helpers import OP_CLOSE, OP_PING, OP_PONG, RawWS, Timeout, module_daemon
+
+daemon = module_daemon({
+    "GOHUB_SERVER_PING_INTERVAL": "500ms",
+    "GOHUB_SERVER_PONG_TIMEOUT": "500ms",
+})
+
+CLOSE_WITHIN = 2.5
+JITTER = 0.25
+
+
+def test_f19_silent_client_is_closed(daemon):
+    t0 = time.monotonic()
+    c = RawWS.connect(daemon.port)
+    pings = []
+    closes = []
+    try:
+        deadline = t0 + CLOSE_WITHIN + JITTER
+        while True:
+            try:
+                f = c.recv_frame(max(0.01, deadline - time.monotonic()))
+            except EOFError:
+                break
+            except Timeout:
+                raise AssertionError(
+                    f"client that never answers pings still connected after "
+                    f"{time.monotonic() - t0:.2f}s (pings seen: {len(pings)})")
+            if f.opcode == OP_PING:
+                assert f.fin and not f.masked and len(f.payload) <= 125, f
+                pings.append(time.monotonic() - t0)
+            elif f.opcode == OP_CLOSE:
+                closes.append(f)
+            else:
+                raise AssertionError(f"unexpected frame {f}")
+        assert pings, "connection closed but no ping was ever sent"
+        if closes:
+            assert closes[0].close_code not in (1005, 1006, 1015), closes[0]
+    finally:
+        c.close()
+
+
+def test_f19_raw_client_answering_pings_stays(daemon):
+    c = RawWS.connect(daemon.port)
+    try:
+        t0 = time.monotonic()
+        pings = 0
+        while time.monotonic() < t0 + 3.0:
+            try:
+                f = c.recv_frame(max(0.01, t0 + 3.0 - time.monotonic()))
+            except Timeout:
+                break
+            except EOFError:
+                raise AssertionError(f"closed after {time.monotonic() - t0:.2f}s although "
+                                     "every ping was answered")
+            assert f.opcode == OP_PING, f
+            pings += 1
+            assert c.send_frame(OP_PONG, f.payload)
+        assert pings >= 3, f"only {pings} pings in 3 s with ping_interval 500ms"
+        assert c.echo("still alive") == "still alive"
+    finally:
+        c.close()
+
+
+def test_f19_python_client_stays_connected(daemon):
+    async def go():
+        async with websockets.connect(f"ws://127.0.0.1:{daemon.port}/ws",
+                                      ping_interval=None) as ws:
+            await asyncio.sleep(4.0)
+            assert ws.open, f"closed with {ws.close_code}"
+            await ws.send("after 4 s")
+            assert await asyncio.wait_for(ws.recv(), 3) == "after 4 s"
+    asyncio.run(asyncio.wait_for(go(), 20))
