@@ -182,6 +182,11 @@ void hub_worker_stop(hub_worker_t *w, int force)
 void hub_worker_join(hub_worker_t *w)
 {
     uv_thread_join(&w->thread);
+    hub_worker_destroy(w);
+}
+
+void hub_worker_destroy(hub_worker_t *w)
+{
     int r = uv_loop_close(&w->loop);
     if (r != 0)
         hub_log_error("worker loop did not close cleanly", "worker=%d err=%s", w->index,

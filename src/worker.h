@@ -56,6 +56,10 @@ void hub_worker_stop(hub_worker_t *w, int force);
 /* Main thread: waits for the thread to end and frees what w holds. */
 void hub_worker_join(hub_worker_t *w);
 
+/* Frees what w holds once its loop has ended (join calls it; tests that
+ * run a worker's loop on their own thread call it directly). */
+void hub_worker_destroy(hub_worker_t *w);
+
 /* Worker thread: puts c on the flush list. */
 void hub_worker_want_flush(hub_worker_t *w, hub_conn_t *c);
 

@@ -22,6 +22,7 @@ static int harness_passed, harness_failed, harness_cur_failed;
             harness_passed++;                                                  \
             printf("ok   %s\n", #name);                                        \
         }                                                                      \
+        fflush(stdout);                                                        \
     } while (0)
 
 #define FAILF(...)                                                             \

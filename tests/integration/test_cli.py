@@ -1,0 +1,83 @@
+"""Command line: --version, --help, -t (config test), -config, env
+override errors."""
+
+import re
+import subprocess
+
+from gohub_helpers import CONFIG, REPO, clean_env
+
+
+def run(gohub_bin, *args, env=None, timeout=10):
+    e = clean_env()
+    e.update(env or {})
+    return subprocess.run([gohub_bin, *args], cwd=str(REPO), env=e, capture_output=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def out(p):
+    return p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
+
+
+def test_version(gohub_bin):
+    p = run(gohub_bin, "--version")
+    assert p.returncode == 0, out(p)
+    assert re.search(r"\d+\.\d+", out(p)), f"no version number in {out(p)!r}"
+
+
+def test_help(gohub_bin):
+    p = run(gohub_bin, "--help")
+    assert p.returncode == 0, out(p)
+    assert out(p).strip(), "--help printed nothing"
+
+
+def test_config_test_default_ok(gohub_bin):
+    p = run(gohub_bin, "-t", "-c", str(CONFIG))
+    assert p.returncode == 0, out(p)
+
+
+def test_config_test_relative_path_ok(gohub_bin):
+    p = run(gohub_bin, "-t", "-c", "configs/gohub.yaml")
+    assert p.returncode == 0, out(p)
+
+
+def test_config_unknown_key(gohub_bin, tmp_path):
+    f = tmp_path / "unknown.yaml"
+    f.write_text("server:\n  workers: 2\n  bogus_key: 1\n")
+    p = run(gohub_bin, "-t", "-c", str(f))
+    err = p.stderr.decode(errors="replace")
+    assert p.returncode == 1, out(p)
+    assert str(f) in err, f"file not named: {err!r}"
+    assert f"{f}:3" in err, f"line 3 not named: {err!r}"
+    assert "bogus_key" in err, f"key not named: {err!r}"
+
+
+def test_config_bad_workers(gohub_bin, tmp_path):
+    f = tmp_path / "badworkers.yaml"
+    f.write_text("log:\n  level: info\nserver:\n  workers: abc\n")
+    p = run(gohub_bin, "-t", "-c", str(f))
+    err = p.stderr.decode(errors="replace")
+    assert p.returncode == 1, out(p)
+    assert f"{f}:4" in err, f"file:line not named: {err!r}"
+    assert "workers" in err, f"key not named: {err!r}"
+
+
+def test_env_override_bad_value(gohub_bin):
+    p = run(gohub_bin, "-t", "-c", str(CONFIG), env={"GOHUB_LIMITS_MAX_MESSAGE_BYTES": "abc"})
+    err = p.stderr.decode(errors="replace")
+    assert p.returncode == 1, out(p)
+    assert "GOHUB_LIMITS_MAX_MESSAGE_BYTES" in err, f"variable not named: {err!r}"
+
+
+def test_env_override_good_value_ok(gohub_bin):
+    p = run(gohub_bin, "-t", "-c", str(CONFIG), env={"GOHUB_LIMITS_MAX_MESSAGE_BYTES": "128KiB",
+                                                      "GOHUB_SERVER_PING_INTERVAL": "1.5s"})
+    assert p.returncode == 0, out(p)
+
+
+def test_single_dash_config_flag_starts(start_daemon, gohub_bin):
+    d = start_daemon(args=["-config", str(CONFIG)])
+    j = d.health()
+    assert j["status"] == "ok"
+    # the version /health reports is the one --version prints
+    v = run(gohub_bin, "--version")
+    assert j["version"] in out(v), f"/health version {j['version']!r} vs --version {out(v)!r}"
