@@ -90,6 +90,10 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
     hub_http_req_t *r = &h->req;
     if (check_header_bytes(h, at, n))
         return HPE_USER;
+    /* RFC 9112 §5.1: no whitespace between the field name and the colon
+     * (llhttp only rejects it for a few names) */
+    if (memchr(at, ' ', n) != NULL || memchr(at, '\t', n) != NULL)
+        return fail(h, 400, "whitespace in a header field name");
     if (r->nheaders > 0 && !h->last_was_value) { /* continuation of a split name */
         r->headers[r->nheaders - 1].name.len += (uint32_t)n;
         return 0;
@@ -112,8 +116,14 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
     if (check_header_bytes(h, at, n))
         return HPE_USER;
     hub_http_header_t *hd = &r->headers[r->nheaders - 1];
-    if (!h->last_was_value)
+    if (!h->last_was_value) {
         hd->value.off = off_of(h, at);
+    } else if (off_of(h, at) != hd->value.off + hd->value.len) {
+        /* a second, non-adjacent piece of one value is an obs-fold
+         * continuation line, which llhttp 8.1 lets through even in strict
+         * mode; RFC 9112 §5.2 allows rejecting it, and we do */
+        return fail(h, 400, "obsolete line folding");
+    }
     hd->value.len += (uint32_t)n;
     h->last_was_value = 1;
     return 0;
@@ -312,7 +322,9 @@ int hub_http_feed(hub_http_t *h, const char *data, size_t len, size_t *consumed,
         finish_request(h);
         return HUB_HTTP_DONE;
     }
-    if (e == HPE_USER) {
+    if (h->err_status != 0) {
+        /* one of our callbacks failed; llhttp may report it under its own
+         * code (e.g. HPE_CB_HEADERS_COMPLETE), so trust our status */
         *status = h->err_status;
         *reason = h->err_reason;
         return HUB_EPROTO;

@@ -125,6 +125,10 @@ void hub_routes_handle(hub_conn_t *c, const hub_http_req_t *r, const uint8_t *re
 {
     /* after an Upgrade head we cannot know where a next request starts */
     int keep_alive = r->keep_alive && !r->upgrade;
+    if (r->http_major != 1) { /* HTTP/0.9 ("GET /") or an unknown major */
+        hub_routes_error(c, 400, "bad_request", "HTTP/1.x required", "", 0);
+        return;
+    }
     const route_t *rt = find(r);
     if (rt == NULL) {
         hub_routes_error(c, 404, "not_found", "no such endpoint", "", keep_alive);
