@@ -110,6 +110,7 @@ def test_h4_bad_version_426(daemon, version):
     r = upgrade(daemon, **kw)
     assert r is not None and r.status == 426, r
     assert r.header("sec-websocket-version") == "13", r
+    assert_error_body(r)
     assert r.closed, "connection not closed after 426"
 
 

@@ -17,7 +17,10 @@ MAX_OUTBOUND = 262144
 RSS_SLACK_KB = 64 * 1024
 KEY = b"\x11\x22\x33\x44"
 
-daemon = module_daemon({"GOHUB_LIMITS_MAX_OUTBOUND_BYTES": str(MAX_OUTBOUND)})
+# close_timeout 1s: a cut client that never answers the close frame is
+# released (and uncounted) 1 s after the close
+daemon = module_daemon({"GOHUB_LIMITS_MAX_OUTBOUND_BYTES": str(MAX_OUTBOUND),
+                        "GOHUB_SERVER_CLOSE_TIMEOUT": "1s"})
 
 
 def idle_connections(daemon):
@@ -114,11 +117,16 @@ def test_slow_consumer_is_closed(daemon):
 
 
 def test_f17_ping_flood_not_reading(daemon):
+    """Pings with 125-byte payloads from a client that never reads. 60,000
+    pongs are ~7.6 MB: more than the largest kernel send buffer Linux
+    autotunes to (tcp_wmem max, 4 MiB here), so the pongs must pile up in
+    the daemon and it must cut the client. (With 20,000 pings, 2.5 MB, the
+    kernel alone sometimes absorbs every pong.)"""
     idle_connections(daemon)
     base_rss = daemon.rss_kb()
     ctl = Control(daemon.port)
     flood = RawWS.connect(daemon.port, rcvbuf=4096)
-    n_pings = 20000
+    n_pings = 60000
     pings = b"".join(frame(OP_PING, bytes([i % 256]) * 125, mask_key=KEY) for i in range(n_pings))
     result = {}
 
