@@ -19,7 +19,7 @@ WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes 
 # third-party headers as -isystem, so -Werror never fires inside them;
 # recursive (=) so pkg-config only runs once a compile needs it
 DEPS_CFLAGS = $(patsubst -I%,-isystem %,$(shell pkg-config --cflags $(PKGS))) -isystem $(LLHTTP_INC)
-DEPS_LIBS   = $(shell pkg-config --libs libuv libcjson yaml-0.1) -lwslay -lpthread -lm
+DEPS_LIBS   = $(shell pkg-config --libs libuv libcjson yaml-0.1 luajit) -lwslay -lpthread -lm
 
 OPT_release := -O2 -g
 OPT_debug   := -O0 -g
@@ -37,7 +37,7 @@ BIN      := $(OUT)/gohub
 UNIT_SRC := $(wildcard tests/unit/*_test.c)
 UNIT_BIN := $(patsubst tests/unit/%.c,$(OUT)/tests/%,$(UNIT_SRC))
 
-.PHONY: all run test unit check-asan integration deps clean help
+.PHONY: all run test unit check-asan integration spec deps clean help
 
 all: $(BIN)
 
@@ -46,6 +46,7 @@ help:
 	@echo "make run        install deps if missing, build, run gohub on $(CONFIG)"
 	@echo "make test       install deps if missing, run every test suite"
 	@echo "make check-asan C unit tests under ASan+UBSan"
+	@echo "make spec       busted specs of the Lua handlers (LuaJIT)"
 	@echo "make clean"
 
 deps:
@@ -90,8 +91,13 @@ integration: all
 	GOHUB_BIN=$(abspath build/release/gohub) GOHUB_ASAN_BIN=$(abspath build/asan/gohub) \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
+# busted specs of lua/ under LuaJIT; the API contract spec runs $(BIN)
+spec: all
+	GOHUB_BIN=$(abspath $(BIN)) busted -f spec/.busted
+
 test: deps
 	@$(MAKE) --no-print-directory check-asan
+	@$(MAKE) --no-print-directory spec
 	@$(MAKE) --no-print-directory integration
 
 clean:

@@ -11,6 +11,11 @@ const char *hub_strerror(int err)
     case HUB_EFULL:   return "queue full";
     case HUB_ECONFIG: return "invalid configuration";
     case HUB_EPROTO:  return "protocol error";
+    case HUB_EALREADY:   return "already_member";
+    case HUB_ENOTMEMBER: return "not_member";
+    case HUB_ETOOMANY:   return "too_many_rooms";
+    case HUB_EROOMFULL:  return "full";
+    case HUB_EOFFLINE:   return "offline";
     default:          return uv_strerror(err);
     }
 }

@@ -22,6 +22,13 @@
 #define HUB_EFULL       (-4102) /* a bounded queue is over its limit */
 #define HUB_ECONFIG     (-4103) /* invalid configuration */
 #define HUB_EPROTO      (-4104) /* peer violated the protocol */
+#define HUB_EEXIST      UV_EEXIST
+#define HUB_ENOTFOUND   UV_ENOENT
+#define HUB_EALREADY    (-4105) /* already a member */
+#define HUB_ENOTMEMBER  (-4106) /* not a member */
+#define HUB_ETOOMANY    (-4107) /* per-client room limit */
+#define HUB_EROOMFULL   (-4108) /* room at max_clients */
+#define HUB_EOFFLINE    (-4109) /* no such live connection */
 
 /* Returns a static string for any HUB_E* or UV_E* code. */
 const char *hub_strerror(int err);

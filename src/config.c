@@ -56,6 +56,7 @@ typedef struct {
 static const char *check_addr(const char *s);
 static const char *check_node_id(const char *s);
 static const char *check_nonempty(const char *s);
+static const char *check_room_id(const char *s);
 
 /* The enum choices are stored as their index, so they must follow log.h. */
 _Static_assert(HUB_LOG_DEBUG == 0 && HUB_LOG_INFO == 1 && HUB_LOG_WARN == 2 &&
@@ -106,6 +107,37 @@ static const key_desc_t keys[] = {
       "minimum level logged" },
     { "log.format", KT_ENUM, FIELD(log_format), "json", 0, 0, log_formats, NULL,
       "log line format" },
+    { "lua.path", KT_STRING, FIELD(lua_path), "lua", 0, 0, NULL, check_nonempty,
+      "directory of permissions.lua, hooks.lua, handlers/ and lib/" },
+    { "lua.time_limit_ms", KT_INT, FIELD(lua_time_limit_ms), "200", 10, 60000, NULL, NULL,
+      "a handler running longer is stopped (error 1004)" },
+    { "lua.max_memory_mb", KT_INT, FIELD(lua_max_memory_mb), "64", 1, 4096, NULL, NULL,
+      "memory cap of each worker's Lua state (allocation beyond it fails: error 1003)" },
+    { "lua.jit", KT_BOOL, FIELD(lua_jit), "false", 0, 0, NULL, NULL,
+      "JIT-compile handlers (the time limit cannot stop a loop inside a compiled trace)" },
+    { "lua.watch", KT_BOOL, FIELD(lua_watch), "true", 0, 0, NULL, NULL,
+      "reload the Lua code when a file under lua.path changes" },
+    { "lua.reload_debounce", KT_DURATION, FIELD(lua_reload_debounce_ms), "150ms", 10,
+      10 * MS_S, NULL, NULL, "quiet time after the last file change before a reload" },
+    { "rooms.auto_create", KT_BOOL, FIELD(rooms_auto_create), "true", 0, 0, NULL, NULL,
+      "join_room creates a missing room, deleted again when its last member leaves" },
+    { "rooms.default_max_clients", KT_INT, FIELD(rooms_default_max_clients), "0", 0,
+      10000000, NULL, NULL, "max_clients of rooms created without one; 0 = unlimited" },
+    { "rooms.predefined", KT_LIST, FIELD(rooms_predefined), "", 0, 0, NULL, check_room_id,
+      "rooms created at start (they stay until deleted)" },
+    { "rooms.presence_events", KT_BOOL, FIELD(rooms_presence_events), "true", 0, 0, NULL,
+      NULL, "members get member_joined / member_left" },
+    { "rooms.members_only_send", KT_BOOL, FIELD(rooms_members_only_send), "true", 0, 0,
+      NULL, NULL, "room_message requires membership of the room" },
+    { "rooms.echo_to_sender", KT_BOOL, FIELD(rooms_echo_to_sender), "false", 0, 0, NULL,
+      NULL, "room_message is also delivered to its sender" },
+    { "rooms.max_rooms_per_client", KT_INT, FIELD(rooms_max_per_client), "128", 0, 1000000,
+      NULL, NULL, "rooms one connection may be in; 0 = unlimited" },
+    { "auth.anonymous_permissions", KT_LIST, FIELD(anonymous_permissions),
+      "join:room,leave:room,send:message,create:room", 0, 0, NULL, check_nonempty,
+      "permissions of a connection without a token" },
+    { "http.api_key", KT_STRING, FIELD(http_api_key), "", 0, 0, NULL, NULL,
+      "key for /api/* (Bearer or X-API-Key); empty = /api/* answers loopback peers only" },
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -570,6 +602,18 @@ static const char *check_node_id(const char *s)
         if (!isalnum(c) && c != '.' && c != '_' && c != '-')
             return "at most 64 characters of A-Z a-z 0-9 . _ -";
     }
+    return NULL;
+}
+
+/* Room ids: 1-128 of A-Z a-z 0-9 _ - : . @ (they may become bus subjects). */
+static const char *check_room_id(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 128)
+        return "a room id of 1 to 128 characters";
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && !strchr("_-:.@", s[i]))
+            return "a room id of A-Z a-z 0-9 _ - : . @";
     return NULL;
 }
 

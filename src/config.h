@@ -35,6 +35,25 @@ struct hub_config_s {
     /* log.* */
     int log_level;                /* HUB_LOG_* */
     int log_format;               /* HUB_LOG_JSON | HUB_LOG_TEXT */
+    /* lua.* */
+    char *lua_path;
+    int lua_time_limit_ms;
+    int lua_max_memory_mb;
+    int lua_jit;
+    int lua_watch;
+    uint32_t lua_reload_debounce_ms;
+    /* rooms.* */
+    int rooms_auto_create;
+    uint32_t rooms_default_max_clients;
+    hub_strlist_t rooms_predefined;
+    int rooms_presence_events;
+    int rooms_members_only_send;
+    int rooms_echo_to_sender;
+    uint32_t rooms_max_per_client;
+    /* auth.* */
+    hub_strlist_t anonymous_permissions;
+    /* http.* */
+    char *http_api_key;
 };
 
 /* Builds a config: defaults, then the YAML file at path (NULL: none), then

@@ -9,6 +9,7 @@
 #include "config.h"
 #include "http.h"
 #include "log.h"
+#include "lua_vm.h"
 #include "routes.h"
 #include "server.h"
 #include "worker.h"
@@ -314,8 +315,11 @@ static void on_close(uv_handle_t *h)
     hub_conn_drop_queue(c);
     hub_ws_release(c);
     hub_http_free(c->http);
-    if (c->flags & HUB_CONN_F_COUNTED)
+    if (c->flags & HUB_CONN_F_COUNTED) {
+        /* leaves its rooms (member_left), runs the disconnect hooks */
+        hub_vm_on_close(w->vm, c);
         atomic_fetch_sub(&w->srv->ws_connections, 1);
+    }
     hub_worker_conn_gone(w, c);
     free(c);
 }
@@ -375,7 +379,8 @@ void hub_conn_close(hub_conn_t *c, uint16_t code, const char *reason)
 static void http_input(hub_conn_t *c, const uint8_t *p, size_t n)
 {
     hub_worker_t *w = c->w;
-    while (n > 0 && c->state == HUB_CONN_HTTP && !(c->flags & HUB_CONN_F_CLOSED)) {
+    while (n > 0 && c->state == HUB_CONN_HTTP &&
+           !(c->flags & (HUB_CONN_F_CLOSED | HUB_CONN_F_WAITING))) {
         if (c->http == NULL) {
             hub_http_limits_t lim = { w->cfg->max_request_line, w->cfg->max_header_bytes,
                                       w->cfg->max_body_bytes };
@@ -405,8 +410,8 @@ static void http_input(hub_conn_t *c, const uint8_t *p, size_t n)
         /* the next request, if any, gets a fresh header deadline */
         c->timer_ms = uv_now(&w->loop) + w->cfg->header_timeout_ms;
         hub_routes_handle(c, hub_http_request(c->http), p, n);
-        if (c->state != HUB_CONN_HTTP)
-            return; /* upgraded (rest already consumed) or closing */
+        if (c->state != HUB_CONN_HTTP || (c->flags & HUB_CONN_F_WAITING))
+            return; /* upgraded (rest already consumed), closing, or waiting */
         hub_http_reset(c->http);
     }
 }
@@ -452,6 +457,7 @@ void hub_conn_accept(hub_worker_t *w, uv_stream_t *server)
     }
     c->w = w;
     c->id = ((uint64_t)(w->index + 1) << 40) | ++w->conn_seq;
+    c->lua_ref = -2; /* LUA_NOREF */
     if (uv_tcp_init(&w->loop, &c->tcp) != 0) {
         free(c);
         return;
@@ -462,6 +468,10 @@ void hub_conn_accept(hub_worker_t *w, uv_stream_t *server)
         w->conns->prev = c;
     w->conns = c;
     w->nconns++;
+    if (hub_idmap_put(&w->byid, c->id, c) != 0) {
+        hub_conn_abort(c);
+        return;
+    }
     int r = uv_accept(server, (uv_stream_t *)&c->tcp);
     if (r != 0) {
         hub_log_debug("accept failed", "err=%s", uv_err_name(r));
@@ -506,17 +516,47 @@ void hub_conn_tick(hub_conn_t *c, uint64_t now)
     }
 }
 
+/* ---- identity ---------------------------------------------------------- */
+
+size_t hub_client_id_format(const hub_server_t *srv, uint64_t id, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "%s-%llx", srv->node_id, (unsigned long long)id);
+    return n < 0 ? 0 : ((size_t)n >= len ? len - 1 : (size_t)n);
+}
+
+size_t hub_conn_client_id(const hub_conn_t *c, char *buf, size_t len)
+{
+    return hub_client_id_format(c->w->srv, c->id, buf, len);
+}
+
+size_t hub_conn_user_id(const hub_conn_t *c, char *buf, size_t len)
+{
+    char cid[HUB_CLIENT_ID_MAX];
+    hub_conn_client_id(c, cid, sizeof(cid));
+    int n = snprintf(buf, len, "anon-%s", cid);
+    return n < 0 ? 0 : ((size_t)n >= len ? len - 1 : (size_t)n);
+}
+
+uint64_t hub_client_id_parse(const hub_server_t *srv, const char *s, size_t len)
+{
+    size_t nl = strlen(srv->node_id);
+    if (len <= nl + 1 || len > nl + 17 || memcmp(s, srv->node_id, nl) != 0 || s[nl] != '-')
+        return 0;
+    uint64_t id = 0;
+    for (size_t i = nl + 1; i < len; i++) {
+        char ch = s[i];
+        int v = ch >= '0' && ch <= '9' ? ch - '0' : (ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1);
+        if (v < 0)
+            return 0;
+        id = id << 4 | (uint64_t)v;
+    }
+    return id;
+}
+
 /* ---- messages ---------------------------------------------------------- */
 
 void hub_conn_on_message(hub_conn_t *c, int opcode, const uint8_t *p, size_t n)
 {
-    /* Until the Lua dispatch lands, /ws echoes each text message. */
-    HUB_UNUSED(opcode);
-    hub_frame_t *f = hub_frame_ws(HUB_WS_OP_TEXT, p, n);
-    if (f == NULL) {
-        hub_conn_close(c, 1011, "out of memory");
-        return;
-    }
-    hub_conn_send(c, f);
-    hub_frame_release(f);
+    HUB_UNUSED(opcode); /* binary was refused with 1003 at the frame header */
+    hub_vm_dispatch(c->w->vm, c, p, n);
 }

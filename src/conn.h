@@ -26,6 +26,7 @@ enum { HUB_CONN_HTTP = 0, HUB_CONN_WS, HUB_CONN_CLOSING };
 #define HUB_CONN_F_PING     0x20 /* a ping is outstanding: timer_ms = pong deadline */
 #define HUB_CONN_F_INMSG    0x40 /* inside a fragmented inbound message */
 #define HUB_CONN_F_NOMORE   0x80 /* a close frame is queued: no data after it */
+#define HUB_CONN_F_WAITING  0x100 /* an HTTP request waits for another thread's answer */
 
 typedef struct hub_http_s hub_http_t;
 
@@ -50,7 +51,25 @@ struct hub_conn_s {
     uint8_t route;                /* HUB_ROUTE_* of the WebSocket endpoint */
     uint8_t stash_len;
     uint8_t stash[HUB_WS_MAX_HEADER]; /* a partial inbound frame header */
+    int lua_ref;                  /* the connection's `client` table in the VM, or -2 */
+    uint32_t lua_gen;             /* generation of the VM lua_ref belongs to */
 };
+
+/* Longest client id: node id (64) + '-' + 16 hex digits. */
+#define HUB_CLIENT_ID_MAX 96
+
+/* Writes the client id of connection id on this node; returns its length. */
+size_t hub_client_id_format(const hub_server_t *srv, uint64_t id, char *buf, size_t len);
+
+/* Writes c's client id ("<node_id>-<hex conn id>"); returns its length. */
+size_t hub_conn_client_id(const hub_conn_t *c, char *buf, size_t len);
+
+/* Writes c's user id (anonymous: "anon-<client id>"); returns its length. */
+size_t hub_conn_user_id(const hub_conn_t *c, char *buf, size_t len);
+
+/* The connection id inside a client id of this node, or 0 when s is not one
+ * (another node's, or malformed). */
+uint64_t hub_client_id_parse(const hub_server_t *srv, const char *s, size_t len);
 
 /* Accepts a pending connection on server (the worker's listener). Logs and
  * drops it on failure. */

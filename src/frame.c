@@ -116,3 +116,20 @@ size_t hub_ws_parse_header(const uint8_t *p, size_t n, hub_ws_hdr_t *h)
     h->header_len = (uint8_t)hl;
     return hl;
 }
+
+hub_blob_t *hub_blob_from_frame(const hub_frame_t *f, unsigned refs)
+{
+    hub_blob_t *b = malloc(sizeof(*b) + f->len);
+    if (b == NULL)
+        return NULL;
+    atomic_init(&b->refcnt, refs);
+    b->len = f->len;
+    memcpy(b->data, f->data, f->len);
+    return b;
+}
+
+void hub_blob_release(hub_blob_t *b)
+{
+    if (b != NULL && atomic_fetch_sub(&b->refcnt, 1) == 1)
+        free(b);
+}

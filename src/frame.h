@@ -10,6 +10,7 @@
 #ifndef HUB_FRAME_H
 #define HUB_FRAME_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -70,5 +71,18 @@ typedef struct {
  * when complete (and fills *h), or 0 when more bytes are needed. Performs no
  * validation: wslay judges the frame; this only finds its end. */
 size_t hub_ws_parse_header(const uint8_t *p, size_t n, hub_ws_hdr_t *h);
+
+/* A frame's bytes shared across threads (cross-worker fan-out): immutable,
+ * atomic refcount. Each receiving worker copies it into its own hub_frame_t,
+ * so the worker-local frames keep their plain refcounts. */
+typedef struct {
+    atomic_uint refcnt;
+    uint32_t len;
+    uint8_t data[];
+} hub_blob_t;
+
+/* A blob with a copy of f's bytes and `refs` references, or NULL. */
+hub_blob_t *hub_blob_from_frame(const hub_frame_t *f, unsigned refs);
+void hub_blob_release(hub_blob_t *b);
 
 #endif

@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "common.h"
+#include "msg.h"
 
 struct hub_http_s {
     llhttp_t parser;
@@ -449,9 +450,22 @@ char *hub_http_format(int status, const char *extra_headers, const char *content
 
 size_t hub_http_error_body(char *buf, size_t buflen, const char *code, const char *message)
 {
-    int n = snprintf(buf, buflen, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code,
-                     message);
-    if (n < 0)
-        return 0;
-    return (size_t)n >= buflen ? buflen - 1 : (size_t)n;
+    /* message may come from user code (a Lua load error): escape it, and
+     * cut it rather than the JSON when it is too long */
+    size_t mlen = strlen(message);
+    for (;;) {
+        size_t n = (size_t)snprintf(buf, buflen, "{\"error\":{\"code\":\"%s\",\"message\":", code);
+        if (n < buflen) {
+            n = hub_json_quote(buf, n, buflen - 3, message, mlen);
+            if (n != (size_t)-1) {
+                memcpy(buf + n, "}}", 3);
+                return n + 2;
+            }
+        }
+        if (mlen == 0) {
+            buf[0] = '\0';
+            return 0;
+        }
+        mlen = mlen > 16 ? mlen - 16 : 0;
+    }
 }

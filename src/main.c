@@ -6,6 +6,7 @@
 #include "common.h"
 #include "config.h"
 #include "log.h"
+#include "lua_vm.h"
 #include "server.h"
 
 static void usage(FILE *out)
@@ -18,6 +19,7 @@ static void usage(FILE *out)
           "                     override any key (e.g. GOHUB_SERVER_ADDR=:9000).\n"
           "  -t, --test         check the configuration and exit (0 ok, 1 error)\n"
           "  --config-keys      print every configuration key as a markdown table\n"
+          "  --lua-api          print the functions of the gohub Lua module\n"
           "  -v, --version      print the version and exit\n"
           "  -h, --help         print this help and exit\n",
           out);
@@ -45,6 +47,8 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             return 0;
+        } else if (strcmp(a, "--lua-api") == 0) {
+            return hub_vm_dump_api(stdout) == 0 ? 0 : 1;
         } else if (strcmp(a, "--config-keys") == 0) {
             hub_config_dump_keys(stdout);
             return 0;

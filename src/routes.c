@@ -2,13 +2,19 @@
  * upgrade decision (handshake checks, connection limit, 101). Worker thread. */
 #include "routes.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "config.h"
 #include "conn.h"
 #include "handshake.h"
 #include "log.h"
+#include "lua_vm.h"
+#include "registry.h"
+#include "reload.h"
 #include "server.h"
 #include "worker.h"
 #include "ws.h"
@@ -22,6 +28,7 @@ typedef struct {
 static const route_t routes[] = {
     { "/ws", HUB_ROUTE_WS },
     { "/health", HUB_ROUTE_HEALTH },
+    { "/api/reload", HUB_ROUTE_RELOAD },
 };
 
 static const route_t *find(const hub_http_req_t *r)
@@ -75,6 +82,67 @@ static void health(hub_conn_t *c, const hub_http_req_t *r, int keep_alive)
             keep_alive, r->method == HUB_HTTP_HEAD);
 }
 
+/* Constant-time comparison of the span with key. */
+static int key_matches(const hub_http_req_t *r, const char *p, size_t n, const char *key)
+{
+    size_t kl = strlen(key);
+    unsigned diff = n != kl;
+    for (size_t i = 0; i < n && i < kl; i++)
+        diff |= (unsigned)(p[i] ^ key[i]);
+    HUB_UNUSED(r);
+    return diff == 0;
+}
+
+/* API access (/api/...): with http.api_key, "Authorization: Bearer <key>" or
+ * "X-API-Key: <key>"; without one, loopback peers only. Answers the refusal
+ * itself and returns 0 when refused. */
+static int api_allowed(hub_conn_t *c, const hub_http_req_t *r, int keep_alive)
+{
+    const char *key = c->w->cfg->http_api_key;
+    if (key[0]) {
+        hub_span_t a = hub_http_header(r, "Authorization", NULL);
+        hub_span_t x = hub_http_header(r, "X-API-Key", NULL);
+        if ((hub_span_present(a) && a.len > 7 &&
+             strncasecmp(r->buf + a.off, "Bearer ", 7) == 0 &&
+             key_matches(r, r->buf + a.off + 7, a.len - 7, key)) ||
+            (hub_span_present(x) && key_matches(r, r->buf + x.off, x.len, key)))
+            return 1;
+        hub_routes_error(c, 401, "unauthorized", "missing or wrong API key",
+                         "WWW-Authenticate: Bearer\r\n", keep_alive);
+        return 0;
+    }
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET &&
+            (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127)
+            return 1;
+        if (ss.ss_family == AF_INET6 &&
+            IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&ss)->sin6_addr))
+            return 1;
+    }
+    hub_routes_error(c, 403, "forbidden",
+                     "set http.api_key to use the API from other hosts", "", keep_alive);
+    return 0;
+}
+
+static void reload(hub_conn_t *c, const hub_http_req_t *r, int keep_alive)
+{
+    if (r->method != HUB_HTTP_POST) {
+        hub_routes_error(c, 405, "method_not_allowed", "use POST", "Allow: POST\r\n",
+                         keep_alive);
+        return;
+    }
+    if (!api_allowed(c, r, keep_alive))
+        return;
+    /* answered (then closed) when every worker has reported; meanwhile the
+     * connection reads nothing and the header deadline is off */
+    c->flags |= HUB_CONN_F_WAITING;
+    c->timer_ms = UINT64_MAX;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    hub_reload_request(c->w->srv, c->w->index, c->id);
+}
+
 static void upgrade(hub_conn_t *c, const hub_http_req_t *r, int route, const uint8_t *rest,
                     size_t restlen)
 {
@@ -102,6 +170,11 @@ static void upgrade(hub_conn_t *c, const hub_http_req_t *r, int route, const uin
                          "Retry-After: 1\r\n", 0);
         return;
     }
+    if (hub_reg_client_add(c->id, c->w->index, NULL) != 0) {
+        atomic_fetch_sub(&srv->ws_connections, 1);
+        hub_routes_error(c, 503, "unavailable", "out of memory", "Retry-After: 1\r\n", 0);
+        return;
+    }
     c->flags |= HUB_CONN_F_COUNTED;
     char resp[256];
     size_t n = hub_handshake_response(accept, resp, sizeof(resp));
@@ -116,6 +189,12 @@ static void upgrade(hub_conn_t *c, const hub_http_req_t *r, int route, const uin
     c->route = (uint8_t)route;
     hub_ws_start(c);
     hub_log_debug("websocket open", "conn=%llu", (unsigned long long)c->id);
+    char why[128];
+    int refuse = hub_vm_on_connect(c->w->vm, c, why, sizeof(why));
+    if (refuse) {
+        hub_conn_close(c, (uint16_t)refuse, why);
+        return;
+    }
     if (restlen > 0) /* frames pipelined behind the handshake */
         hub_ws_input(c, rest, restlen);
 }
@@ -140,6 +219,9 @@ void hub_routes_handle(hub_conn_t *c, const hub_http_req_t *r, const uint8_t *re
         break;
     case HUB_ROUTE_HEALTH:
         health(c, r, keep_alive);
+        break;
+    case HUB_ROUTE_RELOAD:
+        reload(c, r, keep_alive);
         break;
     default:
         hub_routes_error(c, 404, "not_found", "no such endpoint", "", keep_alive);

@@ -10,6 +10,7 @@ enum {
     HUB_ROUTE_NONE = 0,
     HUB_ROUTE_WS,        /* GET /ws: the gohub JSON protocol */
     HUB_ROUTE_HEALTH,    /* GET /health */
+    HUB_ROUTE_RELOAD,    /* POST /api/reload */
 };
 
 /* Handles one complete request on c (HTTP phase). rest/restlen are the bytes

@@ -14,6 +14,9 @@
 
 #include "config.h"
 #include "log.h"
+#include "lua_vm.h"
+#include "registry.h"
+#include "reload.h"
 #include "worker.h"
 
 #define FD_RESERVE 64 /* fds kept for listeners, logs, and later the bus */
@@ -38,6 +41,8 @@ static void on_worker_done(void *owner, hub_inbox_msg_t *m)
     uv_close((uv_handle_t *)&s->sig_int, NULL);
     uv_close((uv_handle_t *)&s->sig_hup, NULL);
     uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
+    uv_close((uv_handle_t *)&s->watchdog, NULL);
+    hub_reload_close(s);
     hub_inbox_close(&s->inbox, NULL);
 }
 
@@ -48,6 +53,14 @@ void hub_server_worker_done(hub_server_t *s, hub_worker_t *w)
     m->index = w->index;
     if (hub_inbox_post(&s->inbox, &m->base) != 0)
         free(m);
+}
+
+static void on_watchdog(uv_timer_t *t)
+{
+    hub_server_t *s = t->data;
+    uint64_t now = uv_hrtime();
+    for (int i = 0; i < s->nworkers; i++)
+        hub_vm_watchdog(&s->workers[i], now);
 }
 
 static void on_shutdown_timeout(uv_timer_t *t)
@@ -63,7 +76,7 @@ static void on_signal(uv_signal_t *h, int signum)
 {
     hub_server_t *s = h->data;
     if (signum == SIGHUP) {
-        hub_log_info("SIGHUP received: nothing to reload yet", "");
+        hub_reload_trigger(s, "SIGHUP");
         return;
     }
     if (s->stopping++) {
@@ -165,7 +178,7 @@ int hub_server_run(hub_config_t *cfg)
         hub_config_free(cfg);
         return 1;
     }
-    int code = 1, started = 0;
+    int code = 1, started = 0, reg_ready = 0;
     s->cfg = cfg;
     s->start_ms = uv_hrtime() / 1000000;
     atomic_init(&s->ws_connections, 0);
@@ -182,6 +195,16 @@ int hub_server_run(hub_config_t *cfg)
         hub_log_error("bad server.addr", "addr=%s", cfg->server_addr);
         goto out;
     }
+    if (hub_vm_check_runtime(err, sizeof(err)) != 0) {
+        hub_log_error("unsupported LuaJIT", "reason=%s", err);
+        goto out;
+    }
+    if (hub_reg_init(s->nworkers) != 0)
+        goto out;
+    reg_ready = 1;
+    for (size_t i = 0; i < cfg->rooms_predefined.n; i++)
+        hub_reg_room_create(cfg->rooms_predefined.items[i], NULL,
+                            cfg->rooms_default_max_clients, 0, NULL);
     s->workers = calloc((size_t)s->nworkers, sizeof(hub_worker_t));
     int *fds = calloc((size_t)s->nworkers, sizeof(int));
     if (s->workers == NULL || fds == NULL) {
@@ -210,6 +233,11 @@ int hub_server_run(hub_config_t *cfg)
     uv_signal_start(&s->sig_hup, on_signal, SIGHUP);
     uv_timer_init(&s->loop, &s->shutdown_timer);
     s->shutdown_timer.data = s;
+    /* a handler is stopped within time_limit + one watchdog period */
+    uint64_t wd = (uint64_t)cfg->lua_time_limit_ms / 4;
+    wd = wd < 5 ? 5 : (wd > 50 ? 50 : wd);
+    uv_timer_init(&s->loop, &s->watchdog);
+    s->watchdog.data = s;
 
     for (int i = 0; i < s->nworkers; i++) {
         int r = hub_worker_init(&s->workers[i], s, i, fds[i]);
@@ -228,6 +256,9 @@ int hub_server_run(hub_config_t *cfg)
         }
         started++;
     }
+    uv_timer_start(&s->watchdog, on_watchdog, wd, wd);
+    if (hub_reload_init(s) != 0)
+        hub_log_warn("lua file watch unavailable", "path=%s", cfg->lua_path);
     hub_log_info("listening", "addr=%s port=%d workers=%d node_id=%s max_connections=%u "
                               "version=%s",
                  host, port, s->nworkers, s->node_id, s->max_connections, GOHUB_VERSION);
@@ -239,9 +270,12 @@ int hub_server_run(hub_config_t *cfg)
     if (uv_loop_close(&s->loop) != 0)
         hub_log_warn("main loop did not close cleanly", "");
     hub_inbox_destroy(&s->inbox);
+    free(s->reload);
     hub_log_info("stopped", "");
     code = 0;
 out:
+    if (reg_ready)
+        hub_reg_free();
     free(s->workers);
     hub_config_free(s->cfg);
     free(s);

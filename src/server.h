@@ -24,6 +24,8 @@ struct hub_server_s {
     hub_inbox_t inbox;            /* workers report their end here */
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t shutdown_timer;
+    uv_timer_t watchdog;          /* stops handlers past lua.time_limit_ms */
+    struct hub_reload_s *reload;  /* Lua reload state (reload.c) */
     int stopping;                 /* signals received */
     int workers_done;
 };

@@ -10,6 +10,7 @@
 #include "conn.h"
 #include "frame.h"
 #include "log.h"
+#include "lua_vm.h"
 #include "server.h"
 
 typedef struct {
@@ -53,8 +54,17 @@ static void maybe_finish(hub_worker_t *w)
         close_handles(w);
 }
 
+hub_conn_t *hub_worker_conn(hub_worker_t *w, uint64_t id)
+{
+    hub_conn_t *c = hub_idmap_get(&w->byid, id);
+    if (c == NULL || c->state != HUB_CONN_WS || (c->flags & HUB_CONN_F_CLOSED))
+        return NULL;
+    return c;
+}
+
 void hub_worker_conn_gone(hub_worker_t *w, hub_conn_t *c)
 {
+    hub_idmap_del(&w->byid, c->id);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -130,6 +140,8 @@ int hub_worker_init(hub_worker_t *w, hub_server_t *srv, int index, int listen_fd
     int r = uv_loop_init(&w->loop);
     if (r != 0)
         return r;
+    hub_idmap_init(&w->byid);
+    hub_strmap_init(&w->counters);
     w->rbuf = malloc(HUB_READ_BUF);
     w->ws_pool = hub_ws_pool_new(cfg->max_message_bytes);
     w->ping_frame = hub_frame_ws(HUB_WS_OP_PING, NULL, 0);
@@ -137,6 +149,14 @@ int hub_worker_init(hub_worker_t *w, hub_server_t *srv, int index, int listen_fd
         return HUB_ENOMEM;
     if ((r = hub_inbox_init(&w->inbox, &w->loop, w)) != 0)
         return r;
+    if ((r = uv_mutex_init(&w->lua_mu)) != 0)
+        return r;
+    char err[512];
+    w->vm = hub_vm_new(w, 1, err, sizeof(err));
+    if (w->vm == NULL) {
+        hub_log_error("cannot load the Lua code", "worker=%d error=%s", index, err);
+        return HUB_ECONFIG;
+    }
     uv_prepare_init(&w->loop, &w->prepare);
     w->prepare.data = w;
     uv_prepare_start(&w->prepare, on_prepare);
@@ -192,7 +212,17 @@ void hub_worker_destroy(hub_worker_t *w)
         hub_log_error("worker loop did not close cleanly", "worker=%d err=%s", w->index,
                       uv_err_name(r));
     hub_inbox_destroy(&w->inbox);
+    hub_vm_free(w->vm);
+    hub_vm_free(w->next_vm);
+    w->vm = w->next_vm = NULL;
+    uv_mutex_destroy(&w->lua_mu);
     hub_ws_pool_free(w->ws_pool);
+    hub_idmap_free(&w->byid);
+    size_t it;
+    for (hub_strmap_entry_t *e = hub_strmap_first(&w->counters, &it); e;
+         e = hub_strmap_next(&w->counters, e, &it))
+        free(e->val);
+    hub_strmap_free(&w->counters);
     hub_conn_pools_free(w);
     hub_frame_release(w->ping_frame);
     free(w->rbuf);

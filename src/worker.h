@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "common.h"
+#include "hmap.h"
 #include "inbox.h"
 #include "ws.h"
 
@@ -28,6 +29,8 @@ struct hub_worker_s {
     uv_timer_t tick;
     char *rbuf;                  /* shared read buffer: data is consumed or copied in on_read */
     hub_conn_t *conns;           /* every connection (doubly linked) */
+    hub_idmap_t byid;            /* connection id → connection */
+    hub_strmap_t counters;       /* gohub.count: name → (int64_t *) */
     hub_conn_t *pending;         /* connections with output to flush */
     hub_conn_t *closing;         /* connections to uv_close */
     uint64_t nconns;             /* connections still allocated */
@@ -38,6 +41,12 @@ struct hub_worker_s {
     hub_write_req_t *wreq_free;  /* free write requests */
     size_t wreq_free_n;
     hub_frame_t *ping_frame;     /* shared, immortal while the worker runs */
+    struct hub_vm_s *vm;         /* the Lua state handling this worker's messages */
+    struct hub_vm_s *next_vm;    /* built by a reload, waiting for the commit */
+    uv_mutex_t lua_mu;           /* guards the three fields below (watchdog) */
+    void *lua_active;            /* the lua_State inside a handler call, or NULL */
+    uint64_t lua_enter_ns;
+    int lua_hooked;              /* the watchdog armed the interrupt hook */
     int stopping;                /* no new connections; exit when none is left */
     int handles_closed;
 };
@@ -59,6 +68,9 @@ void hub_worker_join(hub_worker_t *w);
 /* Frees what w holds once its loop has ended (join calls it; tests that
  * run a worker's loop on their own thread call it directly). */
 void hub_worker_destroy(hub_worker_t *w);
+
+/* Worker thread: the open WebSocket connection with this id, or NULL. */
+hub_conn_t *hub_worker_conn(hub_worker_t *w, uint64_t id);
 
 /* Worker thread: puts c on the flush list. */
 void hub_worker_want_flush(hub_worker_t *w, hub_conn_t *c);

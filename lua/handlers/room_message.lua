@@ -1,0 +1,54 @@
+-- room_message {room_id, content} -> pushed to the room's members as
+-- room_message {room_id, content, sender_id, timestamp}; the sender gets an
+-- ack (when it sent a message_id). Needs send:message, and membership when
+-- rooms.members_only_send is on.
+
+local gohub = require "gohub"
+local validate = require "lib.validate"
+local room_errors = require "lib.room_errors"
+
+local errors = gohub.errors
+
+local M = {}
+
+
+function M.handle(client, data)
+  local bad = validate.object(data)
+      or validate.string(data, "room_id")
+      or validate.present(data, "content")
+  if bad then
+    return gohub.error(errors.INVALID_FORMAT, bad)
+  end
+
+  local room_id = data.room_id
+  if not gohub.can(client, "send:message", room_id) then
+    return gohub.error(errors.FORBIDDEN, "forbidden")
+  end
+  if not gohub.rooms.get(room_id) then
+    return gohub.error(errors.ROOM_NOT_FOUND, "room not found")
+  end
+
+  local rooms_config = gohub.config.rooms
+  if rooms_config.members_only_send
+     and not gohub.rooms.is_member(client.id, room_id) then
+    return gohub.error(errors.NOT_IN_ROOM, "not in room")
+  end
+
+  local exclude = client.id
+  if rooms_config.echo_to_sender then
+    exclude = nil
+  end
+
+  local sent, err = gohub.rooms.publish(room_id, "room_message", {
+    room_id = room_id,
+    content = gohub.raw("content"),   -- the client's JSON, byte for byte
+    sender_id = client.user_id,
+    timestamp = gohub.now(),
+  }, exclude)
+  if not sent then
+    return room_errors.reply(err)
+  end
+end
+
+
+return M

@@ -1,0 +1,275 @@
+/* fanout.c: one frame to many connections across workers. Local recipients
+ * get a reference to the caller's frame; each other worker with recipients
+ * gets one inbox message holding a shared blob of the bytes. Worker thread
+ * (the inbox handlers run on the receiving worker). */
+#include "fanout.h"
+
+#include <string.h>
+
+#include "conn.h"
+#include "frame.h"
+#include "inbox.h"
+#include "registry.h"
+#include "server.h"
+#include "worker.h"
+
+typedef struct {
+    hub_worker_t *w;
+    hub_frame_t *f;
+    uint64_t exclude;
+    int sent;
+} visit_t;
+
+static void send_to_id(uint64_t id, void *arg)
+{
+    visit_t *v = arg;
+    if (id == v->exclude)
+        return;
+    hub_conn_t *c = hub_worker_conn(v->w, id);
+    if (c != NULL && hub_conn_send(c, v->f) == 0)
+        v->sent++;
+}
+
+/* ---- inbox messages ---------------------------------------------------- */
+
+typedef struct {
+    hub_inbox_msg_t base;
+    hub_blob_t *blob;
+    uint64_t exclude;
+    char room[];
+} room_msg_t;
+
+typedef struct {
+    hub_inbox_msg_t base;
+    hub_blob_t *blob;
+    uint64_t exclude;
+} all_msg_t;
+
+typedef struct {
+    hub_inbox_msg_t base;
+    hub_blob_t *blob;
+    size_t n;
+    uint64_t ids[];
+} ids_msg_t;
+
+typedef struct {
+    hub_inbox_msg_t base;
+    uint64_t conn_id;
+    uint16_t code;
+    char reason[124];
+} close_msg_t;
+
+static hub_frame_t *frame_of(hub_blob_t *b)
+{
+    hub_frame_t *f = hub_frame_copy(b->data, b->len);
+    hub_blob_release(b);
+    return f;
+}
+
+static void run_room(void *owner, hub_inbox_msg_t *m)
+{
+    room_msg_t *rm = (room_msg_t *)m;
+    hub_frame_t *f = frame_of(rm->blob);
+    if (f != NULL) {
+        visit_t v = { owner, f, rm->exclude, 0 };
+        hub_reg_room_visit(rm->room, ((hub_worker_t *)owner)->index, send_to_id, &v, NULL);
+        hub_frame_release(f);
+    }
+    free(rm);
+}
+
+static int send_all_local(hub_worker_t *w, hub_frame_t *f, uint64_t exclude)
+{
+    int sent = 0;
+    for (hub_conn_t *c = w->conns; c != NULL; c = c->next)
+        if (c->state == HUB_CONN_WS && c->id != exclude && hub_conn_send(c, f) == 0)
+            sent++;
+    return sent;
+}
+
+static void run_all(void *owner, hub_inbox_msg_t *m)
+{
+    all_msg_t *am = (all_msg_t *)m;
+    hub_frame_t *f = frame_of(am->blob);
+    if (f != NULL) {
+        send_all_local(owner, f, am->exclude);
+        hub_frame_release(f);
+    }
+    free(am);
+}
+
+static void run_ids(void *owner, hub_inbox_msg_t *m)
+{
+    ids_msg_t *im = (ids_msg_t *)m;
+    hub_frame_t *f = frame_of(im->blob);
+    if (f != NULL) {
+        visit_t v = { owner, f, 0, 0 };
+        for (size_t i = 0; i < im->n; i++)
+            send_to_id(im->ids[i], &v);
+        hub_frame_release(f);
+    }
+    free(im);
+}
+
+static void run_close(void *owner, hub_inbox_msg_t *m)
+{
+    close_msg_t *cm = (close_msg_t *)m;
+    hub_conn_t *c = hub_worker_conn(owner, cm->conn_id);
+    if (c != NULL)
+        hub_conn_close(c, cm->code, cm->reason);
+    free(cm);
+}
+
+static hub_inbox_t *inbox_of(hub_worker_t *w, int index)
+{
+    return &w->srv->workers[index].inbox;
+}
+
+/* Posts m to worker index; on failure (shutting down) frees it. */
+static void post(hub_worker_t *w, int index, hub_inbox_msg_t *m, hub_blob_t *blob)
+{
+    if (hub_inbox_post(inbox_of(w, index), m) != 0) {
+        hub_blob_release(blob);
+        free(m);
+    }
+}
+
+/* ---- API --------------------------------------------------------------- */
+
+int hub_fanout_room(hub_worker_t *w, const char *room_id, hub_frame_t *f, uint64_t exclude)
+{
+    int nw = w->srv->nworkers;
+    uint32_t per_worker[256];
+    visit_t v = { w, f, exclude, 0 };
+    int total = hub_reg_room_visit(room_id, w->index, send_to_id, &v, per_worker);
+    if (total < 0)
+        return total;
+    int remote = 0;
+    for (int i = 0; i < nw; i++)
+        if (i != w->index && per_worker[i] > 0)
+            remote++;
+    if (remote > 0) {
+        hub_blob_t *b = hub_blob_from_frame(f, (unsigned)remote);
+        size_t rl = strlen(room_id) + 1;
+        for (int i = 0; b != NULL && i < nw; i++) {
+            if (i == w->index || per_worker[i] == 0)
+                continue;
+            room_msg_t *m = malloc(sizeof(*m) + rl);
+            if (m == NULL) {
+                hub_blob_release(b);
+                continue;
+            }
+            m->base.run = run_room;
+            m->blob = b;
+            m->exclude = exclude;
+            memcpy(m->room, room_id, rl);
+            post(w, i, &m->base, b);
+        }
+    }
+    int excluded = exclude && hub_reg_room_is_member(room_id, exclude);
+    return total - excluded;
+}
+
+int hub_fanout_all(hub_worker_t *w, hub_frame_t *f, uint64_t exclude)
+{
+    int nw = w->srv->nworkers;
+    if (nw > 1) {
+        hub_blob_t *b = hub_blob_from_frame(f, (unsigned)(nw - 1));
+        for (int i = 0; b != NULL && i < nw; i++) {
+            if (i == w->index)
+                continue;
+            all_msg_t *m = malloc(sizeof(*m));
+            if (m == NULL) {
+                hub_blob_release(b);
+                continue;
+            }
+            m->base.run = run_all;
+            m->blob = b;
+            m->exclude = exclude;
+            post(w, i, &m->base, b);
+        }
+    }
+    return send_all_local(w, f, exclude);
+}
+
+void hub_fanout_ids(hub_worker_t *w, const uint64_t *ids, const int *workers, size_t n,
+                    hub_frame_t *f)
+{
+    int nw = w->srv->nworkers;
+    visit_t v = { w, f, 0, 0 };
+    for (int i = 0; i < nw; i++) {
+        size_t k = 0;
+        for (size_t j = 0; j < n; j++)
+            k += workers[j] == i;
+        if (k == 0)
+            continue;
+        if (i == w->index) {
+            for (size_t j = 0; j < n; j++)
+                if (workers[j] == i)
+                    send_to_id(ids[j], &v);
+            continue;
+        }
+        hub_blob_t *b = hub_blob_from_frame(f, 1);
+        ids_msg_t *m = b ? malloc(sizeof(*m) + k * sizeof(uint64_t)) : NULL;
+        if (m == NULL) {
+            hub_blob_release(b);
+            continue;
+        }
+        m->base.run = run_ids;
+        m->blob = b;
+        m->n = 0;
+        for (size_t j = 0; j < n; j++)
+            if (workers[j] == i)
+                m->ids[m->n++] = ids[j];
+        post(w, i, &m->base, b);
+    }
+}
+
+int hub_fanout_conn(hub_worker_t *w, uint64_t conn_id, hub_frame_t *f)
+{
+    int owner = hub_reg_client_worker(conn_id);
+    if (owner < 0)
+        return HUB_EOFFLINE;
+    hub_fanout_ids(w, &conn_id, &owner, 1, f);
+    return 0;
+}
+
+int hub_fanout_user(hub_worker_t *w, const char *user_id, hub_frame_t *f)
+{
+    hub_member_t local[64];
+    size_t n = hub_reg_user_conns(user_id, local, HUB_ARRAY_LEN(local));
+    if (n > HUB_ARRAY_LEN(local))
+        n = HUB_ARRAY_LEN(local); /* a user with more connections gets the first 64 */
+    uint64_t ids[64];
+    int workers[64];
+    for (size_t i = 0; i < n; i++) {
+        ids[i] = local[i].conn_id;
+        workers[i] = local[i].worker;
+    }
+    hub_fanout_ids(w, ids, workers, n, f);
+    return (int)n;
+}
+
+int hub_fanout_close(hub_worker_t *w, uint64_t conn_id, uint16_t code, const char *reason)
+{
+    int owner = hub_reg_client_worker(conn_id);
+    if (owner < 0)
+        return HUB_EOFFLINE;
+    if (owner == w->index) {
+        hub_conn_t *c = hub_worker_conn(w, conn_id);
+        if (c == NULL)
+            return HUB_EOFFLINE;
+        hub_conn_close(c, code, reason);
+        return 0;
+    }
+    close_msg_t *m = malloc(sizeof(*m));
+    if (m == NULL)
+        return HUB_ENOMEM;
+    m->base.run = run_close;
+    m->conn_id = conn_id;
+    m->code = code;
+    snprintf(m->reason, sizeof(m->reason), "%s", reason ? reason : "");
+    if (hub_inbox_post(inbox_of(w, owner), &m->base) != 0)
+        free(m);
+    return 0;
+}

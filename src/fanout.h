@@ -1,0 +1,35 @@
+/* fanout.h: delivering one encoded frame to many connections: a room's
+ * members, every connection, one connection or every connection of a user,
+ * on any worker. The calling worker writes to its own connections directly
+ * and posts one message per other worker that has recipients; that worker
+ * copies the bytes once into its own frame. Per-sender order is kept (each
+ * worker pair's inbox is FIFO). Worker thread. */
+#ifndef HUB_FANOUT_H
+#define HUB_FANOUT_H
+
+#include <stdint.h>
+
+#include "common.h"
+
+/* Returns the number of recipients (all workers) or HUB_ENOTFOUND. */
+int hub_fanout_room(hub_worker_t *w, const char *room_id, hub_frame_t *f, uint64_t exclude);
+
+/* Every WebSocket connection of the node except exclude (0 = none). Returns
+ * the local recipient count. */
+int hub_fanout_all(hub_worker_t *w, hub_frame_t *f, uint64_t exclude);
+
+/* One connection: 0 or HUB_EOFFLINE. */
+int hub_fanout_conn(hub_worker_t *w, uint64_t conn_id, hub_frame_t *f);
+
+/* Every connection of user_id: the count (0 = offline). */
+int hub_fanout_user(hub_worker_t *w, const char *user_id, hub_frame_t *f);
+
+/* Delivers to an explicit list of (conn id, worker) pairs. */
+void hub_fanout_ids(hub_worker_t *w, const uint64_t *ids, const int *workers, size_t n,
+                    hub_frame_t *f);
+
+/* Asks the worker owning conn_id to close it with code/reason. 0 or
+ * HUB_EOFFLINE. */
+int hub_fanout_close(hub_worker_t *w, uint64_t conn_id, uint16_t code, const char *reason);
+
+#endif

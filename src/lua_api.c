@@ -1,0 +1,808 @@
+/* lua_api.c: the `gohub` module, the whole C API that handlers see (see the
+ * README's reference). Connections are named by client id strings, never by
+ * pointers. Runtime failures return nil, "reason"; wrong argument types
+ * raise (luaL_check*: these may longjmp, so every check comes before any
+ * allocation). Worker thread (owner of the VM). */
+#include <ctype.h>
+#include <string.h>
+
+#include "config.h"
+#include "conn.h"
+#include "fanout.h"
+#include "log.h"
+#include "lua_priv.h"
+#include "msg.h"
+#include "registry.h"
+#include "server.h"
+#include "worker.h"
+
+#define HUB_LUA_MAY_RAISE(x) x /* marks calls that can longjmp out of C */
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static hub_worker_t *worker_of(lua_State *L)
+{
+    hub_vm_t *vm = hub_vm_of(L);
+    if (vm->w == NULL)
+        luaL_error(L, "gohub: not available outside a worker");
+    return vm->w;
+}
+
+static int fail(lua_State *L, const char *reason)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, reason);
+    return 2;
+}
+
+/* Returns the connection id of the client id at arg (0 if not ours). */
+static uint64_t check_client(lua_State *L, int arg)
+{
+    size_t n;
+    const char *s = HUB_LUA_MAY_RAISE(luaL_checklstring(L, arg, &n));
+    return hub_client_id_parse(worker_of(L)->srv, s, n);
+}
+
+static const char *check_room(lua_State *L, int arg, int *valid)
+{
+    size_t n;
+    const char *s = HUB_LUA_MAY_RAISE(luaL_checklstring(L, arg, &n));
+    *valid = hub_reg_valid_room_id(s, n);
+    return s;
+}
+
+/* Encodes the value at idx and builds an envelope frame of type with a new
+ * message id. Raises when the value cannot be encoded (a programmer error). */
+static hub_frame_t *build(lua_State *L, const char *type, int idx)
+{
+    hub_vm_t *vm = hub_vm_of(L);
+    char *json = NULL, err[160];
+    size_t len = 0;
+    if (!lua_isnoneornil(L, idx) && hub_lua_encode(vm, idx, &json, &len, err, sizeof(err)) != 0)
+        luaL_error(L, "gohub: cannot encode data: %s", err);
+    hub_frame_t *f = hub_msg_frame(type, json, len, hub_msg_next_id(), HUB_NO_REQUEST);
+    free(json);
+    if (f == NULL)
+        luaL_error(L, "gohub: out of memory");
+    return f;
+}
+
+static void push_member(lua_State *L, hub_server_t *srv, uint64_t conn_id, const char *user_id)
+{
+    char cid[HUB_CLIENT_ID_MAX];
+    hub_client_id_format(srv, conn_id, cid, sizeof(cid));
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, cid);
+    lua_setfield(L, -2, "client_id");
+    if (user_id) {
+        lua_pushstring(L, user_id);
+    } else {
+        lua_pushstring(L, "anon-");
+        lua_pushstring(L, cid);
+        lua_concat(L, 2);
+    }
+    lua_setfield(L, -2, "user_id");
+}
+
+static void push_room(lua_State *L, const hub_room_info_t *r)
+{
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, r->id);
+    lua_setfield(L, -2, "id");
+    lua_pushstring(L, r->name);
+    lua_setfield(L, -2, "name");
+    lua_pushinteger(L, r->max_clients);
+    lua_setfield(L, -2, "max_clients");
+    lua_pushinteger(L, r->member_count);
+    lua_setfield(L, -2, "member_count");
+}
+
+static void mark_array(lua_State *L)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, hub_vm_of(L)->array_mt_ref);
+    lua_setmetatable(L, -2);
+}
+
+/* member_joined / member_left to a room, excluding the subject. */
+static void presence(hub_worker_t *w, const char *type, const char *room, uint64_t conn_id)
+{
+    if (!w->cfg->rooms_presence_events)
+        return;
+    char cid[HUB_CLIENT_ID_MAX], data[512];
+    hub_client_id_format(w->srv, conn_id, cid, sizeof(cid));
+    size_t l = (size_t)snprintf(data, sizeof(data), "{\"room_id\":");
+    l = hub_json_quote(data, l, sizeof(data), room, strlen(room));
+    if (l == (size_t)-1)
+        return;
+    l += (size_t)snprintf(data + l, sizeof(data) - l, ",\"client_id\":\"%s\",\"user_id\":\"anon-%s\"}",
+                          cid, cid);
+    hub_frame_t *f = hub_msg_frame(type, data, l, hub_msg_next_id(), HUB_NO_REQUEST);
+    if (f) {
+        hub_fanout_room(w, room, f, conn_id);
+        hub_frame_release(f);
+    }
+}
+
+/* ---- the client table ---------------------------------------------------- */
+
+void hub_lua_push_client(hub_vm_t *vm, hub_conn_t *c)
+{
+    lua_State *L = vm->L;
+    if (c->lua_ref != LUA_NOREF && c->lua_gen == vm->gen) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
+        return;
+    }
+    char cid[HUB_CLIENT_ID_MAX], uid[HUB_CLIENT_ID_MAX + 8];
+    hub_conn_client_id(c, cid, sizeof(cid));
+    hub_conn_user_id(c, uid, sizeof(uid));
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, cid);
+    lua_setfield(L, -2, "id");
+    lua_pushstring(L, uid);
+    lua_setfield(L, -2, "user_id");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "authenticated");
+    lua_newtable(L);
+    lua_setfield(L, -2, "claims");
+    const hub_strlist_t *perms = &c->w->cfg->anonymous_permissions;
+    lua_createtable(L, (int)perms->n, 0);
+    for (size_t i = 0; i < perms->n; i++) {
+        lua_pushstring(L, perms->items[i]);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    mark_array(L);
+    lua_setfield(L, -2, "permissions");
+    lua_newtable(L);
+    lua_setfield(L, -2, "ctx");
+    lua_pushvalue(L, -1);
+    c->lua_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    c->lua_gen = vm->gen;
+}
+
+/* ---- messaging ----------------------------------------------------------- */
+
+/* gohub.send(client_id, type, data) → true | nil, "offline" */
+static int l_send(lua_State *L)
+{
+    uint64_t id = check_client(L, 1);
+    const char *type = luaL_checkstring(L, 2);
+    if (id == 0)
+        return fail(L, "offline");
+    hub_frame_t *f = build(L, type, 3);
+    int rc = hub_fanout_conn(worker_of(L), id, f);
+    hub_frame_release(f);
+    if (rc != 0)
+        return fail(L, "offline");
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* gohub.send_user(user_id, type, data) → count | nil, "offline" */
+static int l_send_user(lua_State *L)
+{
+    size_t n;
+    const char *uid = luaL_checklstring(L, 1, &n);
+    const char *type = luaL_checkstring(L, 2);
+    hub_worker_t *w = worker_of(L);
+    hub_frame_t *f = build(L, type, 3);
+    int count;
+    if (n > 5 && memcmp(uid, "anon-", 5) == 0) {
+        uint64_t id = hub_client_id_parse(w->srv, uid + 5, n - 5);
+        count = id && hub_fanout_conn(w, id, f) == 0 ? 1 : 0;
+    } else {
+        count = hub_fanout_user(w, uid, f);
+    }
+    hub_frame_release(f);
+    if (count == 0)
+        return fail(L, "offline");
+    lua_pushinteger(L, count);
+    return 1;
+}
+
+/* gohub.broadcast(type, data [, exclude_client_id]) → local recipients */
+static int l_broadcast(lua_State *L)
+{
+    const char *type = luaL_checkstring(L, 1);
+    uint64_t ex = lua_isnoneornil(L, 3) ? 0 : check_client(L, 3);
+    hub_frame_t *f = build(L, type, 2);
+    int n = hub_fanout_all(worker_of(L), f, ex);
+    hub_frame_release(f);
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+/* gohub.close(client_id [, code [, reason]]) → true | nil, "offline" */
+static int l_close(lua_State *L)
+{
+    uint64_t id = check_client(L, 1);
+    int code = (int)luaL_optinteger(L, 2, 1000);
+    const char *reason = luaL_optstring(L, 3, "");
+    if (code < 1000 || code > 4999 || code == 1004 || code == 1005 || code == 1006 ||
+        code == 1015)
+        return luaL_argerror(L, 2, "not a close code that may be sent");
+    if (id == 0 || hub_fanout_close(worker_of(L), id, (uint16_t)code, reason) != 0)
+        return fail(L, "offline");
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* ---- rooms ----------------------------------------------------------------- */
+
+/* gohub.rooms.create(room_id [, {name=, max_clients=}]) → room | nil, err */
+static int l_room_create(lua_State *L)
+{
+    int valid;
+    const char *id = check_room(L, 1, &valid);
+    const char *name = NULL;
+    lua_Integer max = worker_of(L)->cfg->rooms_default_max_clients;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        lua_getfield(L, 2, "name");
+        name = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+        lua_getfield(L, 2, "max_clients");
+        if (!lua_isnil(L, -1))
+            max = luaL_checkinteger(L, -1);
+        if (max < 0 || max > 10000000)
+            return luaL_argerror(L, 2, "max_clients must be between 0 and 10000000");
+    }
+    if (!valid)
+        return fail(L, "invalid_room_id");
+    hub_room_info_t r;
+    int rc = hub_reg_room_create(id, name, (uint32_t)max, 0, &r);
+    if (rc != 0)
+        return fail(L, rc == HUB_EEXIST ? "exists" : "out_of_memory");
+    push_room(L, &r);
+    hub_reg_info_free(&r);
+    return 1;
+}
+
+/* gohub.rooms.delete(room_id) → true | nil, "not_found" */
+static int l_room_delete(lua_State *L)
+{
+    int valid;
+    const char *id = check_room(L, 1, &valid);
+    hub_worker_t *w = worker_of(L);
+    hub_member_t *m;
+    size_t n;
+    if (!valid || hub_reg_room_delete(id, &m, &n) != 0)
+        return fail(L, "not_found");
+    char data[300];
+    size_t l = (size_t)snprintf(data, sizeof(data), "{\"room_id\":");
+    l = hub_json_quote(data, l, sizeof(data) - 1, id, strlen(id));
+    data[l++] = '}';
+    hub_frame_t *f = hub_msg_frame("room_deleted", data, l, hub_msg_next_id(), HUB_NO_REQUEST);
+    if (f != NULL && n > 0) {
+        uint64_t *ids = malloc(n * sizeof(*ids));
+        int *ws = malloc(n * sizeof(*ws));
+        for (size_t i = 0; ids && ws && i < n; i++) {
+            ids[i] = m[i].conn_id;
+            ws[i] = m[i].worker;
+        }
+        if (ids && ws)
+            hub_fanout_ids(w, ids, ws, n, f);
+        free(ids);
+        free(ws);
+    }
+    hub_frame_release(f);
+    hub_reg_members_free(m, n);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static const char *reason_of(int rc)
+{
+    switch (rc) {
+    case HUB_ENOTFOUND:  return "not_found";
+    case HUB_EALREADY:   return "already_member";
+    case HUB_ENOTMEMBER: return "not_member";
+    case HUB_EROOMFULL:  return "full";
+    case HUB_ETOOMANY:   return "too_many_rooms";
+    case HUB_EOFFLINE:   return "offline";
+    default:             return "out_of_memory";
+    }
+}
+
+/* gohub.rooms.join(client_id, room_id) → member count | nil, err */
+static int l_room_join(lua_State *L)
+{
+    uint64_t cid = check_client(L, 1);
+    int valid;
+    const char *room = check_room(L, 2, &valid);
+    hub_worker_t *w = worker_of(L);
+    if (!valid)
+        return fail(L, "invalid_room_id");
+    if (cid == 0)
+        return fail(L, "offline");
+    int rc = hub_reg_room_join(room, cid, w->cfg->rooms_auto_create,
+                               w->cfg->rooms_default_max_clients, w->cfg->rooms_max_per_client);
+    if (rc < 0)
+        return fail(L, reason_of(rc));
+    presence(w, "member_joined", room, cid);
+    hub_conn_t *c = hub_worker_conn(w, cid);
+    if (c != NULL)
+        hub_vm_hook(hub_vm_of(L), c, "on_join", room, 0);
+    lua_pushinteger(L, rc);
+    return 1;
+}
+
+/* gohub.rooms.leave(client_id, room_id) → true | nil, err */
+static int l_room_leave(lua_State *L)
+{
+    uint64_t cid = check_client(L, 1);
+    int valid, deleted;
+    const char *room = check_room(L, 2, &valid);
+    hub_worker_t *w = worker_of(L);
+    if (!valid)
+        return fail(L, "invalid_room_id");
+    int rc = cid ? hub_reg_room_leave(room, cid, &deleted) : HUB_ENOTMEMBER;
+    if (rc != 0)
+        return fail(L, reason_of(rc));
+    if (!deleted)
+        presence(w, "member_left", room, cid);
+    hub_conn_t *c = hub_worker_conn(w, cid);
+    if (c != NULL)
+        hub_vm_hook(hub_vm_of(L), c, "on_leave", room, 0);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_room_get(lua_State *L)
+{
+    int valid;
+    const char *id = check_room(L, 1, &valid);
+    hub_room_info_t r;
+    if (!valid || hub_reg_room_get(id, &r) != 0)
+        return fail(L, "not_found");
+    push_room(L, &r);
+    hub_reg_info_free(&r);
+    return 1;
+}
+
+static int l_room_list(lua_State *L)
+{
+    hub_room_info_t *v;
+    size_t n = hub_reg_room_list(&v);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        push_room(L, &v[i]);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    hub_reg_rooms_free(v, n);
+    mark_array(L);
+    return 1;
+}
+
+static int l_room_members(lua_State *L)
+{
+    int valid;
+    const char *id = check_room(L, 1, &valid);
+    hub_worker_t *w = worker_of(L);
+    hub_member_t *m;
+    size_t n;
+    if (!valid || hub_reg_room_members(id, &m, &n) != 0)
+        return fail(L, "not_found");
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        push_member(L, w->srv, m[i].conn_id, m[i].user_id);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    hub_reg_members_free(m, n);
+    mark_array(L);
+    return 1;
+}
+
+static int l_room_count(lua_State *L)
+{
+    int valid;
+    const char *id = check_room(L, 1, &valid);
+    int n = valid ? hub_reg_room_visit(id, -1, NULL, NULL, NULL) : HUB_ENOTFOUND;
+    if (n < 0)
+        return fail(L, "not_found");
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+static int l_room_is_member(lua_State *L)
+{
+    uint64_t cid = check_client(L, 1);
+    int valid;
+    const char *room = check_room(L, 2, &valid);
+    lua_pushboolean(L, valid && cid && hub_reg_room_is_member(room, cid));
+    return 1;
+}
+
+static int l_room_of(lua_State *L)
+{
+    uint64_t cid = check_client(L, 1);
+    char **v = NULL;
+    size_t n = cid ? hub_reg_client_rooms(cid, &v) : 0;
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_pushstring(L, v[i]);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    hub_reg_strv_free(v, n);
+    mark_array(L);
+    return 1;
+}
+
+/* gohub.rooms.publish(room_id, type, data [, exclude_client_id]) → n | nil, err */
+static int l_room_publish(lua_State *L)
+{
+    int valid;
+    const char *room = check_room(L, 1, &valid);
+    const char *type = luaL_checkstring(L, 2);
+    uint64_t ex = lua_isnoneornil(L, 4) ? 0 : check_client(L, 4);
+    if (!valid)
+        return fail(L, "not_found");
+    hub_frame_t *f = build(L, type, 3);
+    int n = hub_fanout_room(worker_of(L), room, f, ex);
+    hub_frame_release(f);
+    if (n < 0)
+        return fail(L, "not_found");
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+/* ---- permissions, errors, request ----------------------------------------- */
+
+/* gohub.can(client, permission [, target]) → boolean (asks permissions.can) */
+static int l_can(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checkstring(L, 2);
+    hub_vm_t *vm = hub_vm_of(L);
+    if (vm->can_ref == LUA_NOREF)
+        return luaL_error(L, "gohub.can: no permissions module loaded");
+    lua_settop(L, 3);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->can_ref);
+    lua_insert(L, 1);
+    lua_call(L, 3, 1);
+    lua_pushboolean(L, lua_toboolean(L, -1));
+    return 1;
+}
+
+/* gohub.error(code, message [, details]) → nil, code, message, details */
+static int l_error(lua_State *L)
+{
+    luaL_checkinteger(L, 1);
+    lua_settop(L, 3);
+    lua_pushnil(L);
+    lua_insert(L, 1);
+    return 4;
+}
+
+static const char *skip_ws(const char *p, const char *e)
+{
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+static const char *skip_string(const char *p, const char *e)
+{
+    for (p++; p < e; p++) {
+        if (*p == '\\')
+            p++;
+        else if (*p == '"')
+            return p + 1;
+    }
+    return NULL;
+}
+
+/* Skips one JSON value (the text was already validated by cJSON). */
+static const char *skip_value(const char *p, const char *e)
+{
+    p = skip_ws(p, e);
+    if (p >= e)
+        return NULL;
+    if (*p == '"')
+        return skip_string(p, e);
+    if (*p == '{' || *p == '[') {
+        int depth = 0;
+        while (p < e) {
+            if (*p == '"') {
+                if ((p = skip_string(p, e)) == NULL)
+                    return NULL;
+                continue;
+            }
+            if (*p == '{' || *p == '[')
+                depth++;
+            else if ((*p == '}' || *p == ']') && --depth == 0)
+                return p + 1;
+            p++;
+        }
+        return NULL;
+    }
+    while (p < e && *p != ',' && *p != '}' && *p != ']' && !isspace((unsigned char)*p))
+        p++;
+    return p;
+}
+
+/* Finds the first member named key of the object at p..e: its value span. */
+static int find_member(const char *p, const char *e, const char *key, const char **vs,
+                       const char **ve)
+{
+    size_t kl = strlen(key);
+    p = skip_ws(p, e);
+    if (p >= e || *p != '{')
+        return 0;
+    p++;
+    for (;;) {
+        p = skip_ws(p, e);
+        if (p >= e || *p != '"')
+            return 0;
+        const char *ks = p + 1, *kend = skip_string(p, e);
+        if (kend == NULL)
+            return 0;
+        int match = (size_t)(kend - 1 - ks) == kl && memcmp(ks, key, kl) == 0;
+        p = skip_ws(kend, e);
+        if (p >= e || *p != ':')
+            return 0;
+        const char *v = skip_ws(p + 1, e), *vend = skip_value(v, e);
+        if (vend == NULL)
+            return 0;
+        if (match) {
+            *vs = v;
+            *ve = vend;
+            return 1;
+        }
+        p = skip_ws(vend, e);
+        if (p >= e || *p != ',')
+            return 0;
+        p++;
+    }
+}
+
+static void push_raw(lua_State *L, const char *s, size_t n)
+{
+    lua_createtable(L, 1, 0);
+    lua_pushlstring(L, s, n);
+    lua_rawseti(L, -2, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, hub_vm_of(L)->raw_mt_ref);
+    lua_setmetatable(L, -2);
+}
+
+/* gohub.raw(key) → the request's data[key] as sent (raw JSON), or nil */
+static int l_raw(lua_State *L)
+{
+    const char *key = luaL_checkstring(L, 1);
+    hub_vm_t *vm = hub_vm_of(L);
+    const char *ds, *de, *vs, *ve;
+    if (vm->req == NULL || !find_member(vm->req, vm->req + vm->req_len, "data", &ds, &de) ||
+        !find_member(ds, de, key, &vs, &ve)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    push_raw(L, vs, (size_t)(ve - vs));
+    return 1;
+}
+
+/* ---- log, counters, time ---------------------------------------------------- */
+
+static int l_log(lua_State *L)
+{
+    const char *lvl = luaL_checkstring(L, 1);
+    const char *msg = luaL_checkstring(L, 2);
+    int level = hub_log_level_parse(lvl);
+    if (level < 0)
+        return luaL_argerror(L, 1, "level must be debug, info, warn or error");
+    if (!lua_isnoneornil(L, 3))
+        luaL_checktype(L, 3, LUA_TTABLE);
+    if (!hub_log_enabled(level))
+        return 0;
+    hub_vm_t *vm = hub_vm_of(L);
+    char fields[1024] = "";
+    size_t fl = 0;
+    if (lua_istable(L, 3)) {
+        lua_pushnil(L);
+        while (lua_next(L, 3) && fl < sizeof(fields) - 64) {
+            if (lua_type(L, -2) == LUA_TSTRING) {
+                const char *k = lua_tostring(L, -2);
+                const char *v = lua_type(L, -1) == LUA_TBOOLEAN
+                                    ? (lua_toboolean(L, -1) ? "true" : "false")
+                                    : (lua_isstring(L, -1) ? lua_tostring(L, -1)
+                                                           : luaL_typename(L, -1));
+                int n = snprintf(fields + fl, sizeof(fields) - fl, "%s%s=%s", fl ? ";" : "", k,
+                                 v ? v : "");
+                if (n > 0)
+                    fl += (size_t)n < sizeof(fields) - fl ? (size_t)n : sizeof(fields) - fl - 1;
+                lua_pop(L, 1);
+            }
+            lua_pop(L, 1);
+        }
+    }
+    char cid[HUB_CLIENT_ID_MAX] = "";
+    if (vm->cur)
+        hub_conn_client_id(vm->cur, cid, sizeof(cid));
+    hub_log(level, msg, "source=lua handler=%s client_id=%s fields=%s",
+            vm->cur_type ? vm->cur_type : "", cid, fields);
+    return 0;
+}
+
+/* gohub.count(name [, n]) → this worker's new value */
+static int l_count(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    lua_Integer by = luaL_optinteger(L, 2, 1);
+    hub_worker_t *w = worker_of(L);
+    int64_t *v = hub_strmap_get(&w->counters, name);
+    if (v == NULL) {
+        if (w->counters.n >= 10000)
+            return fail(L, "too_many_counters");
+        v = calloc(1, sizeof(*v));
+        if (v == NULL || hub_strmap_put(&w->counters, name, v) != 0) {
+            free(v);
+            return fail(L, "out_of_memory");
+        }
+    }
+    *v += by;
+    lua_pushnumber(L, (lua_Number)*v);
+    return 1;
+}
+
+static int l_now(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)hub_now_ms());
+    return 1;
+}
+
+static int l_node_id(lua_State *L)
+{
+    lua_pushstring(L, worker_of(L)->srv->node_id);
+    return 1;
+}
+
+/* ---- json ---------------------------------------------------------------- */
+
+static int l_json_encode(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    char *out, err[160];
+    size_t len;
+    if (hub_lua_encode(hub_vm_of(L), 1, &out, &len, err, sizeof(err)) != 0)
+        return fail(L, err);
+    lua_pushlstring(L, out, len);
+    free(out);
+    return 1;
+}
+
+static int l_json_decode(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    cJSON *j = cJSON_ParseWithLength(s, n);
+    if (j == NULL)
+        return fail(L, "invalid JSON");
+    hub_lua_push_json(hub_vm_of(L), j);
+    cJSON_Delete(j);
+    return 1;
+}
+
+static int l_json_array(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    mark_array(L);
+    return 1;
+}
+
+static int l_json_raw(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    push_raw(L, s, n);
+    return 1;
+}
+
+/* ---- registration -------------------------------------------------------- */
+
+static const luaL_Reg gohub_funcs[] = {
+    { "send", l_send },         { "send_user", l_send_user }, { "broadcast", l_broadcast },
+    { "close", l_close },       { "can", l_can },             { "error", l_error },
+    { "raw", l_raw },           { "log", l_log },             { "count", l_count },
+    { "now", l_now },           { "node_id", l_node_id },     { NULL, NULL },
+};
+
+static const luaL_Reg room_funcs[] = {
+    { "create", l_room_create },       { "delete", l_room_delete },   { "join", l_room_join },
+    { "leave", l_room_leave },         { "get", l_room_get },         { "list", l_room_list },
+    { "members", l_room_members },     { "count", l_room_count },
+    { "is_member", l_room_is_member }, { "of", l_room_of },           { "publish", l_room_publish },
+    { NULL, NULL },
+};
+
+static const luaL_Reg json_funcs[] = {
+    { "encode", l_json_encode }, { "decode", l_json_decode }, { "array", l_json_array },
+    { "raw", l_json_raw },       { NULL, NULL },
+};
+
+static const struct {
+    const char *name;
+    int code;
+} error_codes[] = {
+    { "UNKNOWN", 1000 },          { "INVALID_FORMAT", 1001 },   { "INVALID_MESSAGE_ID", 1002 },
+    { "SERVER_ERROR", 1003 },     { "TIMEOUT", 1004 },          { "RATE_LIMITED", 1005 },
+    { "UNKNOWN_TYPE", 1006 },     { "UNAUTHORIZED", 2000 },     { "FORBIDDEN", 2001 },
+    { "TOKEN_EXPIRED", 2002 },    { "INVALID_TOKEN", 2003 },    { "ROOM_NOT_FOUND", 3000 },
+    { "ROOM_EXISTS", 3001 },      { "ROOM_FULL", 3002 },        { "NOT_IN_ROOM", 3003 },
+    { "ALREADY_IN_ROOM", 3004 },  { "CLIENT_NOT_FOUND", 4000 }, { "CLIENT_OFFLINE", 4001 },
+    { "MESSAGE_TOO_LARGE", 4002 },
+};
+
+static void set_bool(lua_State *L, const char *k, int v)
+{
+    lua_pushboolean(L, v);
+    lua_setfield(L, -2, k);
+}
+
+/* package.preload.gohub: builds the module table. Stack: out module. */
+static int luaopen_gohub(lua_State *L)
+{
+    hub_vm_t *vm = hub_vm_of(L);
+    lua_newtable(L);
+    luaL_register(L, NULL, gohub_funcs);
+    lua_newtable(L);
+    luaL_register(L, NULL, room_funcs);
+    lua_setfield(L, -2, "rooms");
+    lua_newtable(L);
+    luaL_register(L, NULL, json_funcs);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->null_ref);
+    lua_setfield(L, -2, "null");
+    lua_setfield(L, -2, "json");
+    lua_createtable(L, 0, (int)HUB_ARRAY_LEN(error_codes));
+    for (size_t i = 0; i < HUB_ARRAY_LEN(error_codes); i++) {
+        lua_pushinteger(L, error_codes[i].code);
+        lua_setfield(L, -2, error_codes[i].name);
+    }
+    lua_setfield(L, -2, "errors");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->config_ref);
+    lua_setfield(L, -2, "config");
+    return 1;
+}
+
+static int null_tostring(lua_State *L)
+{
+    lua_pushliteral(L, "null");
+    return 1;
+}
+
+void hub_lua_open_gohub(hub_vm_t *vm)
+{
+    lua_State *L = vm->L;
+    /* json.null: a unique table whose tostring is "null" */
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushcfunction(L, null_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_setmetatable(L, -2);
+    vm->null_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_newtable(L);
+    lua_pushliteral(L, "array");
+    lua_setfield(L, -2, "__jsontype");
+    vm->array_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_newtable(L);
+    lua_pushliteral(L, "raw");
+    lua_setfield(L, -2, "__jsontype");
+    vm->raw_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+    const hub_config_t *cfg = vm->w ? vm->w->cfg : NULL;
+    lua_newtable(L);
+    lua_newtable(L);
+    set_bool(L, "auto_create", cfg ? cfg->rooms_auto_create : 1);
+    lua_pushinteger(L, cfg ? cfg->rooms_default_max_clients : 0);
+    lua_setfield(L, -2, "default_max_clients");
+    set_bool(L, "presence_events", cfg ? cfg->rooms_presence_events : 1);
+    set_bool(L, "members_only_send", cfg ? cfg->rooms_members_only_send : 1);
+    set_bool(L, "echo_to_sender", cfg ? cfg->rooms_echo_to_sender : 0);
+    lua_pushinteger(L, cfg ? cfg->rooms_max_per_client : 128);
+    lua_setfield(L, -2, "max_rooms_per_client");
+    lua_setfield(L, -2, "rooms");
+    vm->config_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, luaopen_gohub);
+    lua_setfield(L, -2, "gohub");
+    lua_pop(L, 2);
+}

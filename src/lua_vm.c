@@ -1,0 +1,799 @@
+/* lua_vm.c: the per-worker LuaJIT state: capped allocator, sandbox, module
+ * loader (text only, under lua.path), handler loading and shape checks, the
+ * protected call with its time limit, and the /ws dispatch with the
+ * protocol's reply rule. Worker thread, except hub_vm_watchdog (main) and
+ * hub_vm_new (any thread; the VM is then owned by one worker). */
+#include "lua_vm.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <luajit.h>
+#include <math.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "config.h"
+#include "conn.h"
+#include "fanout.h"
+#include "log.h"
+#include "lua_priv.h"
+#include "msg.h"
+#include "registry.h"
+#include "server.h"
+#include "worker.h"
+
+#define MAX_MODULE_BYTES (1024 * 1024)
+
+hub_vm_t *hub_vm_of(lua_State *L)
+{
+    void *ud = NULL;
+    lua_getallocf(L, &ud);
+    return ud;
+}
+
+/* The capped allocator: runaway memory becomes LUA_ERRMEM inside pcall. */
+static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    hub_vm_t *vm = ud;
+    if (ptr == NULL)
+        osize = 0;
+    if (nsize == 0) {
+        free(ptr);
+        vm->mem -= osize;
+        return NULL;
+    }
+    if (nsize > osize && vm->mem + (nsize - osize) > vm->mem_limit)
+        return NULL;
+    void *p = realloc(ptr, nsize);
+    if (p != NULL)
+        vm->mem = vm->mem - osize + nsize;
+    return p;
+}
+
+static int on_panic(lua_State *L)
+{
+    const char *m = lua_tostring(L, -1);
+    hub_log_error("lua panic (unprotected error)", "reason=%s", m ? m : "?");
+    abort();
+}
+
+int hub_vm_check_runtime(char *err, size_t errlen)
+{
+    lua_State *L = luaL_newstate();
+    if (L == NULL) {
+        snprintf(err, errlen, "cannot create a Lua state");
+        return -1;
+    }
+    luaL_openlibs(L);
+    int ok = luaL_dostring(L, "return require('ffi').abi('gc64')") == 0 && lua_toboolean(L, -1);
+    lua_close(L);
+    if (!ok) {
+        snprintf(err, errlen, "LuaJIT is not a GC64 build: the per-state memory cap needs one");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- loading ----------------------------------------------------------- */
+
+/* Reads a whole file (at most MAX_MODULE_BYTES). NULL with errno set. */
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    char *buf = malloc(MAX_MODULE_BYTES + 1);
+    size_t n = buf ? fread(buf, 1, MAX_MODULE_BYTES + 1, f) : 0;
+    fclose(f);
+    if (buf == NULL || n > MAX_MODULE_BYTES) {
+        free(buf);
+        errno = EFBIG;
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+/* package.loaders[2]: finds lua.path/<name with dots as slashes>.lua and
+ * loads it as text only (never bytecode). Stack: in name; out loader or msg. */
+static int lua_searcher(lua_State *L)
+{
+    hub_vm_t *vm = hub_vm_of(L);
+    size_t n;
+    const char *name = luaL_checklstring(L, 1, &n);
+    for (size_t i = 0; i < n; i++) {
+        char ch = name[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || (ch == '.' && i > 0 && i + 1 < n && name[i - 1] != '.'))) {
+            lua_pushfstring(L, "\n\tinvalid module name '%s'", name);
+            return 1;
+        }
+    }
+    char path[1024];
+    int pl = snprintf(path, sizeof(path), "%s/", vm->lua_path);
+    for (size_t i = 0; i < n && (size_t)pl + 5 < sizeof(path); i++)
+        path[pl++] = name[i] == '.' ? '/' : name[i];
+    snprintf(path + pl, sizeof(path) - (size_t)pl, ".lua");
+    size_t len;
+    char *buf = read_file(path, &len);
+    if (buf == NULL) {
+        lua_pushfstring(L, "\n\tno file '%s'", path);
+        return 1;
+    }
+    char chunk[1100];
+    snprintf(chunk, sizeof(chunk), "@%s", path);
+    int rc = luaL_loadbufferx(L, buf, len, chunk, "t");
+    free(buf);
+    if (rc != 0)
+        return lua_error(L); /* the message names file and line */
+    return 1;
+}
+
+/* load/loadstring for handlers: text chunks only, optional environment.
+ * Stack: in chunk [, name [, env]]; out function | nil, err. */
+static int lua_load_text(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    const char *name = luaL_optstring(L, 2, "=(load)");
+    if (luaL_loadbufferx(L, s, n, name, "t") != 0) {
+        lua_pushnil(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    if (lua_istable(L, 3)) {
+        lua_pushvalue(L, 3);
+        lua_setfenv(L, -2);
+    }
+    return 1;
+}
+
+/* The sandbox, applied once the libraries are open (see the README). */
+static const char bootstrap[] =
+    "local load_text, searcher = ...\n"
+    "local G = _G\n"
+    "local os_time, os_clock, os_date = os.time, os.clock, os.date\n"
+    "local cg = collectgarbage\n"
+    "G.io, G.debug, G.dofile, G.loadfile, G.module, G.jit = nil, nil, nil, nil, nil, nil\n"
+    "G.os = { time = os_time, clock = os_clock, date = os_date }\n"
+    "G.string.dump = nil\n"
+    "G.load = function(chunk, name, mode, env)\n"
+    "  if type(chunk) ~= 'string' then return nil, 'load: only string chunks' end\n"
+    "  return load_text(chunk, name, env)\n"
+    "end\n"
+    "G.loadstring = function(s, name) return load_text(s, name) end\n"
+    "G.collectgarbage = function(opt, arg)\n"
+    "  if opt == nil or opt == 'collect' or opt == 'count' or opt == 'step' then\n"
+    "    return cg(opt, arg)\n"
+    "  end\n"
+    "  error(\"collectgarbage('\" .. tostring(opt) .. \"') is not allowed\", 2)\n"
+    "end\n"
+    "local loaded, preload = package.loaded, package.preload\n"
+    "loaded.io, loaded.debug, loaded.jit, loaded.os, loaded.ffi = nil, nil, nil, G.os, nil\n"
+    "preload.ffi = nil\n"
+    "package.loadlib, package.cpath, package.path = nil, '', ''\n"
+    "local loaders = package.loaders\n"
+    "for i = #loaders, 1, -1 do loaders[i] = nil end\n"
+    "loaders[1] = function(name)\n"
+    "  local f = preload[name]\n"
+    "  if f then return f end\n"
+    "  return \"\\n\\tno field package.preload['\" .. name .. \"']\"\n"
+    "end\n"
+    "loaders[2] = searcher\n"
+    "setmetatable(G, { __newindex = function(_, k)\n"
+    "  error(\"assignment to undeclared global '\" .. tostring(k) .. \"' (use local)\", 2)\n"
+    "end })\n";
+
+static void open_lib(lua_State *L, lua_CFunction f, const char *name)
+{
+    lua_pushcfunction(L, f);
+    lua_pushstring(L, name);
+    lua_call(L, 1, 0);
+}
+
+/* Copies the first line of the error at the top of the stack into err. */
+static void take_error(lua_State *L, char *err, size_t errlen)
+{
+    const char *m = lua_tostring(L, -1);
+    if (m == NULL)
+        m = "(error object is not a string)";
+    size_t n = strcspn(m, "\n");
+    snprintf(err, errlen, "%.*s", (int)n, m);
+}
+
+/* require(name) under the traceback handler; leaves the result on the
+ * stack. Returns 0 or -1 with the reason in err (the full traceback is
+ * logged). */
+static int require_module(hub_vm_t *vm, const char *name, char *err, size_t errlen)
+{
+    lua_State *L = vm->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->traceback_ref);
+    lua_getglobal(L, "require");
+    lua_pushstring(L, name);
+    int rc = lua_pcall(L, 1, 1, -3);
+    lua_remove(L, -2); /* the traceback handler */
+    if (rc != 0) {
+        take_error(L, err, errlen);
+        hub_log_error("lua load failed", "module=%s error=%s", name,
+                      lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+        lua_pop(L, 1);
+        return -1;
+    }
+    return 0;
+}
+
+static int valid_handler_name(const char *s, size_t n)
+{
+    if (n == 0 || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Loads every lua.path/handlers/<name>.lua into the handlers table. */
+static int load_handlers(hub_vm_t *vm, char *err, size_t errlen)
+{
+    lua_State *L = vm->L;
+    char dir[1024];
+    snprintf(dir, sizeof(dir), "%s/handlers", vm->lua_path);
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+        return -1;
+    }
+    char *names[1024];
+    size_t nn = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL && nn < HUB_ARRAY_LEN(names)) {
+        size_t l = strlen(de->d_name);
+        if (l < 5 || strcmp(de->d_name + l - 4, ".lua") != 0)
+            continue;
+        if (!valid_handler_name(de->d_name, l - 4)) {
+            hub_log_warn("ignoring handler file with an invalid name", "file=%s/%s", dir,
+                         de->d_name);
+            continue;
+        }
+        names[nn++] = strndup(de->d_name, l - 4);
+    }
+    closedir(d);
+    qsort(names, nn, sizeof(char *), cmp_str);
+    lua_newtable(L);
+    int tidx = lua_gettop(L), rc = 0;
+    for (size_t i = 0; i < nn && rc == 0; i++) {
+        char mod[128];
+        snprintf(mod, sizeof(mod), "handlers.%s", names[i]);
+        if (require_module(vm, mod, err, errlen) != 0) {
+            rc = -1;
+            break;
+        }
+        if (lua_istable(L, -1))
+            lua_getfield(L, -1, "handle");
+        else
+            lua_pushnil(L);
+        if (!lua_isfunction(L, -1)) {
+            snprintf(err, errlen,
+                     "%s/%s.lua: a handler module must return a table with a handle function",
+                     dir, names[i]);
+            lua_pop(L, 2);
+            rc = -1;
+            break;
+        }
+        lua_setfield(L, tidx, names[i]);
+        lua_pop(L, 1);
+    }
+    for (size_t i = 0; i < nn; i++)
+        free(names[i]);
+    if (rc != 0) {
+        lua_pop(L, 1);
+        return -1;
+    }
+    vm->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+/* Stack discipline of a protected boot: everything below runs in
+ * lua_cpcall so no Lua API error can escape unprotected. */
+typedef struct {
+    hub_vm_t *vm;
+    char *err;
+    size_t errlen;
+    int failed;
+} boot_t;
+
+static int boot(lua_State *L)
+{
+    boot_t *b = lua_touserdata(L, 1);
+    hub_vm_t *vm = b->vm;
+    const hub_config_t *cfg = vm->w ? vm->w->cfg : NULL;
+    lua_settop(L, 0);
+    open_lib(L, luaopen_base, "");
+    open_lib(L, luaopen_package, LUA_LOADLIBNAME);
+    open_lib(L, luaopen_table, LUA_TABLIBNAME);
+    open_lib(L, luaopen_string, LUA_STRLIBNAME);
+    open_lib(L, luaopen_math, LUA_MATHLIBNAME);
+    open_lib(L, luaopen_bit, LUA_BITLIBNAME);
+    open_lib(L, luaopen_os, LUA_OSLIBNAME);
+    open_lib(L, luaopen_debug, LUA_DBLIBNAME);
+    open_lib(L, luaopen_jit, LUA_JITLIBNAME);
+    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | (cfg && cfg->lua_jit ? LUAJIT_MODE_ON
+                                                                      : LUAJIT_MODE_OFF));
+    lua_getglobal(L, "debug");
+    lua_getfield(L, -1, "traceback");
+    vm->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+    hub_lua_open_gohub(vm);
+    if (luaL_loadbuffer(L, bootstrap, sizeof(bootstrap) - 1, "=gohub.sandbox") != 0)
+        return lua_error(L);
+    lua_pushcfunction(L, lua_load_text);
+    lua_pushcfunction(L, lua_searcher);
+    lua_call(L, 2, 0);
+    if (vm->w == NULL)
+        return 0; /* the --lua-api state needs no user code */
+
+    if (require_module(vm, "permissions", b->err, b->errlen) != 0)
+        goto fail;
+    if (lua_istable(L, -1))
+        lua_getfield(L, -1, "can");
+    else
+        lua_pushnil(L);
+    if (!lua_isfunction(L, -1)) {
+        snprintf(b->err, b->errlen, "%s/permissions.lua: must return a table with a can function",
+                 vm->lua_path);
+        goto fail;
+    }
+    vm->can_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+
+    char path[1100];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/hooks.lua", vm->lua_path);
+    if (stat(path, &st) == 0) {
+        if (require_module(vm, "hooks", b->err, b->errlen) != 0)
+            goto fail;
+        if (!lua_istable(L, -1)) {
+            snprintf(b->err, b->errlen, "%s: must return a table", path);
+            goto fail;
+        }
+        vm->hooks_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    if (load_handlers(vm, b->err, b->errlen) != 0)
+        goto fail;
+    return 0;
+fail:
+    b->failed = 1;
+    return 0;
+}
+
+hub_vm_t *hub_vm_new(hub_worker_t *w, uint32_t gen, char *err, size_t errlen)
+{
+    const hub_config_t *cfg = w ? w->cfg : NULL;
+    hub_vm_t *vm = calloc(1, sizeof(*vm));
+    if (vm == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    vm->w = w;
+    vm->gen = gen;
+    vm->mem_limit = cfg ? (size_t)cfg->lua_max_memory_mb << 20 : (size_t)64 << 20;
+    vm->lua_path = strdup(cfg ? cfg->lua_path : "lua");
+    vm->handlers_ref = vm->can_ref = vm->hooks_ref = LUA_NOREF;
+    vm->L = lua_newstate(vm_alloc, vm);
+    if (vm->L == NULL || vm->lua_path == NULL) {
+        snprintf(err, errlen, "cannot create a Lua state (LuaJIT must be a GC64 build)");
+        hub_vm_free(vm);
+        return NULL;
+    }
+    lua_atpanic(vm->L, on_panic);
+    boot_t b = { vm, err, errlen, 0 };
+    int rc = lua_cpcall(vm->L, boot, &b);
+    if (rc != 0 || b.failed) {
+        if (rc != 0)
+            take_error(vm->L, err, errlen);
+        hub_vm_free(vm);
+        return NULL;
+    }
+    lua_settop(vm->L, 0);
+    lua_gc(vm->L, LUA_GCCOLLECT, 0);
+    return vm;
+}
+
+void hub_vm_free(hub_vm_t *vm)
+{
+    if (vm == NULL)
+        return;
+    if (vm->L)
+        lua_close(vm->L);
+    free(vm->lua_path);
+    free(vm);
+}
+
+/* ---- calls ------------------------------------------------------------- */
+
+static void timeout_hook(lua_State *L, lua_Debug *ar)
+{
+    HUB_UNUSED(ar);
+    /* the hook stays armed until C regains control, so a pcall inside the
+     * handler cannot swallow the stop: the next instruction raises again */
+    luaL_error(L, "time limit exceeded");
+}
+
+void hub_vm_watchdog(hub_worker_t *w, uint64_t now_ns)
+{
+    uint64_t limit = (uint64_t)w->cfg->lua_time_limit_ms * 1000000ULL;
+    uv_mutex_lock(&w->lua_mu);
+    if (w->lua_active != NULL && !w->lua_hooked && now_ns - w->lua_enter_ns > limit) {
+        /* LuaJIT allows setting a hook from another thread (luajit.c does
+         * it from a signal handler); it is seen at the next instruction */
+        lua_sethook(w->lua_active, timeout_hook, LUA_MASKCOUNT, 1);
+        w->lua_hooked = 1;
+    }
+    uv_mutex_unlock(&w->lua_mu);
+}
+
+static _Thread_local int call_depth;
+
+int hub_vm_pcall(hub_vm_t *vm, int nargs, int nres, int *timed_out)
+{
+    lua_State *L = vm->L;
+    hub_worker_t *w = vm->w;
+    int fidx = lua_gettop(L) - nargs;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->traceback_ref);
+    lua_insert(L, fidx);
+    int outer = w != NULL && call_depth == 0;
+    if (outer) {
+        uv_mutex_lock(&w->lua_mu);
+        w->lua_active = L;
+        w->lua_enter_ns = uv_hrtime();
+        uv_mutex_unlock(&w->lua_mu);
+    }
+    call_depth++;
+    int rc = lua_pcall(L, nargs, nres, fidx);
+    call_depth--;
+    int hooked = 0;
+    if (outer) {
+        uv_mutex_lock(&w->lua_mu);
+        w->lua_active = NULL;
+        hooked = w->lua_hooked;
+        w->lua_hooked = 0;
+        uv_mutex_unlock(&w->lua_mu);
+        if (hooked)
+            lua_sethook(L, NULL, 0, 0);
+    }
+    lua_remove(L, fidx);
+    *timed_out = hooked && rc != 0;
+    if (rc == LUA_ERRMEM)
+        lua_gc(L, LUA_GCCOLLECT, 0);
+    return rc;
+}
+
+void hub_vm_hook(hub_vm_t *vm, hub_conn_t *c, const char *name, const char *room, int code)
+{
+    if (vm == NULL || vm->hooks_ref == LUA_NOREF)
+        return;
+    lua_State *L = vm->L;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->hooks_ref);
+    lua_getfield(L, -1, name);
+    if (!lua_isfunction(L, -1)) {
+        lua_settop(L, top);
+        return;
+    }
+    lua_remove(L, -2);
+    hub_lua_push_client(vm, c);
+    int nargs = 1;
+    if (room) {
+        lua_pushstring(L, room);
+        nargs++;
+    } else if (code) {
+        lua_pushinteger(L, code);
+        nargs++;
+    }
+    int to;
+    if (hub_vm_pcall(vm, nargs, 0, &to) != 0)
+        hub_log_error("lua hook failed", "hook=%s error=%s", name,
+                      lua_tostring(L, -1) ? lua_tostring(L, -1) : "(non-string error)");
+    lua_settop(L, top);
+}
+
+/* ---- dispatch ---------------------------------------------------------- */
+
+static const char *default_text(int code)
+{
+    switch (code) {
+    case 1001: return "invalid format";
+    case 1002: return "invalid message id";
+    case 1003: return "server error";
+    case 1004: return "timeout";
+    case 1005: return "rate limited";
+    case 1006: return "unknown message type";
+    case 2000: return "unauthorized";
+    case 2001: return "forbidden";
+    case 2002: return "token expired";
+    case 2003: return "invalid token";
+    case 3000: return "room not found";
+    case 3001: return "room already exists";
+    case 3002: return "room full";
+    case 3003: return "not in room";
+    case 3004: return "already in room";
+    case 4000: return "client not found";
+    case 4001: return "client offline";
+    case 4002: return "message too large";
+    default:   return "unknown error";
+    }
+}
+
+static void send_error(hub_conn_t *c, int code, const char *message, int64_t rid,
+                       const char *details)
+{
+    hub_frame_t *f = hub_msg_error(code, message ? message : default_text(code), rid, details);
+    if (f == NULL) {
+        hub_conn_close(c, 1011, "out of memory");
+        return;
+    }
+    hub_conn_send(c, f);
+    hub_frame_release(f);
+}
+
+static void send_reply(hub_conn_t *c, const char *type, const char *data, size_t len,
+                       int64_t rid)
+{
+    hub_frame_t *f = hub_msg_frame(type, data, len, 0, rid > 0 ? rid : HUB_NO_REQUEST);
+    if (f == NULL) {
+        hub_conn_close(c, 1011, "out of memory");
+        return;
+    }
+    hub_conn_send(c, f);
+    hub_frame_release(f);
+}
+
+/* Turns the handler's results (stack top-nres+1 .. top) into the reply. */
+static void reply_from_results(hub_vm_t *vm, hub_conn_t *c, int base, int64_t rid)
+{
+    lua_State *L = vm->L;
+    int nres = lua_gettop(L) - base;
+    int t1 = nres >= 1 ? lua_type(L, base + 1) : LUA_TNONE;
+    if (t1 == LUA_TSTRING) {
+        char *json = NULL, err[128];
+        size_t len = 0;
+        if (nres >= 2 && !lua_isnil(L, base + 2) &&
+            hub_lua_encode(vm, base + 2, &json, &len, err, sizeof(err)) != 0) {
+            hub_log_error("handler reply cannot be encoded", "handler=%s error=%s",
+                          vm->cur_type, err);
+            send_error(c, 1003, NULL, rid, NULL);
+            return;
+        }
+        send_reply(c, lua_tostring(L, base + 1), json, len, rid);
+        free(json);
+        return;
+    }
+    if (t1 == LUA_TNONE || (t1 == LUA_TNIL && (nres < 2 || lua_isnil(L, base + 2))) ||
+        (t1 == LUA_TBOOLEAN && lua_toboolean(L, base + 1))) {
+        if (rid > 0) {
+            char ack[48];
+            int n = snprintf(ack, sizeof(ack), "{\"request_id\":%lld}", (long long)rid);
+            send_reply(c, "ack", ack, (size_t)n, rid);
+        }
+        return;
+    }
+    if (t1 == LUA_TNIL && lua_type(L, base + 2) == LUA_TNUMBER) {
+        int code = (int)lua_tointeger(L, base + 2);
+        const char *msg = nres >= 3 ? lua_tostring(L, base + 3) : NULL;
+        char *details = NULL, err[128];
+        size_t dlen;
+        if (nres >= 4 && !lua_isnil(L, base + 4) &&
+            hub_lua_encode(vm, base + 4, &details, &dlen, err, sizeof(err)) != 0)
+            details = NULL;
+        send_error(c, code, msg, rid, details);
+        free(details);
+        return;
+    }
+    hub_log_error("handler returned an invalid result", "handler=%s first=%s", vm->cur_type,
+                  lua_typename(L, t1));
+    send_error(c, 1003, NULL, rid, NULL);
+}
+
+void hub_vm_dispatch(hub_vm_t *vm, hub_conn_t *c, const uint8_t *p, size_t n)
+{
+    lua_State *L = vm->L;
+    int64_t rid = 0;
+    cJSON *root = cJSON_ParseWithLength((const char *)p, n);
+    if (root == NULL) {
+        send_error(c, 1001, "message is not valid JSON", 0, NULL);
+        return;
+    }
+    if (!cJSON_IsObject(root)) {
+        send_error(c, 1001, "message must be a JSON object", 0, NULL);
+        goto out;
+    }
+    const cJSON *mid = cJSON_GetObjectItemCaseSensitive(root, "message_id");
+    if (mid != NULL) {
+        double d = cJSON_IsNumber(mid) ? mid->valuedouble : -1;
+        if (!cJSON_IsNumber(mid) || d < 0 || d > 9007199254740992.0 || floor(d) != d) {
+            send_error(c, 1002, "message_id must be a non-negative integer", 0, NULL);
+            goto out;
+        }
+        rid = (int64_t)d;
+    }
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "message_type");
+    if (!cJSON_IsString(type)) {
+        send_error(c, 1001, "message_type must be a string", rid, NULL);
+        goto out;
+    }
+    const char *tname = type->valuestring;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->handlers_ref);
+    if (valid_handler_name(tname, strlen(tname)))
+        lua_getfield(L, -1, tname);
+    else
+        lua_pushnil(L);
+    if (!lua_isfunction(L, -1)) {
+        lua_settop(L, top);
+        send_error(c, 1006, "unknown message type", rid, NULL);
+        goto out;
+    }
+    lua_remove(L, -2);
+    hub_lua_push_client(vm, c);
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(root, "data");
+    if (data != NULL)
+        hub_lua_push_json(vm, data);
+    else
+        lua_newtable(L);
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, tname);
+    lua_setfield(L, -2, "type");
+    lua_pushnumber(L, (lua_Number)rid);
+    lua_setfield(L, -2, "id");
+
+    vm->cur = c;
+    vm->req = (const char *)p;
+    vm->req_len = n;
+    vm->cur_type = tname;
+    int timed_out = 0;
+    int rc = hub_vm_pcall(vm, 3, LUA_MULTRET, &timed_out);
+    if (rc == 0) {
+        if (!(c->flags & HUB_CONN_F_CLOSED))
+            reply_from_results(vm, c, top, rid);
+    } else if (timed_out) {
+        hub_log_warn("handler stopped at the time limit", "handler=%s limit_ms=%d", tname,
+                     vm->w->cfg->lua_time_limit_ms);
+        send_error(c, 1004, "handler timed out", rid, NULL);
+    } else {
+        const char *m = lua_tostring(L, -1);
+        char cid[HUB_CLIENT_ID_MAX];
+        hub_conn_client_id(c, cid, sizeof(cid));
+        hub_log_error("handler failed", "handler=%s client_id=%s memory=%s error=%s", tname, cid,
+                      rc == LUA_ERRMEM ? "exhausted" : "ok", m ? m : "(non-string error)");
+        send_error(c, 1003, NULL, rid, NULL);
+    }
+    vm->cur = NULL;
+    vm->req = NULL;
+    vm->cur_type = NULL;
+    lua_settop(L, top);
+out:
+    cJSON_Delete(root);
+}
+
+/* ---- connection events ------------------------------------------------- */
+
+int hub_vm_on_connect(hub_vm_t *vm, hub_conn_t *c, char *reason, size_t rlen)
+{
+    if (vm->hooks_ref == LUA_NOREF)
+        return 0;
+    lua_State *L = vm->L;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->hooks_ref);
+    lua_getfield(L, -1, "on_connect");
+    if (!lua_isfunction(L, -1)) {
+        lua_settop(L, top);
+        return 0;
+    }
+    lua_remove(L, -2);
+    hub_lua_push_client(vm, c);
+    int to, code = 0;
+    if (hub_vm_pcall(vm, 1, 3, &to) != 0) {
+        hub_log_error("lua hook failed", "hook=on_connect error=%s",
+                      lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+    } else if (lua_type(L, top + 1) == LUA_TBOOLEAN && !lua_toboolean(L, top + 1)) {
+        code = lua_isnumber(L, top + 2) ? (int)lua_tointeger(L, top + 2) : 1008;
+        if (code < 1000 || code > 4999 || code == 1004 || code == 1005 || code == 1006 ||
+            code == 1015)
+            code = 1008;
+        snprintf(reason, rlen, "%s",
+                 lua_isstring(L, top + 3) ? lua_tostring(L, top + 3) : "refused");
+    }
+    lua_settop(L, top);
+    return code;
+}
+
+void hub_vm_on_close(hub_vm_t *vm, hub_conn_t *c)
+{
+    hub_worker_t *w = c->w;
+    char **rooms;
+    uint8_t *deleted;
+    size_t n;
+    hub_reg_client_remove(c->id, &rooms, &deleted, &n);
+    char cid[HUB_CLIENT_ID_MAX], uid[HUB_CLIENT_ID_MAX + 8];
+    hub_conn_client_id(c, cid, sizeof(cid));
+    hub_conn_user_id(c, uid, sizeof(uid));
+    for (size_t i = 0; i < n; i++) {
+        if (w->cfg->rooms_presence_events && !deleted[i]) {
+            char data[512];
+            size_t l = (size_t)snprintf(data, sizeof(data), "{\"room_id\":");
+            l = hub_json_quote(data, l, sizeof(data), rooms[i], strlen(rooms[i]));
+            l += (size_t)snprintf(data + l, sizeof(data) - l,
+                                  ",\"client_id\":\"%s\",\"user_id\":\"%s\"}", cid, uid);
+            hub_frame_t *f = hub_msg_frame("member_left", data, l, hub_msg_next_id(),
+                                           HUB_NO_REQUEST);
+            if (f) {
+                hub_fanout_room(w, rooms[i], f, c->id);
+                hub_frame_release(f);
+            }
+        }
+        hub_vm_hook(vm, c, "on_leave", rooms[i], 0);
+    }
+    hub_reg_strv_free(rooms, n);
+    free(deleted);
+    hub_vm_hook(vm, c, "on_disconnect", NULL, 0);
+    if (vm != NULL && c->lua_ref != LUA_NOREF && c->lua_gen == vm->gen)
+        luaL_unref(vm->L, LUA_REGISTRYINDEX, c->lua_ref);
+    c->lua_ref = LUA_NOREF;
+}
+
+/* ---- API listing --------------------------------------------------------- */
+
+static int cmp_cstr(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int hub_vm_dump_api(FILE *out)
+{
+    char err[256];
+    hub_vm_t *vm = hub_vm_new(NULL, 0, err, sizeof(err));
+    if (vm == NULL) {
+        fprintf(stderr, "gohub: %s\n", err);
+        return -1;
+    }
+    lua_State *L = vm->L;
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "gohub");
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        hub_vm_free(vm);
+        return -1;
+    }
+    char *names[256];
+    size_t nn = 0;
+    lua_pushnil(L);
+    while (lua_next(L, -2) && nn < 250) {
+        const char *k = lua_tostring(L, -2);
+        if (lua_istable(L, -1) && (strcmp(k, "rooms") == 0 || strcmp(k, "json") == 0)) {
+            lua_pushnil(L);
+            while (lua_next(L, -2) && nn < 250) {
+                char buf[128];
+                snprintf(buf, sizeof(buf), "%s.%s", k, lua_tostring(L, -2));
+                names[nn++] = strdup(buf);
+                lua_pop(L, 1);
+            }
+        } else {
+            names[nn++] = strdup(k);
+        }
+        lua_pop(L, 1);
+    }
+    qsort(names, nn, sizeof(char *), cmp_cstr);
+    for (size_t i = 0; i < nn; i++) {
+        fprintf(out, "%s\n", names[i]);
+        free(names[i]);
+    }
+    hub_vm_free(vm);
+    return 0;
+}

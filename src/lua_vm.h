@@ -1,0 +1,49 @@
+/* lua_vm.h: one LuaJIT state per worker: sandboxed, memory-capped, loaded
+ * from lua.path (permissions.lua, hooks.lua, handlers/<type>.lua), and the /ws
+ * message dispatch into it. A reload builds a fresh VM and swaps it in only
+ * if everything loaded. Worker thread, except where noted. */
+#ifndef HUB_LUA_VM_H
+#define HUB_LUA_VM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common.h"
+
+typedef struct hub_vm_s hub_vm_t;
+
+/* Main thread, at boot: checks that LuaJIT is a GC64 build (a custom
+ * allocator needs it). Returns 0, or -1 with the reason in err. */
+int hub_vm_check_runtime(char *err, size_t errlen);
+
+/* Builds a VM for worker w (any thread; it is then used only by w).
+ * gen tags the connections' client tables. NULL with "file:line: reason"
+ * in err when anything fails to load. */
+hub_vm_t *hub_vm_new(hub_worker_t *w, uint32_t gen, char *err, size_t errlen);
+
+/* Closes the VM; NULL allowed. */
+void hub_vm_free(hub_vm_t *vm);
+
+/* Handles one text message from c: envelope checks, dispatch to
+ * lua/handlers/<message_type>.lua, the reply rule and the error codes of
+ * the protocol. */
+void hub_vm_dispatch(hub_vm_t *vm, hub_conn_t *c, const uint8_t *p, size_t n);
+
+/* After the upgrade: hooks.on_connect. Returns 0 to accept, or a close code
+ * (reason written into reason) to refuse. */
+int hub_vm_on_connect(hub_vm_t *vm, hub_conn_t *c, char *reason, size_t rlen);
+
+/* When a WebSocket connection ends: leaves its rooms (member_left, on_leave)
+ * and runs on_disconnect; drops its client table. vm may be NULL. */
+void hub_vm_on_close(hub_vm_t *vm, hub_conn_t *c);
+
+/* Prints the gohub module's API, one dotted name per line, sorted (used by
+ * the spec that keeps the busted fake in step). Returns 0 or -1. */
+int hub_vm_dump_api(FILE *out);
+
+/* Main thread (watchdog timer): stops a handler of worker w that has run
+ * past lua.time_limit_ms by arming an interrupt hook on its state. */
+void hub_vm_watchdog(hub_worker_t *w, uint64_t now_ns);
+
+#endif

@@ -1,0 +1,110 @@
+/* msg.c: envelope encoding straight into a WebSocket frame: the header is
+ * sized from the payload length, so the JSON is written once, in place. */
+#include "msg.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+
+static atomic_uint_fast64_t next_id = 1;
+
+uint64_t hub_msg_next_id(void)
+{
+    return atomic_fetch_add(&next_id, 1);
+}
+
+uint64_t hub_now_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
+size_t hub_json_quote(char *buf, size_t len, size_t cap, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (len + 2 > cap)
+        return (size_t)-1;
+    buf[len++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (len + 6 + 1 > cap)
+            return (size_t)-1;
+        if (ch == '"' || ch == '\\') {
+            buf[len++] = '\\';
+            buf[len++] = (char)ch;
+        } else if (ch < 0x20) {
+            memcpy(buf + len, "\\u00", 4);
+            buf[len + 4] = hex[ch >> 4];
+            buf[len + 5] = hex[ch & 15];
+            len += 6;
+        } else {
+            buf[len++] = (char)ch;
+        }
+    }
+    buf[len++] = '"';
+    return len;
+}
+
+hub_frame_t *hub_msg_frame(const char *type, const char *data, size_t data_len,
+                           uint64_t message_id, int64_t request_id)
+{
+    char head[512], tail[96];
+    size_t hl = (size_t)snprintf(head, sizeof(head), "{\"message_id\":%llu,\"message_type\":",
+                                 (unsigned long long)message_id);
+    hl = hub_json_quote(head, hl, sizeof(head) - 16, type, strlen(type));
+    if (hl == (size_t)-1)
+        return NULL;
+    memcpy(head + hl, ",\"data\":", 8);
+    hl += 8;
+    if (data == NULL || data_len == 0) {
+        data = "{}";
+        data_len = 2;
+    }
+    int tl;
+    if (request_id >= 0)
+        tl = snprintf(tail, sizeof(tail), ",\"timestamp\":%llu,\"request_id\":%lld}",
+                      (unsigned long long)hub_now_ms(), (long long)request_id);
+    else
+        tl = snprintf(tail, sizeof(tail), ",\"timestamp\":%llu}",
+                      (unsigned long long)hub_now_ms());
+    size_t plen = hl + data_len + (size_t)tl;
+    size_t hdr = hub_ws_header_len(plen);
+    hub_frame_t *f = hub_frame_alloc(hdr + plen);
+    if (f == NULL)
+        return NULL;
+    uint8_t *p = f->data + hub_ws_write_header(f->data, HUB_WS_OP_TEXT, plen);
+    memcpy(p, head, hl);
+    memcpy(p + hl, data, data_len);
+    memcpy(p + hl + data_len, tail, (size_t)tl);
+    return f;
+}
+
+hub_frame_t *hub_msg_error(int code, const char *message, int64_t request_id,
+                           const char *details)
+{
+    char body[1024];
+    int64_t rid = request_id < 0 ? 0 : request_id;
+    size_t n = (size_t)snprintf(body, sizeof(body), "{\"code\":%d,\"message\":", code);
+    n = hub_json_quote(body, n, sizeof(body) - 64, message, strlen(message));
+    if (n == (size_t)-1)
+        return NULL;
+    n += (size_t)snprintf(body + n, sizeof(body) - n, ",\"request_id\":%lld", (long long)rid);
+    if (details == NULL) {
+        body[n++] = '}';
+        return hub_msg_frame("error", body, n, 0, rid);
+    }
+    /* details can be large: assemble in a heap buffer */
+    size_t dl = strlen(details);
+    char *big = malloc(n + 12 + dl + 2);
+    if (big == NULL)
+        return NULL;
+    memcpy(big, body, n);
+    memcpy(big + n, ",\"details\":", 11);
+    memcpy(big + n + 11, details, dl);
+    big[n + 11 + dl] = '}';
+    hub_frame_t *f = hub_msg_frame("error", big, n + 12 + dl, 0, rid);
+    free(big);
+    return f;
+}

@@ -1,0 +1,83 @@
+/* registry.h: node-wide shared state under one mutex: rooms (with their
+ * members per worker), clients (connection id → worker, user id, rooms) and
+ * users (user id → connection ids). It stores connection ids, never
+ * pointers, so any worker may change any membership; a worker resolves ids
+ * of its own connections through its id map. Any worker thread; the main
+ * thread initialises and frees it. */
+#ifndef HUB_REGISTRY_H
+#define HUB_REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common.h"
+
+typedef struct {
+    char *id;
+    char *name;
+    uint32_t max_clients;
+    uint32_t member_count;
+} hub_room_info_t;
+
+typedef struct {
+    uint64_t conn_id;
+    int worker;
+    char *user_id;           /* NULL = anonymous (user id derived from client id) */
+} hub_member_t;
+
+int hub_reg_init(int nworkers);
+void hub_reg_free(void);
+
+/* 1 when s is a valid room id: 1-128 of A-Z a-z 0-9 _ - : . @ */
+int hub_reg_valid_room_id(const char *s, size_t len);
+
+/* Clients. user_id NULL = anonymous. */
+int hub_reg_client_add(uint64_t conn_id, int worker, const char *user_id);
+/* Removes the client from every room and from the registry. *rooms gets the
+ * ids of the rooms it was in (malloc'd array of malloc'd strings, caller
+ * frees with hub_reg_strv_free), *deleted a parallel array of flags: 1 when
+ * the room was auto-created and is now gone. */
+void hub_reg_client_remove(uint64_t conn_id, char ***rooms, uint8_t **deleted, size_t *n);
+/* Returns the worker owning conn_id, or -1 when it is not registered. */
+int hub_reg_client_worker(uint64_t conn_id);
+/* Connection ids of user_id into out (up to max); returns how many exist. */
+size_t hub_reg_user_conns(const char *user_id, hub_member_t *out, size_t max);
+/* Room ids of a client (caller frees with hub_reg_strv_free). */
+size_t hub_reg_client_rooms(uint64_t conn_id, char ***out);
+
+/* Rooms. */
+int hub_reg_room_create(const char *id, const char *name, uint32_t max_clients,
+                        int auto_created, hub_room_info_t *out);
+/* Deletes a room; *members gets its members (caller frees with
+ * hub_reg_members_free). HUB_ENOTFOUND if absent. */
+int hub_reg_room_delete(const char *id, hub_member_t **members, size_t *n);
+/* Joins; creates the room when auto_create (with default_max). Returns the
+ * member count (> 0) or HUB_ENOTFOUND, HUB_EALREADY, HUB_EROOMFULL,
+ * HUB_ETOOMANY, HUB_EOFFLINE (client not registered). */
+int hub_reg_room_join(const char *id, uint64_t conn_id, int auto_create, uint32_t default_max,
+                      uint32_t max_per_client);
+/* Leaves; *deleted = 1 when an auto-created room became empty and is gone.
+ * Returns 0, HUB_ENOTFOUND or HUB_ENOTMEMBER. */
+int hub_reg_room_leave(const char *id, uint64_t conn_id, int *deleted);
+int hub_reg_room_get(const char *id, hub_room_info_t *out);
+/* All rooms (caller frees with hub_reg_rooms_free). */
+size_t hub_reg_room_list(hub_room_info_t **out);
+/* Members of a room (caller frees). HUB_ENOTFOUND if absent. */
+int hub_reg_room_members(const char *id, hub_member_t **out, size_t *n);
+int hub_reg_room_is_member(const char *id, uint64_t conn_id);
+
+/* Calls fn(conn_id, arg) for every member of room id that lives on worker,
+ * with the lock held (fn must not call back into the registry). Also fills
+ * per_worker[i] with each worker's member count (array of nworkers) when not
+ * NULL. Returns the total member count, or HUB_ENOTFOUND. */
+int hub_reg_room_visit(const char *id, int worker, void (*fn)(uint64_t, void *), void *arg,
+                       uint32_t *per_worker);
+
+void hub_reg_info_free(hub_room_info_t *r);
+void hub_reg_rooms_free(hub_room_info_t *v, size_t n);
+void hub_reg_members_free(hub_member_t *v, size_t n);
+void hub_reg_strv_free(char **v, size_t n);
+/* Number of rooms and of clients (for /health and tests). */
+void hub_reg_counts(size_t *rooms, size_t *clients);
+
+#endif

@@ -1,0 +1,303 @@
+/* reload.c: two-phase Lua reload across workers (see reload.h). The main
+ * thread counts prepared workers and decides; workers build, swap or drop
+ * VMs on their own threads through their inboxes. */
+#include "reload.h"
+
+#include <string.h>
+
+#include "config.h"
+#include "conn.h"
+#include "http.h"
+#include "log.h"
+#include "lua_vm.h"
+#include "routes.h"
+#include "server.h"
+#include "worker.h"
+
+#define MAX_WATCH 8
+#define MAX_WAITERS 64
+
+typedef struct {
+    int worker;
+    uint64_t conn_id;
+} waiter_t;
+
+struct hub_reload_s {
+    uv_fs_event_t watch[MAX_WATCH];
+    int nwatch;
+    uv_timer_t debounce;
+    int debounce_on;
+    int running, again;
+    uint32_t gen;
+    int prepared, failed;
+    uint64_t started_ns;
+    char err[512];
+    waiter_t cur[MAX_WAITERS], next[MAX_WAITERS];
+    int ncur, nnext;
+};
+
+/* worker → main */
+typedef struct {
+    hub_inbox_msg_t base;
+    int ok;
+    char err[512];
+} prepared_msg_t;
+
+/* any → main */
+typedef struct {
+    hub_inbox_msg_t base;
+    int worker;
+    uint64_t conn_id;
+} request_msg_t;
+
+/* main → worker */
+typedef struct {
+    hub_inbox_msg_t base;
+    int op;            /* PREPARE, COMMIT, ABORT, ANSWER */
+    uint32_t gen;
+    uint64_t conn_id;  /* ANSWER */
+    int ok;
+    char err[512];
+} worker_msg_t;
+
+enum { OP_PREPARE, OP_COMMIT, OP_ABORT, OP_ANSWER };
+
+static void worker_run(void *owner, hub_inbox_msg_t *m);
+
+static void post_worker(hub_server_t *s, int i, int op, uint32_t gen, uint64_t conn_id, int ok,
+                        const char *err)
+{
+    worker_msg_t *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return;
+    m->base.run = worker_run;
+    m->op = op;
+    m->gen = gen;
+    m->conn_id = conn_id;
+    m->ok = ok;
+    snprintf(m->err, sizeof(m->err), "%s", err ? err : "");
+    if (hub_inbox_post(&s->workers[i].inbox, &m->base) != 0)
+        free(m);
+}
+
+static void start(hub_server_t *s)
+{
+    struct hub_reload_s *r = s->reload;
+    r->running = 1;
+    r->gen++; /* the VMs being built */
+    r->prepared = r->failed = 0;
+    r->err[0] = '\0';
+    r->started_ns = uv_hrtime();
+    for (int i = 0; i < s->nworkers; i++)
+        post_worker(s, i, OP_PREPARE, r->gen, 0, 0, NULL);
+}
+
+void hub_reload_trigger(hub_server_t *s, const char *why)
+{
+    struct hub_reload_s *r = s->reload;
+    if (r == NULL || s->stopping)
+        return;
+    hub_log_info("lua reload requested", "reason=%s", why);
+    if (r->running) {
+        r->again = 1;
+        return;
+    }
+    start(s);
+}
+
+static void finish(hub_server_t *s)
+{
+    struct hub_reload_s *r = s->reload;
+    int ok = !r->failed;
+    for (int i = 0; i < s->nworkers; i++)
+        post_worker(s, i, ok ? OP_COMMIT : OP_ABORT, 0, 0, 0, NULL);
+    double ms = (double)(uv_hrtime() - r->started_ns) / 1e6;
+    if (ok)
+        hub_log_info("lua reloaded", "workers=%d build_ms=%g", s->nworkers, ms);
+    else
+        hub_log_error("lua reload failed: the old code keeps serving", "error=%s", r->err);
+    for (int i = 0; i < r->ncur; i++)
+        post_worker(s, r->cur[i].worker, OP_ANSWER, 0, r->cur[i].conn_id, ok, r->err);
+    r->ncur = 0;
+    r->running = 0;
+    if (r->again) {
+        r->again = 0;
+        memcpy(r->cur, r->next, sizeof(waiter_t) * (size_t)r->nnext);
+        r->ncur = r->nnext;
+        r->nnext = 0;
+        start(s);
+    }
+}
+
+static void on_prepared(void *owner, hub_inbox_msg_t *m)
+{
+    hub_server_t *s = owner;
+    prepared_msg_t *pm = (prepared_msg_t *)m;
+    struct hub_reload_s *r = s->reload;
+    if (!pm->ok && !r->failed) {
+        r->failed = 1;
+        snprintf(r->err, sizeof(r->err), "%s", pm->err);
+    }
+    free(pm);
+    if (++r->prepared == s->nworkers)
+        finish(s);
+}
+
+static void on_request(void *owner, hub_inbox_msg_t *m)
+{
+    hub_server_t *s = owner;
+    request_msg_t *rm = (request_msg_t *)m;
+    struct hub_reload_s *r = s->reload;
+    waiter_t w = { rm->worker, rm->conn_id };
+    free(rm);
+    if (r->running) {
+        if (r->nnext < MAX_WAITERS)
+            r->next[r->nnext++] = w;
+        r->again = 1;
+        return;
+    }
+    if (r->ncur < MAX_WAITERS)
+        r->cur[r->ncur++] = w;
+    hub_reload_trigger(s, "api");
+}
+
+void hub_reload_request(hub_server_t *s, int worker, uint64_t conn_id)
+{
+    request_msg_t *m = malloc(sizeof(*m));
+    if (m == NULL)
+        return;
+    m->base.run = on_request;
+    m->worker = worker;
+    m->conn_id = conn_id;
+    if (hub_inbox_post(&s->inbox, &m->base) != 0)
+        free(m);
+}
+
+/* ---- worker side --------------------------------------------------------- */
+
+static void answer(hub_worker_t *w, uint64_t conn_id, int ok, const char *err)
+{
+    hub_conn_t *c = hub_idmap_get(&w->byid, conn_id);
+    if (c == NULL || c->state != HUB_CONN_HTTP || (c->flags & HUB_CONN_F_CLOSED))
+        return;
+    if (ok) {
+        static const char body[] = "{\"status\":\"ok\",\"lua\":\"reloaded\"}";
+        size_t n;
+        char *out = hub_http_format(200, "", "application/json", body, sizeof(body) - 1, 0, 0,
+                                    &n);
+        hub_frame_t *f = out ? hub_frame_copy(out, n) : NULL;
+        free(out);
+        if (f == NULL) {
+            hub_conn_abort(c);
+            return;
+        }
+        hub_conn_send_raw(c, f);
+        hub_conn_linger(c);
+        return;
+    }
+    hub_routes_error(c, 422, "reload_failed", err, "", 0);
+}
+
+/* Runs on worker `owner`: build, swap, drop, or answer the API caller. */
+static void worker_run(void *owner, hub_inbox_msg_t *m)
+{
+    hub_worker_t *w = owner;
+    worker_msg_t *wm = (worker_msg_t *)m;
+    switch (wm->op) {
+    case OP_PREPARE: {
+        prepared_msg_t *pm = calloc(1, sizeof(*pm));
+        hub_vm_free(w->next_vm);
+        w->next_vm = hub_vm_new(w, wm->gen, pm ? pm->err : wm->err,
+                                pm ? sizeof(pm->err) : sizeof(wm->err));
+        if (pm == NULL)
+            break;
+        pm->base.run = on_prepared;
+        pm->ok = w->next_vm != NULL;
+        if (hub_inbox_post(&w->srv->inbox, &pm->base) != 0)
+            free(pm);
+        break;
+    }
+    case OP_COMMIT:
+        if (w->next_vm != NULL) {
+            hub_vm_t *old = w->vm;
+            w->vm = w->next_vm;
+            w->next_vm = NULL;
+            hub_vm_free(old);
+        }
+        break;
+    case OP_ABORT:
+        hub_vm_free(w->next_vm);
+        w->next_vm = NULL;
+        break;
+    case OP_ANSWER:
+        answer(w, wm->conn_id, wm->ok, wm->err);
+        break;
+    }
+    free(wm);
+}
+
+/* ---- file watch ---------------------------------------------------------- */
+
+static void on_debounce(uv_timer_t *t)
+{
+    hub_server_t *s = t->data;
+    hub_reload_trigger(s, "file change");
+}
+
+static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+    HUB_UNUSED(events);
+    hub_server_t *s = h->data;
+    if (status < 0)
+        return;
+    /* editors write temp files and swap files: any change restarts the
+     * quiet period; only .lua files matter, but a rename may report the
+     * temp name, so every event counts */
+    hub_log_debug("lua file changed", "file=%s", filename ? filename : "?");
+    uv_timer_start(&s->reload->debounce, on_debounce, s->cfg->lua_reload_debounce_ms, 0);
+}
+
+static void watch_dir(hub_server_t *s, const char *path)
+{
+    struct hub_reload_s *r = s->reload;
+    if (r->nwatch >= MAX_WATCH)
+        return;
+    uv_fs_event_t *h = &r->watch[r->nwatch];
+    uv_fs_event_init(&s->loop, h);
+    h->data = s;
+    if (uv_fs_event_start(h, on_fs_event, path, 0) == 0) {
+        r->nwatch++;
+    } else {
+        uv_close((uv_handle_t *)h, NULL);
+    }
+}
+
+int hub_reload_init(hub_server_t *s)
+{
+    struct hub_reload_s *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return HUB_ENOMEM;
+    s->reload = r;
+    r->gen = 1; /* the boot VMs are generation 1; a reload makes gen + 1 */
+    uv_timer_init(&s->loop, &r->debounce);
+    r->debounce.data = s;
+    if (!s->cfg->lua_watch)
+        return 0;
+    const char *subdirs[] = { "", "/handlers", "/lib" };
+    for (size_t i = 0; i < HUB_ARRAY_LEN(subdirs); i++) {
+        char path[1100];
+        snprintf(path, sizeof(path), "%s%s", s->cfg->lua_path, subdirs[i]);
+        watch_dir(s, path);
+    }
+    return 0;
+}
+
+void hub_reload_close(hub_server_t *s)
+{
+    struct hub_reload_s *r = s->reload;
+    if (r == NULL)
+        return;
+    for (int i = 0; i < r->nwatch; i++)
+        uv_close((uv_handle_t *)&r->watch[i], NULL);
+    uv_close((uv_handle_t *)&r->debounce, NULL);
+}
