@@ -117,7 +117,7 @@ static const key_desc_t keys[] = {
       "JIT-compile handlers (the time limit cannot stop a loop inside a compiled trace)" },
     { "lua.watch", KT_BOOL, FIELD(lua_watch), "true", 0, 0, NULL, NULL,
       "reload the Lua code when a file under lua.path changes" },
-    { "lua.reload_debounce", KT_DURATION, FIELD(lua_reload_debounce_ms), "150ms", 10,
+    { "lua.reload_debounce", KT_DURATION, FIELD(lua_reload_debounce_ms), "100ms", 10,
       10 * MS_S, NULL, NULL, "quiet time after the last file change before a reload" },
     { "rooms.auto_create", KT_BOOL, FIELD(rooms_auto_create), "true", 0, 0, NULL, NULL,
       "join_room creates a missing room, deleted again when its last member leaves" },

@@ -99,7 +99,9 @@ char *hub_http_format(int status, const char *extra_headers, const char *content
 const char *hub_http_status_text(int status);
 
 /* Formats the JSON error body {"error":{"code":"<word>","message":"<text>"}}
- * into buf; returns its length (truncated to buflen-1). */
+ * into buf with the message escaped; a message too long for buf is
+ * shortened, never the document. Returns the length (0 and "" when even an
+ * empty message does not fit). */
 size_t hub_http_error_body(char *buf, size_t buflen, const char *code, const char *message);
 
 #endif

@@ -837,11 +837,25 @@ TEST(error_body)
     const char *want = "{\"error\":{\"code\":\"bad_request\",\"message\":\"request line too long\"}}";
     ASSERT_STREQ(buf, want);
     ASSERT_EQ(n, strlen(want));
+    /* never a cut JSON document: too small for any body gives "" */
     char small[10];
     n = hub_http_error_body(small, sizeof(small), "bad_request", "x");
-    ASSERT_EQ(n, 9);
-    ASSERT_EQ(strlen(small), 9);
-    ASSERT_MEMEQ(small, "{\"error\":", 9);
+    ASSERT_EQ(n, 0);
+    ASSERT_STREQ(small, "");
+    /* quotes and control bytes in the message are escaped */
+    n = hub_http_error_body(buf, sizeof(buf), "reload_failed", "x.lua:1: '\"' expected\n");
+    ASSERT_STREQ(buf, "{\"error\":{\"code\":\"reload_failed\",\"message\":"
+                      "\"x.lua:1: '\\\"' expected\\u000a\"}}");
+    ASSERT_EQ(n, strlen(buf));
+    /* a long message is shortened, the document stays whole */
+    char msg[400];
+    memset(msg, 'm', sizeof(msg) - 1);
+    msg[sizeof(msg) - 1] = '\0';
+    char mid[120];
+    n = hub_http_error_body(mid, sizeof(mid), "x", msg);
+    ASSERT(n > 40 && n < sizeof(mid));
+    ASSERT_EQ(strlen(mid), n);
+    ASSERT_MEMEQ(mid + n - 4, "m\"}}", 4);
 }
 
 int main(void)
