@@ -448,6 +448,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
 }
 
+void hub_conn_resume(hub_conn_t *c)
+{
+    c->flags &= (uint16_t)~HUB_CONN_F_WAITING;
+    if (!(c->flags & HUB_CONN_F_CLOSED) &&
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+        hub_conn_abort(c);
+}
+
 void hub_conn_accept(hub_worker_t *w, uv_stream_t *server)
 {
     hub_conn_t *c = calloc(1, sizeof(*c));

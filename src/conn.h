@@ -113,6 +113,10 @@ void hub_conn_drop_queue(hub_conn_t *c);
 
 
 
+/* Ends an HTTP wait (HUB_CONN_F_WAITING): reads again, so a lingering close
+ * after the answer sees the client's EOF. */
+void hub_conn_resume(hub_conn_t *c);
+
 /* Worker prepare phase: calls uv_close on an aborted connection. */
 void hub_conn_close_now(hub_conn_t *c);
 

@@ -180,6 +180,7 @@ static void answer(hub_worker_t *w, uint64_t conn_id, int ok, const char *err)
     hub_conn_t *c = hub_idmap_get(&w->byid, conn_id);
     if (c == NULL || c->state != HUB_CONN_HTTP || (c->flags & HUB_CONN_F_CLOSED))
         return;
+    hub_conn_resume(c);
     if (ok) {
         static const char body[] = "{\"status\":\"ok\",\"lua\":\"reloaded\"}";
         size_t n;
