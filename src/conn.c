@@ -362,6 +362,8 @@ void hub_conn_close(hub_conn_t *c, uint16_t code, const char *reason)
         return;
     }
     if (c->state == HUB_CONN_WS) {
+        if (c->close_code == 0)
+            c->close_code = code;
         hub_frame_t *f = hub_frame_ws_close(code, reason);
         if (f == NULL) {
             hub_conn_abort(c);

@@ -47,6 +47,7 @@ struct hub_conn_s {
     uint64_t frame_left;          /* WS: bytes of the inbound frame wslay has not seen */
     uint64_t msg_bytes;           /* WS: payload bytes of the inbound message so far */
     uint16_t flags;
+    uint16_t close_code;          /* first close code sent or received; 0 = none yet */
     uint8_t state;
     uint8_t route;                /* HUB_ROUTE_* of the WebSocket endpoint */
     uint8_t stash_len;

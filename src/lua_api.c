@@ -3,12 +3,12 @@
  * pointers. Runtime failures return nil, "reason"; wrong argument types
  * raise (luaL_check*: these may longjmp, so every check comes before any
  * allocation). Worker thread (owner of the VM). */
-#include <ctype.h>
 #include <string.h>
 
 #include "config.h"
 #include "conn.h"
 #include "fanout.h"
+#include "jsonscan.h"
 #include "log.h"
 #include "lua_priv.h"
 #include "msg.h"
@@ -472,88 +472,6 @@ static int l_error(lua_State *L)
     return 4;
 }
 
-static const char *skip_ws(const char *p, const char *e)
-{
-    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-        p++;
-    return p;
-}
-
-static const char *skip_string(const char *p, const char *e)
-{
-    for (p++; p < e; p++) {
-        if (*p == '\\')
-            p++;
-        else if (*p == '"')
-            return p + 1;
-    }
-    return NULL;
-}
-
-/* Skips one JSON value (the text was already validated by cJSON). */
-static const char *skip_value(const char *p, const char *e)
-{
-    p = skip_ws(p, e);
-    if (p >= e)
-        return NULL;
-    if (*p == '"')
-        return skip_string(p, e);
-    if (*p == '{' || *p == '[') {
-        int depth = 0;
-        while (p < e) {
-            if (*p == '"') {
-                if ((p = skip_string(p, e)) == NULL)
-                    return NULL;
-                continue;
-            }
-            if (*p == '{' || *p == '[')
-                depth++;
-            else if ((*p == '}' || *p == ']') && --depth == 0)
-                return p + 1;
-            p++;
-        }
-        return NULL;
-    }
-    while (p < e && *p != ',' && *p != '}' && *p != ']' && !isspace((unsigned char)*p))
-        p++;
-    return p;
-}
-
-/* Finds the first member named key of the object at p..e: its value span. */
-static int find_member(const char *p, const char *e, const char *key, const char **vs,
-                       const char **ve)
-{
-    size_t kl = strlen(key);
-    p = skip_ws(p, e);
-    if (p >= e || *p != '{')
-        return 0;
-    p++;
-    for (;;) {
-        p = skip_ws(p, e);
-        if (p >= e || *p != '"')
-            return 0;
-        const char *ks = p + 1, *kend = skip_string(p, e);
-        if (kend == NULL)
-            return 0;
-        int match = (size_t)(kend - 1 - ks) == kl && memcmp(ks, key, kl) == 0;
-        p = skip_ws(kend, e);
-        if (p >= e || *p != ':')
-            return 0;
-        const char *v = skip_ws(p + 1, e), *vend = skip_value(v, e);
-        if (vend == NULL)
-            return 0;
-        if (match) {
-            *vs = v;
-            *ve = vend;
-            return 1;
-        }
-        p = skip_ws(vend, e);
-        if (p >= e || *p != ',')
-            return 0;
-        p++;
-    }
-}
-
 static void push_raw(lua_State *L, const char *s, size_t n)
 {
     lua_createtable(L, 1, 0);
@@ -568,13 +486,14 @@ static int l_raw(lua_State *L)
 {
     const char *key = luaL_checkstring(L, 1);
     hub_vm_t *vm = hub_vm_of(L);
-    const char *ds, *de, *vs, *ve;
-    if (vm->req == NULL || !find_member(vm->req, vm->req + vm->req_len, "data", &ds, &de) ||
-        !find_member(ds, de, key, &vs, &ve)) {
+    const char *ds, *vs;
+    size_t dl, vl;
+    if (vm->req == NULL || !hub_json_member(vm->req, vm->req_len, "data", &ds, &dl) ||
+        !hub_json_member(ds, dl, key, &vs, &vl)) {
         lua_pushnil(L);
         return 1;
     }
-    push_raw(L, vs, (size_t)(ve - vs));
+    push_raw(L, vs, vl);
     return 1;
 }
 

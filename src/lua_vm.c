@@ -8,13 +8,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <luajit.h>
-#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "config.h"
 #include "conn.h"
 #include "fanout.h"
+#include "jsonscan.h"
 #include "log.h"
 #include "lua_priv.h"
 #include "msg.h"
@@ -430,12 +430,26 @@ static void timeout_hook(lua_State *L, lua_Debug *ar)
 void hub_vm_watchdog(hub_worker_t *w, uint64_t now_ns)
 {
     uint64_t limit = (uint64_t)w->cfg->lua_time_limit_ms * 1000000ULL;
+    /* a stop the hook could not deliver: only a loop inside a JIT-compiled
+     * trace (LuaJIT checks no hooks there) keeps running this long */
+    uint64_t hard = limit * 10 > 2000000000ULL ? limit * 10 : 2000000000ULL;
     uv_mutex_lock(&w->lua_mu);
-    if (w->lua_active != NULL && !w->lua_hooked && now_ns - w->lua_enter_ns > limit) {
-        /* LuaJIT allows setting a hook from another thread (luajit.c does
-         * it from a signal handler); it is seen at the next instruction */
-        lua_sethook(w->lua_active, timeout_hook, LUA_MASKCOUNT, 1);
-        w->lua_hooked = 1;
+    if (w->lua_active != NULL && now_ns - w->lua_enter_ns > limit) {
+        if (!w->lua_hooked) {
+            /* LuaJIT allows setting a hook from another thread (luajit.c
+             * does it from a signal handler); it is seen at the next
+             * interpreted instruction */
+            lua_sethook(w->lua_active, timeout_hook, LUA_MASKCOUNT, 1);
+            w->lua_hooked = 1;
+        } else if (now_ns - w->lua_enter_ns > hard) {
+            /* a silently hung worker would strand its clients forever: fail
+             * loudly so the supervisor restarts the process */
+            hub_log_error("worker stuck in a Lua handler past the hard limit: aborting",
+                          "worker=%d running_ms=%llu jit=%d", w->index,
+                          (unsigned long long)((now_ns - w->lua_enter_ns) / 1000000),
+                          w->cfg->lua_jit);
+            abort();
+        }
     }
     uv_mutex_unlock(&w->lua_mu);
 }
@@ -602,27 +616,47 @@ static void reply_from_results(hub_vm_t *vm, hub_conn_t *c, int base, int64_t ri
     send_error(c, 1003, NULL, rid, NULL);
 }
 
+/* A message_id must be written as plain digits (JSON has no leading zeros)
+ * with a value of at most 2^53, so it is exact in every client's numbers. */
+static int exact_id(const char *s, size_t n, int64_t *out)
+{
+    if (n == 0 || n > 16)
+        return 0;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    if (v > (1ULL << 53))
+        return 0;
+    *out = (int64_t)v;
+    return 1;
+}
+
 void hub_vm_dispatch(hub_vm_t *vm, hub_conn_t *c, const uint8_t *p, size_t n)
 {
     lua_State *L = vm->L;
     int64_t rid = 0;
-    cJSON *root = cJSON_ParseWithLength((const char *)p, n);
-    if (root == NULL) {
+    const char *text = (const char *)p, *end = NULL, *raw;
+    size_t rawlen;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, n, &end, 0);
+    if (root == NULL || !hub_json_blank(end, n - (size_t)(end - text))) {
         send_error(c, 1001, "message is not valid JSON", 0, NULL);
-        return;
+        goto out;
     }
     if (!cJSON_IsObject(root)) {
         send_error(c, 1001, "message must be a JSON object", 0, NULL);
         goto out;
     }
-    const cJSON *mid = cJSON_GetObjectItemCaseSensitive(root, "message_id");
-    if (mid != NULL) {
-        double d = cJSON_IsNumber(mid) ? mid->valuedouble : -1;
-        if (!cJSON_IsNumber(mid) || d < 0 || d > 9007199254740992.0 || floor(d) != d) {
-            send_error(c, 1002, "message_id must be a non-negative integer", 0, NULL);
+    /* cJSON cuts strings at \u0000 and reads numbers as doubles: both are
+     * judged on the source text instead */
+    if (cJSON_GetObjectItemCaseSensitive(root, "message_id") != NULL) {
+        hub_json_member(text, n, "message_id", &raw, &rawlen);
+        if (!exact_id(raw, rawlen, &rid)) {
+            send_error(c, 1002, "message_id must be an integer from 0 to 2^53", 0, NULL);
             goto out;
         }
-        rid = (int64_t)d;
     }
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "message_type");
     if (!cJSON_IsString(type)) {
@@ -632,13 +666,21 @@ void hub_vm_dispatch(hub_vm_t *vm, hub_conn_t *c, const uint8_t *p, size_t n)
     const char *tname = type->valuestring;
     int top = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, vm->handlers_ref);
-    if (valid_handler_name(tname, strlen(tname)))
+    /* a valid name needs no escapes: judge the source text, so an escaped
+     * spelling (or one with \u0000) of a handler name is not that handler */
+    hub_json_member(text, n, "message_type", &raw, &rawlen);
+    if (rawlen >= 2 && valid_handler_name(raw + 1, rawlen - 2))
         lua_getfield(L, -1, tname);
     else
         lua_pushnil(L);
     if (!lua_isfunction(L, -1)) {
         lua_settop(L, top);
         send_error(c, 1006, "unknown message type", rid, NULL);
+        goto out;
+    }
+    if (hub_json_has_nul(text, n)) {
+        lua_settop(L, top);
+        send_error(c, 1001, "strings must not contain NUL (\\u0000)", rid, NULL);
         goto out;
     }
     lua_remove(L, -2);
@@ -743,7 +785,10 @@ void hub_vm_on_close(hub_vm_t *vm, hub_conn_t *c)
     }
     hub_reg_strv_free(rooms, n);
     free(deleted);
-    hub_vm_hook(vm, c, "on_disconnect", NULL, 0);
+    /* 1006: the TCP connection ended without a close frame either way;
+     * 1005 (no status) is what a close frame without a code means */
+    int code = c->close_code == 0 ? 1006 : c->close_code;
+    hub_vm_hook(vm, c, "on_disconnect", NULL, code);
     if (vm != NULL && c->lua_ref != LUA_NOREF && c->lua_gen == vm->gen)
         luaL_unref(vm->L, LUA_REGISTRYINDEX, c->lua_ref);
     c->lua_ref = LUA_NOREF;

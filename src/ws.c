@@ -357,6 +357,10 @@ static ssize_t feed(hub_conn_t *c, const uint8_t *p, size_t n)
     if (!wslay_event_get_read_enabled(s->ctx)) {
         /* wslay replied to a close, or failed the connection with its own
          * close frame (1002, 1007, 1009), already queued by ctrl_flush */
+        if (c->close_code == 0)
+            c->close_code = wslay_event_get_close_received(s->ctx)
+                                ? wslay_event_get_status_code_received(s->ctx)
+                                : wslay_event_get_status_code_sent(s->ctx);
         hub_conn_linger(c);
         return -1;
     }

@@ -1,0 +1,112 @@
+/* jsonscan.c: see jsonscan.h. The text was validated by cJSON first, so the
+ * scanner only needs to find boundaries; it still never reads past n. */
+#include "jsonscan.h"
+
+#include <ctype.h>
+#include <string.h>
+
+static const char *skip_ws(const char *p, const char *e)
+{
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* p at the opening quote; returns just past the closing one, or NULL. */
+static const char *skip_string(const char *p, const char *e)
+{
+    for (p++; p < e; p++) {
+        if (*p == '\\')
+            p++;
+        else if (*p == '"')
+            return p + 1;
+    }
+    return NULL;
+}
+
+static const char *skip_value(const char *p, const char *e)
+{
+    p = skip_ws(p, e);
+    if (p >= e)
+        return NULL;
+    if (*p == '"')
+        return skip_string(p, e);
+    if (*p == '{' || *p == '[') {
+        int depth = 0;
+        while (p < e) {
+            if (*p == '"') {
+                if ((p = skip_string(p, e)) == NULL)
+                    return NULL;
+                continue;
+            }
+            if (*p == '{' || *p == '[')
+                depth++;
+            else if ((*p == '}' || *p == ']') && --depth == 0)
+                return p + 1;
+            p++;
+        }
+        return NULL;
+    }
+    while (p < e && *p != ',' && *p != '}' && *p != ']' && !isspace((unsigned char)*p))
+        p++;
+    return p;
+}
+
+int hub_json_member(const char *p, size_t n, const char *key, const char **vs, size_t *vl)
+{
+    const char *e = p + n;
+    size_t kl = strlen(key);
+    p = skip_ws(p, e);
+    if (p >= e || *p != '{')
+        return 0;
+    p++;
+    for (;;) {
+        p = skip_ws(p, e);
+        if (p >= e || *p != '"')
+            return 0;
+        const char *ks = p + 1, *kend = skip_string(p, e);
+        if (kend == NULL)
+            return 0;
+        int match = (size_t)(kend - 1 - ks) == kl && memcmp(ks, key, kl) == 0;
+        p = skip_ws(kend, e);
+        if (p >= e || *p != ':')
+            return 0;
+        const char *v = skip_ws(p + 1, e), *vend = skip_value(v, e);
+        if (vend == NULL)
+            return 0;
+        if (match) {
+            *vs = v;
+            *vl = (size_t)(vend - v);
+            return 1;
+        }
+        p = skip_ws(vend, e);
+        if (p >= e || *p != ',')
+            return 0;
+        p++;
+    }
+}
+
+int hub_json_has_nul(const char *p, size_t n)
+{
+    const char *e = p + n;
+    int in_str = 0;
+    for (; p < e; p++) {
+        if (!in_str) {
+            in_str = *p == '"';
+            continue;
+        }
+        if (*p == '"') {
+            in_str = 0;
+        } else if (*p == '\\' && p + 1 < e) {
+            if (p[1] == 'u' && p + 5 < e && memcmp(p + 2, "0000", 4) == 0)
+                return 1;
+            p++; /* the escaped character */
+        }
+    }
+    return 0;
+}
+
+int hub_json_blank(const char *p, size_t n)
+{
+    return skip_ws(p, p + n) == p + n;
+}
