@@ -10,7 +10,7 @@ local M = {}
 
 function M.handle(client, data)
   local bad = validate.object(data)
-      or validate.string(data, "room_id")
+      or validate.room_id(data, "room_id")
       or validate.string(data, "name", { optional = true })
       or validate.count(data, "max_clients", { optional = true })
   if bad then

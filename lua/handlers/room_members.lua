@@ -9,7 +9,7 @@ local M = {}
 
 
 function M.handle(client, data)
-  local bad = validate.object(data) or validate.string(data, "room_id")
+  local bad = validate.object(data) or validate.room_id(data, "room_id")
   if bad then
     return gohub.error(gohub.errors.INVALID_FORMAT, bad)
   end

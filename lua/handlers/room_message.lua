@@ -14,7 +14,7 @@ local M = {}
 
 function M.handle(client, data)
   local bad = validate.object(data)
-      or validate.string(data, "room_id")
+      or validate.room_id(data, "room_id")
       or validate.present(data, "content")
   if bad then
     return gohub.error(errors.INVALID_FORMAT, bad)

@@ -73,6 +73,20 @@ function M.string(data, key, opts)
 end
 
 
+-- data[key] must be a room id: 1 to 128 of A-Z a-z 0-9 _ - : . @ (the same
+-- rule the server applies).
+function M.room_id(data, key)
+  local value = data[key]
+  if type(value) ~= "string" then
+    return key .. " must be a string"
+  end
+  if #value < 1 or #value > 128 or value:find("[^%w_%-:%.@]") then
+    return key .. " must be 1 to 128 of A-Z a-z 0-9 _ - : . @"
+  end
+  return nil
+end
+
+
 -- data[key] must be a number.
 function M.number(data, key, opts)
   local value = data[key]

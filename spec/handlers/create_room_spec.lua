@@ -52,7 +52,7 @@ describe("handlers.create_room", function()
                                         { room_id = ("x"):rep(129) })
     assert.is_nil(ok)
     assert.equal(1001, code)
-    assert.equal("invalid room_id", message)
+    assert.equal("room_id must be 1 to 128 of A-Z a-z 0-9 _ - : . @", message)
   end)
 
   it("refuses a client without create:room", function()

@@ -97,7 +97,7 @@ describe("handlers.join_room", function()
                                         { room_id = "no spaces" })
     assert.is_nil(ok)
     assert.equal(1001, code)
-    assert.equal("invalid room_id", message)
+    assert.equal("room_id must be 1 to 128 of A-Z a-z 0-9 _ - : . @", message)
   end)
 
   it("answers 2001 when the client is in too many rooms", function()

@@ -46,7 +46,7 @@ describe("handlers.leave_room", function()
     local ok, code, message = fake.call(leave_room, alice, { room_id = "" })
     assert.is_nil(ok)
     assert.equal(1001, code)
-    assert.equal("invalid room_id", message)
+    assert.equal("room_id must be 1 to 128 of A-Z a-z 0-9 _ - : . @", message)
   end)
 
   it("rejects a missing room_id", function()
