@@ -69,3 +69,30 @@ def daemon(gohub_bin, tmp_path_factory):
     """A daemon with the test defaults only, shared by a module."""
     with running_daemon(gohub_bin, tmp_path_factory.mktemp("gohub")) as d:
         yield d
+
+
+@pytest.fixture
+def hubs():
+    """Factory: hubs(port, n=1) connects n JSON protocol clients (a list
+    when n > 1); all are closed at teardown."""
+    from gohub_helpers import Hub
+    made = []
+
+    def _connect(port, n=1, name=""):
+        out = []
+        for i in range(n):
+            h = Hub(port, name=f"{name}{i}" if n > 1 else (name or f"c{len(made)}"))
+            made.append(h)
+            out.append(h)
+        return out if n > 1 else out[0]
+
+    yield _connect
+    for h in made:
+        h.close()
+
+
+@pytest.fixture
+def lua_copy(tmp_path):
+    """A copy of the repo's lua/ directory in tmp_path (a Path)."""
+    from gohub_helpers import copy_lua
+    return copy_lua(tmp_path / "lua")

@@ -753,12 +753,6 @@ class RawWS:
                 continue
             return f
 
-    def echo(self, text, timeout=3.0):
-        assert self.send_text(text), "send failed"
-        f = self.recv_data(timeout)
-        assert f.opcode == OP_TEXT and f.fin, f"expected a text echo, got {f}"
-        return f.payload.decode("utf-8")
-
     def expect_close(self, timeout=3.0):
         """Reads until a close frame or EOF. Raises Timeout if neither comes."""
         deadline = time.monotonic() + timeout
@@ -843,17 +837,7 @@ def bulk_send(conn, data, timeout=20.0, chunk=65536):
 
 
 # --------------------------------------------------------------------------
-# control client: echo latency through a fresh connection
-
-
-def echo_latency(port, text="ctl", timeout=3.0):
-    t0 = time.monotonic()
-    with RawWS.connect(port, timeout=timeout) as ws:
-        got = ws.echo(text, timeout)
-        dt = time.monotonic() - t0
-        assert got == text, f"control echo {got!r} != {text!r}"
-        ws.send_close(1000)
-    return dt
+# control client (ping_latency, for a JSON round trip, is further below)
 
 
 def health_latency(port, timeout=3.0):
@@ -874,3 +858,498 @@ def module_daemon(env=None):
         with running_daemon(gohub_bin, tmp_path_factory.mktemp("gohub"), env=env) as d:
             yield d
     return _fixture
+
+
+# --------------------------------------------------------------------------
+# the JSON protocol on /ws (the Lua dispatch layer): a synchronous client
+# with deadlines, envelope checks and a raw-JSON field extractor
+
+_AUTO = object()
+
+
+class ServerClosed(AssertionError):
+    pass
+
+
+class Msg(dict):
+    """One server message: the decoded JSON object; .raw is the frame text."""
+    raw = ""
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_envelope(m, request_id=None, push=False):
+    """Server->client envelope: message_id int, message_type str, data,
+    timestamp (ms int near now); request_id an int if present. request_id:
+    the value it must carry (None: not checked). push: a server-originated
+    message: non-zero message_id and no request_id."""
+    assert isinstance(m, dict), f"not an object: {m!r}"
+    assert is_int(m.get("message_id")), f"message_id not an int: {m.raw if hasattr(m, 'raw') else m}"
+    assert isinstance(m.get("message_type"), str), f"message_type: {m}"
+    assert "data" in m, f"no data: {m}"
+    ts = m.get("timestamp")
+    assert is_int(ts), f"timestamp not an int: {m}"
+    assert abs(ts - now_ms()) < 60000, f"timestamp {ts} is not ms since the epoch (now {now_ms()})"
+    if "request_id" in m:
+        assert is_int(m["request_id"]), f"request_id not an int: {m}"
+    if request_id is not None:
+        assert m.get("request_id") == request_id, f"request_id {m.get('request_id')!r}, want {request_id}: {m}"
+    if push:
+        assert m["message_id"] != 0, f"push without a server-assigned message_id: {m}"
+        assert "request_id" not in m, f"push carries a request_id: {m}"
+    return m
+
+
+def check_error(m, code, request_id=0):
+    """An error envelope: message_type "error", data {code, message,
+    request_id}, top-level request_id."""
+    check_envelope(m)
+    assert m["message_type"] == "error", f"want error {code}, got {m.raw if hasattr(m, 'raw') else m}"
+    d = m["data"]
+    assert isinstance(d, dict), f"error data not an object: {m}"
+    codes = code if isinstance(code, (tuple, list, set)) else (code,)
+    assert d.get("code") in codes, f"error code {d.get('code')!r}, want {code}: {m}"
+    assert isinstance(d.get("message"), str) and d["message"], f"error message: {m}"
+    assert d.get("request_id") == request_id, f"data.request_id {d.get('request_id')!r}, want {request_id}: {m}"
+    assert m.get("request_id") == request_id, f"top-level request_id {m.get('request_id')!r}, want {request_id}: {m}"
+    return m
+
+
+def _skip_ws(s, i):
+    while i < len(s) and s[i] in " \t\r\n":
+        i += 1
+    return i
+
+
+def raw_members(text, start=0):
+    """The members of the JSON object starting at text[start] (after
+    whitespace): a dict key -> (raw value text, decoded value)."""
+    dec = json.JSONDecoder()
+    i = _skip_ws(text, start)
+    assert text[i] == "{", f"not an object at {i}: {text[i:i + 40]!r}"
+    i = _skip_ws(text, i + 1)
+    out = {}
+    if text[i] == "}":
+        return out
+    while True:
+        assert text[i] == '"', f"bad key at {i}: {text[i:i + 40]!r}"
+        key, i = json.decoder.scanstring(text, i + 1)
+        i = _skip_ws(text, i)
+        assert text[i] == ":"
+        i = _skip_ws(text, i + 1)
+        val, end = dec.raw_decode(text, i)
+        out[key] = (text[i:end], val)
+        i = _skip_ws(text, end)
+        if text[i] == "}":
+            return out
+        assert text[i] == ","
+        i = _skip_ws(text, i + 1)
+
+
+def raw_data_field(msg_text, key):
+    """The raw JSON text of data[key] in a server frame's text."""
+    top = raw_members(msg_text)
+    assert "data" in top, f"no data in {msg_text!r}"
+    members = raw_members(top["data"][0])
+    assert key in members, f"no data.{key} in {msg_text!r}"
+    return members[key][0]
+
+
+class Hub:
+    """A /ws client speaking the JSON protocol. Messages that arrive while
+    waiting for something else are kept in .pending for later expects."""
+
+    def __init__(self, port, timeout=5.0, name="", **connect_kw):
+        self.port = port
+        self.name = name
+        self.ws = RawWS.connect(port, timeout=timeout, **connect_kw)
+        self.pending = []
+        self.next_id = 1
+        self.client_id = None
+        self.user_id = None
+        self.close_frame = None
+
+    def __repr__(self):
+        return f"<Hub {self.name} {self.client_id}>"
+
+    # ---- sending
+    def send_raw(self, text):
+        assert self.ws.send_text(text), f"{self}: send failed"
+
+    def envelope(self, message_type, data=None, mid=_AUTO, **extra):
+        obj = {"message_type": message_type}
+        if data is not None:
+            obj["data"] = data
+        if mid is _AUTO:
+            mid = self.next_id
+            self.next_id += 1
+        if mid is not None:
+            obj["message_id"] = mid
+        obj.update(extra)
+        return obj, (mid if is_int(mid) else 0)
+
+    def send(self, message_type, data=None, mid=_AUTO, **extra):
+        """Sends one request; mid: _AUTO (next id), None (no message_id
+        field) or any value. Returns the message_id sent (0 if none)."""
+        obj, mid = self.envelope(message_type, data, mid, **extra)
+        self.send_raw(json.dumps(obj))
+        return mid
+
+    # ---- receiving
+    def _read(self, timeout):
+        if self.close_frame is not None:
+            raise ServerClosed(f"{self}: connection closed earlier ({self.close_frame})")
+        try:
+            f = self.ws.recv_data(timeout)
+        except EOFError as e:
+            self.close_frame = "EOF"
+            raise ServerClosed(f"{self}: server ended the connection: {e}")
+        if f.opcode == OP_CLOSE:
+            self.close_frame = f
+            raise ServerClosed(f"{self}: server sent close {f.close_code} {f.close_reason!r}")
+        assert f.opcode == OP_TEXT and f.fin, f"{self}: unexpected frame {f}"
+        text = f.payload.decode("utf-8")
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            raise AssertionError(f"{self}: server sent non-JSON text {text[:300]!r}")
+        assert isinstance(obj, dict), f"{self}: server message not an object: {text[:300]!r}"
+        m = Msg(obj)
+        m.raw = text
+        return m
+
+    def recv(self, timeout=3.0):
+        if self.pending:
+            return self.pending.pop(0)
+        try:
+            return self._read(timeout)
+        except Timeout:
+            raise AssertionError(f"{self}: no message within {timeout}s")
+
+    def expect(self, pred, timeout=3.0, what="a message"):
+        """The first message (pending ones first) for which pred is true;
+        others stay pending. AssertionError after timeout."""
+        for i, m in enumerate(self.pending):
+            if pred(m):
+                return self.pending.pop(i)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                m = self._read(left)
+            except Timeout:
+                break
+            if pred(m):
+                return m
+            self.pending.append(m)
+        summary = [p.raw[:200] for p in self.pending[-8:]]
+        raise AssertionError(f"{self}: no {what} within {timeout}s; pending (last 8): {summary}")
+
+    def expect_type(self, message_type, timeout=3.0, pred=None):
+        return self.expect(lambda m: m.get("message_type") == message_type and (pred is None or pred(m)),
+                           timeout, what=f"{message_type!r} message")
+
+    def reply(self, mid, timeout=3.0):
+        assert mid, "reply() needs a non-zero message_id"
+        return self.expect(lambda m: m.get("request_id") == mid, timeout, what=f"reply to {mid}")
+
+    def call(self, message_type, data=None, timeout=3.0, **extra):
+        """Sends with the next message_id and returns its reply (checked
+        envelope, request_id)."""
+        mid = self.send(message_type, data, **extra)
+        r = self.reply(mid, timeout)
+        check_envelope(r, request_id=mid)
+        return r
+
+    def call_ok(self, message_type, data=None, reply_type=None, timeout=3.0):
+        r = self.call(message_type, data, timeout)
+        assert r["message_type"] != "error", f"{self}: {message_type} {data} failed: {r.raw}"
+        if reply_type:
+            assert r["message_type"] == reply_type, f"{self}: {message_type}: want {reply_type}, got {r.raw}"
+        return r
+
+    def call_err(self, message_type, data, code, timeout=3.0):
+        mid = self.send(message_type, data)
+        r = self.reply(mid, timeout)
+        return check_error(r, code, mid)
+
+    def quiet(self, pred=lambda m: True, wait=0.3, what="message"):
+        """Asserts that no message matching pred arrives (or is pending)
+        within wait seconds; other messages stay pending."""
+        for m in self.pending:
+            assert not pred(m), f"{self}: unexpected {what}: {m.raw}"
+        deadline = time.monotonic() + wait
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                m = self._read(left)
+            except Timeout:
+                return
+            assert not pred(m), f"{self}: unexpected {what}: {m.raw}"
+            self.pending.append(m)
+
+    def no_more_replies(self, mid, wait=0.3):
+        """Nothing else answers request mid within wait seconds."""
+        self.quiet(lambda m: m.get("request_id") == mid
+                   or (m.get("message_type") == "error"
+                       and isinstance(m.get("data"), dict) and m["data"].get("request_id") == mid),
+                   wait, what=f"second reply to {mid}")
+
+    def drain(self, wait=0.2):
+        """Everything that arrives within wait seconds (pending included)."""
+        out = list(self.pending)
+        self.pending.clear()
+        deadline = time.monotonic() + wait
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return out
+            try:
+                out.append(self._read(left))
+            except Timeout:
+                return out
+
+    def ping(self, timeout=3.0):
+        r = self.call("ping", {"ts": now_ms()}, timeout)
+        assert r["message_type"] == "pong", f"{self}: ping answered with {r.raw}"
+        return r
+
+    def whoami(self):
+        """Learns this connection's client_id/user_id: joins a fresh room
+        alone, reads room_members, leaves."""
+        if self.client_id:
+            return self.client_id
+        room = "whoami-" + os.urandom(6).hex()
+        self.call_ok("join_room", {"room_id": room}, "room_joined")
+        r = self.call_ok("room_members", {"room_id": room}, "room_members")
+        members = r["data"]["members"]
+        assert len(members) == 1, f"fresh room {room} has members {members}"
+        self.client_id = members[0]["client_id"]
+        self.user_id = members[0]["user_id"]
+        self.call_ok("leave_room", {"room_id": room}, "room_left")
+        return self.client_id
+
+    def close(self):
+        try:
+            if self.close_frame is None:
+                self.ws.send_close(1000)
+        except OSError:
+            pass
+        self.ws.close()
+
+    def abort(self):
+        """Closes TCP without a close frame."""
+        self.ws.close()
+
+
+def hub_frames(objs):
+    """Bytes of masked text frames for a list of JSON objects or strings."""
+    return b"".join(frame(OP_TEXT, (o if isinstance(o, str) else json.dumps(o)).encode())
+                    for o in objs)
+
+
+def http_post(port, path, body=b"", timeout=10.0, headers=None):
+    if isinstance(body, str):
+        body = body.encode()
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    raw = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+           f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}"
+           f"Connection: close\r\n\r\n").encode() + body
+    with Conn(port, timeout=timeout) as c:
+        c.send(raw)
+        return read_response(c, timeout)
+
+
+def reload_lua(port, timeout=10.0):
+    """POST /api/reload; returns the response."""
+    r = http_post(port, "/api/reload", timeout=timeout)
+    assert r is not None, "POST /api/reload: connection closed without a response"
+    return r
+
+
+def copy_lua(dest):
+    """Copies the repo's lua/ directory to dest (a new directory); returns
+    dest as a Path."""
+    import shutil
+    dest = Path(dest)
+    shutil.copytree(REPO / "lua", dest)
+    return dest
+
+
+def write_lua(lua_dir, rel, text):
+    p = Path(lua_dir) / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    return p
+
+
+def simple_handler(reply_type, data_lua):
+    """A handler module answering reply_type with the Lua expression data_lua."""
+    return ("local M = {}\n"
+            "function M.handle(client, data, msg)\n"
+            f"  return {json.dumps(reply_type)}, {data_lua}\n"
+            "end\n"
+            "return M\n")
+
+
+# --------------------------------------------------------------------------
+# JSON round trips on a raw WebSocket. /ws used to echo every text message;
+# it now speaks the JSON protocol, so the tests that relied on the echo use a
+# `ping` round trip instead: the pong carries request_id = the ping's
+# message_id and echoes data.ts, and the ping handler ignores other data
+# fields, so data.pad can size a message exactly or carry any Unicode text.
+# Where a test checked the bytes of a message themselves, RoomEcho sends the
+# same bytes as a room_message whose content another member gets back byte
+# for byte.
+
+
+def _dumps(obj):
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def ping_json(mid, ts=None, pad=None, size=None):
+    """UTF-8 bytes of a ping request. mid: its message_id (None: no such
+    field); ts: data.ts, echoed by the pong; pad: a string put unescaped in
+    data.pad; size: fill data.pad with "x" so the message is exactly size
+    bytes."""
+    obj = {"message_type": "ping"}
+    if mid is not None:
+        obj["message_id"] = mid
+    data = {}
+    if ts is not None:
+        data["ts"] = ts
+    if pad is not None or size is not None:
+        data["pad"] = pad or ""
+    obj["data"] = data
+    b = _dumps(obj)
+    if size is not None:
+        fill = size - len(b)
+        assert fill >= 0, f"a ping cannot be {size} bytes (at least {len(b)})"
+        data["pad"] = (pad or "") + "x" * fill
+        b = _dumps(obj)
+        assert len(b) == size, (len(b), size)
+    return b
+
+
+def check_pong(payload, mid, ts=None):
+    """payload (bytes or str): one server text message. It must be the pong
+    answering ping mid: request_id = mid (no request_id when mid is 0 or
+    None), data.ts = ts (null when the ping had none), integer server_ts
+    and rtt. Returns the Msg."""
+    text = bytes(payload).decode("utf-8") if isinstance(payload, (bytes, bytearray, memoryview)) \
+        else payload
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise AssertionError(f"want the pong to {mid}, got non-JSON text {text[:300]!r}")
+    assert isinstance(obj, dict), f"want the pong to {mid}, got {text[:300]!r}"
+    m = Msg(obj)
+    m.raw = text
+    assert m.get("message_type") == "pong", f"want the pong to {mid}, got {text[:300]}"
+    check_envelope(m, request_id=mid if mid else None)
+    if not mid:
+        assert "request_id" not in m, f"pong to a ping without message_id has a request_id: {text}"
+    d = m["data"]
+    assert isinstance(d, dict), f"pong data: {text}"
+    assert d.get("ts") == ts and "ts" in d and type(d["ts"]) is type(ts), \
+        f"pong data.ts {d.get('ts')!r}, want {ts!r}: {text}"
+    assert is_int(d.get("server_ts")), f"pong data.server_ts: {text}"
+    assert is_int(d.get("rtt")), f"pong data.rtt: {text}"
+    return m
+
+
+def recv_pong(ws, mid, ts=None, timeout=3.0):
+    """The next data frame on RawWS ws must be the pong answering ping mid
+    (WebSocket pings and pongs in between are skipped)."""
+    f = ws.recv_data(timeout)
+    assert f.opcode == OP_TEXT and f.fin, f"want the pong to {mid}, got {f}"
+    return check_pong(f.payload, mid, ts)
+
+
+def ping_roundtrip(ws, mid, ts=_AUTO, pad=None, size=None, timeout=3.0):
+    """Sends ping mid on RawWS ws (ts: default a fresh now_ms()) and
+    returns its pong, which must be the next data frame."""
+    if ts is _AUTO:
+        ts = now_ms()
+    assert ws.send_text(ping_json(mid, ts=ts, pad=pad, size=size)), "send failed"
+    return recv_pong(ws, mid, ts, timeout)
+
+
+def ping_latency(port, mid=1, timeout=3.0):
+    """Seconds for a fresh connection: handshake, ping, pong."""
+    t0 = time.monotonic()
+    with RawWS.connect(port, timeout=timeout) as ws:
+        ping_roundtrip(ws, mid, timeout=timeout)
+        dt = time.monotonic() - t0
+        ws.send_close(1000)
+    return dt
+
+
+class RoomEcho:
+    """Two members of a fresh room: what .sender sends as a room_message
+    reaches .receiver with data.content byte for byte. It proves that a
+    message's bytes arrived intact, as the old echo did."""
+
+    def __init__(self, port, room=None):
+        self.room = room or "echo-" + os.urandom(6).hex()
+        self.receiver = Hub(port, name="receiver")
+        self.sender = None
+        try:
+            self.receiver.call_ok("join_room", {"room_id": self.room}, "room_joined")
+            self.sender = Hub(port, name="sender")
+            self.sender.call_ok("join_room", {"room_id": self.room}, "room_joined")
+            self.receiver.expect_type("member_joined")
+        except BaseException:
+            self.close()
+            raise
+
+    def message(self, mid, text="", size=None):
+        """(bytes of a room_message request whose content is the JSON string
+        text, unescaped, padded with "x" to exactly size bytes if size;
+        the raw JSON text of that content)."""
+        def build(t):
+            content = json.dumps(t, ensure_ascii=False)
+            head = {"message_type": "room_message", "message_id": mid}
+            raw = (_dumps(head)[:-1] + b',"data":{"room_id":' + _dumps(self.room)
+                   + b',"content":' + content.encode("utf-8") + b"}}")
+            return raw, content
+        raw, content = build(text)
+        if size is not None:
+            fill = size - len(raw)
+            assert fill >= 0, f"a room_message cannot be {size} bytes (at least {len(raw)})"
+            raw, content = build(text + "x" * fill)
+            assert len(raw) == size, (len(raw), size)
+        return raw, content
+
+    def check(self, mid, content, timeout=5.0):
+        """The sender gets its ack; the receiver gets the room_message with
+        data.content exactly content (raw JSON text)."""
+        ack = self.sender.reply(mid, timeout)
+        check_envelope(ack, request_id=mid)
+        assert ack["message_type"] == "ack", f"room_message {mid} answered with {ack.raw[:300]}"
+        m = self.receiver.expect_type("room_message", timeout)
+        got = raw_data_field(m.raw, "content")
+        assert got == content, (f"content changed on the way: {len(got)} chars "
+                                f"{got[:80]!r}... vs {len(content)} chars {content[:80]!r}...")
+        return m
+
+    def close(self):
+        for h in (self.sender, self.receiver):
+            if h is not None:
+                h.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()

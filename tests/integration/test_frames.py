@@ -1,5 +1,9 @@
-"""Frames after the upgrade: echo, and checklist rows F1-F15, F18, F20.
-Until the Lua layer lands /ws echoes each text message as one text frame."""
+"""Frames after the upgrade: JSON round trips, and checklist rows F1-F15,
+F18, F20. /ws speaks the JSON protocol: a `ping` request is answered by one
+`pong` carrying request_id = its message_id and data.ts = its ts, which
+proves that the message arrived whole and was parsed; where the bytes of a
+message themselves matter, a room_message's content is checked byte for byte
+at another member of the room (RoomEcho)."""
 
 import asyncio
 import time
@@ -9,8 +13,8 @@ import websockets
 
 from gohub_helpers import (
     OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RSV1, RSV2, RSV3,
-    RawWS, Timeout, assert_fails_with, bulk_send, close_payload, echo_latency,
-    frame, module_daemon, wait_for,
+    RawWS, RoomEcho, Timeout, assert_fails_with, bulk_send, check_pong, close_payload,
+    frame, module_daemon, ping_json, ping_latency, ping_roundtrip, recv_pong, wait_for,
 )
 
 CLOSE_TIMEOUT = 1.0
@@ -21,12 +25,12 @@ daemon = module_daemon({"GOHUB_SERVER_CLOSE_TIMEOUT": "1s"})
 
 @pytest.fixture(autouse=True)
 def _others_still_served(daemon):
-    """After each fault the daemon is alive and a fresh client gets an echo
+    """After each fault the daemon is alive and a fresh client gets a pong
     promptly."""
     yield
     assert daemon.running(), f"daemon died; log tail:\n{daemon.log_text()[-3000:]}"
-    dt = echo_latency(daemon.port)
-    assert dt < 1.0, f"control echo took {dt:.3f}s"
+    dt = ping_latency(daemon.port)
+    assert dt < 1.0, f"control ping round trip took {dt:.3f}s"
 
 
 def ws(daemon, **kw):
@@ -41,29 +45,36 @@ def uri(daemon):
     return f"ws://127.0.0.1:{daemon.port}/ws"
 
 
-# ---------------------------------------------------------------- echo
+# ---------------------------------------------------------------- round trips
 
 
-def test_echo_python_client(daemon):
+def test_roundtrip_python_client(daemon):
     async def go():
         async with websockets.connect(uri(daemon), ping_interval=None) as c:
-            for msg in ["hello", "", "héllo wörld €😀", "x" * 1000]:
-                await c.send(msg)
+            for i, pad in enumerate(["hello", "", "héllo wörld €😀", "x" * 1000], 1):
+                ts = 7000 + i
+                await c.send(ping_json(i, ts=ts, pad=pad).decode())
                 got = await asyncio.wait_for(c.recv(), 3)
-                assert got == msg
+                assert isinstance(got, str), f"reply is not a text message: {got!r}"
+                check_pong(got, i, ts)
             await c.close()
             assert c.close_code == 1000
     run(go())
 
 
-def test_echo_many_in_order(daemon):
+def test_roundtrip_many_in_order(daemon):
+    """1,000 pings sent back to back: 1,000 pongs, one each, in order."""
     async def go():
         async with websockets.connect(uri(daemon), ping_interval=None) as c:
-            msgs = [f"message-{i}-" + "y" * (i % 300) for i in range(1000)]
-            for m in msgs:
-                await c.send(m)
-            got = [await asyncio.wait_for(c.recv(), 5) for _ in msgs]
-            assert got == msgs
+            n = 1000
+            for i in range(1, n + 1):
+                await c.send(ping_json(i, ts=100000 + i, pad=f"message-{i}-" + "y" * (i % 300)).decode())
+            got = [await asyncio.wait_for(c.recv(), 5) for _ in range(n)]
+            for i, g in enumerate(got, 1):
+                check_pong(g, i, 100000 + i)
+            # exactly one reply each: the next message answers the next ping
+            await c.send(ping_json(n + 1, ts=1).decode())
+            check_pong(await asyncio.wait_for(c.recv(), 5), n + 1, 1)
     run(go())
 
 
@@ -86,16 +97,26 @@ def test_raw_ping_pong_payload(daemon):
 def test_unsolicited_pong_ignored(daemon):
     with ws(daemon) as c:
         c.send_frame(OP_PONG, b"whatever")
-        assert c.echo("after pong") == "after pong"
+        ping_roundtrip(c, 1)
+
+
+def _three_fragments(c, data, k):
+    """data as text fragments data[:k], (empty), data[k:]."""
+    c.send_frame(OP_TEXT, data[:k], fin=False)
+    c.send_frame(OP_CONT, b"", fin=False)
+    c.send_frame(OP_CONT, data[k:], fin=True)
 
 
 def test_fragmented_text_reassembled(daemon):
     with ws(daemon) as c:
-        c.send_frame(OP_TEXT, b"Hel", fin=False)
-        c.send_frame(OP_CONT, b"", fin=False)
-        c.send_frame(OP_CONT, b"lo", fin=True)
-        f = c.recv_data()
-        assert (f.opcode, f.fin, f.payload) == (OP_TEXT, True, b"Hello"), f
+        data = ping_json(1, ts=4242)
+        _three_fragments(c, data, 3)
+        recv_pong(c, 1, 4242)
+    # the bytes themselves: the content arrives intact at another member
+    with RoomEcho(daemon.port) as e:
+        data, content = e.message(7, "Hello")
+        _three_fragments(e.sender.ws, data, len(data) - 9)
+        e.check(7, content)
 
 
 # ---------------------------------------------------------------- F1-F3
@@ -176,15 +197,17 @@ def test_f6_new_text_inside_fragmented_message_1002(daemon):
 
 
 def test_f7_ping_between_fragments(daemon):
+    data = ping_json(1, ts=777)
     with ws(daemon) as c:
-        c.send_frame(OP_TEXT, b"Hel", fin=False)
+        c.send_frame(OP_TEXT, data[:10], fin=False)
         c.send_frame(OP_PING, b"mid")
         # the pong must come while the message is still incomplete
         f = c.recv_frame(2.0)
         assert (f.opcode, f.payload) == (OP_PONG, b"mid"), f
-        c.send_frame(OP_CONT, b"lo", fin=True)
+        c.send_frame(OP_CONT, data[10:], fin=True)
         f = c.recv_frame(2.0)
-        assert (f.opcode, f.fin, f.payload) == (OP_TEXT, True, b"Hello"), f
+        assert (f.opcode, f.fin) == (OP_TEXT, True), f
+        check_pong(f.payload, 1, 777)
         c.close_handshake()
 
 
@@ -229,14 +252,24 @@ def test_f8_invalid_utf8_fails_fast(daemon, case):
         assert_fails_with(c, {1007}, timeout=2.0)
 
 
+def _one_byte_fragments(data):
+    return b"".join(frame(OP_TEXT if i == 0 else OP_CONT, data[i:i + 1],
+                          fin=(i == len(data) - 1)) for i in range(len(data)))
+
+
 def test_f8_valid_utf8_split_inside_code_points(daemon):
     text = "aé€😀z"
-    data = text.encode()
+    data = ping_json(1, ts=88, pad=text)
+    assert text.encode() in data
     with ws(daemon) as c:
-        c.send_raw(b"".join(frame(OP_TEXT if i == 0 else OP_CONT, data[i:i + 1],
-                                  fin=(i == len(data) - 1)) for i in range(len(data))))
-        f = c.recv_data()
-        assert (f.opcode, f.payload) == (OP_TEXT, data), f
+        c.send_raw(_one_byte_fragments(data))
+        recv_pong(c, 1, 88)  # (a 1007 close would fail here)
+    # the bytes themselves: the text arrives intact at another member
+    with RoomEcho(daemon.port) as e:
+        data, content = e.message(2, text)
+        assert text.encode() in data
+        e.sender.ws.send_raw(_one_byte_fragments(data))
+        e.check(2, content)
 
 
 def test_f9_invalid_utf8_close_reason(daemon):
@@ -354,26 +387,46 @@ def test_f15_fragmented_total_too_big_1009(daemon):
         assert not r.data_frames, r
 
 
-def test_f15_exactly_max_single_frame_echoed(daemon):
-    payload = (b"0123456789abcdef" * (MAX_MSG // 16))
+def _max_fragments(payload):
+    return (frame(OP_TEXT, payload[:30000], fin=False)
+            + frame(OP_CONT, payload[30000:60000], fin=False)
+            + frame(OP_CONT, payload[60000:], fin=True))
+
+
+def test_f15_exactly_max_single_frame_accepted(daemon):
+    payload = ping_json(1, ts=65536, pad="0123456789abcdef" * 8, size=MAX_MSG)
     assert len(payload) == MAX_MSG
     with ws(daemon) as c:
         bulk_send(c.conn, frame(OP_TEXT, payload), timeout=5)
-        f = c.recv_data(5)
-        assert (f.opcode, f.fin) == (OP_TEXT, True), f
-        assert f.payload == payload
+        recv_pong(c, 1, 65536, timeout=5)
+    # the bytes themselves: a MAX_MSG-byte message arrives intact
+    with RoomEcho(daemon.port) as e:
+        payload, content = e.message(2, "0123456789abcdef" * 8, size=MAX_MSG)
+        bulk_send(e.sender.ws.conn, frame(OP_TEXT, payload), timeout=5)
+        e.check(2, content)
 
 
-def test_f15_exactly_max_fragmented_echoed(daemon):
-    payload = (b"fedcba9876543210" * (MAX_MSG // 16))
+def test_f15_exactly_max_fragmented_accepted(daemon):
+    payload = ping_json(1, ts=65535, pad="fedcba9876543210" * 8, size=MAX_MSG)
+    assert len(payload) == MAX_MSG
     with ws(daemon) as c:
-        data = (frame(OP_TEXT, payload[:30000], fin=False)
-                + frame(OP_CONT, payload[30000:60000], fin=False)
-                + frame(OP_CONT, payload[60000:], fin=True))
-        bulk_send(c.conn, data, timeout=5)
-        f = c.recv_data(5)
-        assert (f.opcode, f.fin) == (OP_TEXT, True), f
-        assert f.payload == payload
+        bulk_send(c.conn, _max_fragments(payload), timeout=5)
+        recv_pong(c, 1, 65535, timeout=5)
+    with RoomEcho(daemon.port) as e:
+        payload, content = e.message(2, "fedcba9876543210" * 8, size=MAX_MSG)
+        bulk_send(e.sender.ws.conn, _max_fragments(payload), timeout=5)
+        e.check(2, content)
+
+
+def test_f15_one_over_max_1009(daemon):
+    """A ping one byte over the limit, as one frame and as fragments."""
+    payload = ping_json(1, ts=65537, size=MAX_MSG + 1)
+    for data in (frame(OP_TEXT, payload), _max_fragments(payload)):
+        with ws(daemon) as c:
+            bulk_send(c.conn, data, timeout=5)
+            r = c.expect_close(3.0)
+            assert r.frame is not None and r.code == 1009, r
+            assert not r.data_frames, r
 
 
 def test_f15_python_client_70000_gets_1009(daemon):

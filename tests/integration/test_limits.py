@@ -1,16 +1,19 @@
 """Resource limits: slow consumer (outbound cap), F16 fragment flood, F17
 ping flood while not reading, and 5,000 concurrent connections. Each
-asserts that other clients keep getting prompt echoes and that RSS and fds
-stay bounded."""
+asserts that other clients keep getting prompt pongs to their JSON pings
+and that RSS and fds stay bounded."""
 
 import asyncio
+import json
+import struct
 import threading
 import time
 
 
 from gohub_helpers import (
-    OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWS, bulk_send, frame,
-    module_daemon, parse_frames, wait_for, ws_accept, ws_key, ws_request,
+    OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Hub, RawWS, bulk_send, check_envelope,
+    check_pong, frame, module_daemon, parse_frames, ping_json, ping_roundtrip, wait_for,
+    ws_accept, ws_key, ws_request,
 )
 
 MAX_OUTBOUND = 262144
@@ -28,7 +31,8 @@ def idle_connections(daemon):
 
 
 class Control:
-    """A normal client measuring echo latency while a fault runs."""
+    """A normal client measuring ping round-trip latency (a JSON ping, its
+    pong) while a fault runs."""
 
     def __init__(self, port):
         self.ws = RawWS.connect(port)
@@ -37,9 +41,7 @@ class Control:
 
     def probe(self):
         t = time.monotonic()
-        text = f"ctl-{self.count}"
-        got = self.ws.echo(text, timeout=5.0)
-        assert got == text
+        ping_roundtrip(self.ws, self.count + 1, timeout=5.0)
         self.worst = max(self.worst, time.monotonic() - t)
         self.count += 1
 
@@ -63,16 +65,41 @@ def drain_until_eof(ws, timeout):
 # ---------------------------------------------------------------- slow consumer
 
 
+FLOOD_ROOM = "flood"
+
+
 def test_slow_consumer_is_closed(daemon):
+    """The slow client is in a room and never reads; a publisher in the same
+    room sends 400 room messages of 60,000 bytes, each pushed to the slow
+    client: its outbound queue must hit the cap and the server must cut it."""
     idle_connections(daemon)
     base_rss = daemon.rss_kb()
     ctl = Control(daemon.port)
     slow = RawWS.connect(daemon.port, rcvbuf=4096)
-    msg = frame(OP_TEXT, b"s" * 60000, mask_key=KEY)
+    publisher = None
     result = {}
+    try:
+        assert slow.send_text(json.dumps({"message_type": "join_room", "message_id": 1,
+                                          "data": {"room_id": FLOOD_ROOM}}))
+        f = slow.recv_data(3)
+        assert f.opcode == OP_TEXT and f.fin, f
+        joined = check_envelope(json.loads(f.payload), request_id=1)
+        assert joined["message_type"] == "room_joined", f.payload
+        publisher = Hub(daemon.port, name="publisher")
+        publisher.call_ok("join_room", {"room_id": FLOOD_ROOM}, "room_joined")
+        # no message_id: the publisher gets no ack, so only the slow client
+        # is sent anything
+        msg = frame(OP_TEXT, b'{"message_type":"room_message","data":{"room_id":"%s","content":"%s"}}'
+                    % (FLOOD_ROOM.encode(), b"s" * 60000), mask_key=KEY)
+    except BaseException:
+        slow.close()
+        ctl.close()
+        if publisher:
+            publisher.close()
+        raise
 
     def sender():
-        s = slow.conn.sock
+        s = publisher.ws.conn.sock
         s.settimeout(15)
         n = 0
         try:
@@ -98,11 +125,16 @@ def test_slow_consumer_is_closed(daemon):
         if closes:
             assert closes[-1].close_code == 1013, f"slow consumer close code {closes[-1]}"
         assert ctl.count > 0
-        assert ctl.worst < 1.0, f"control echo took {ctl.worst:.3f}s during the slow consumer"
+        assert ctl.worst < 1.0, f"control ping took {ctl.worst:.3f}s during the slow consumer"
         assert wait_for(lambda: any(r.get("msg") == "slow consumer closed"
                                     and str(r.get("level", "")).lower().startswith("warn")
                                     for r in daemon.log_records()), 2), \
             "no warn log line with msg 'slow consumer closed'"
+        assert not th.is_alive(), f"publisher still sending (sender: {result})"
+        assert result.get("sent") == 400, f"publisher could not send its messages: {result}"
+        # the publisher is still served after the flood
+        publisher.ping()
+        publisher.close()
         assert wait_for(lambda: daemon.health()["connections"] == 1, 3), daemon.health()
         ctl.probe()
         time.sleep(0.5)
@@ -110,6 +142,7 @@ def test_slow_consumer_is_closed(daemon):
         assert rss < base_rss + RSS_SLACK_KB, f"VmRSS {rss} kB vs baseline {base_rss} kB"
     finally:
         slow.close()
+        publisher.close()
         ctl.close()
 
 
@@ -153,7 +186,7 @@ def test_f17_ping_flood_not_reading(daemon):
         assert pongs < n_pings, "the server queued a pong for every ping and never cut the client"
         if closes:
             assert closes[-1].close_code == 1013, closes[-1]
-        assert ctl.worst < 1.0, f"control echo took {ctl.worst:.3f}s during the ping flood"
+        assert ctl.worst < 1.0, f"control ping took {ctl.worst:.3f}s during the ping flood"
         ctl.probe()
         rss = daemon.rss_kb()
         assert rss < base_rss + RSS_SLACK_KB, f"VmRSS {rss} kB vs baseline {base_rss} kB"
@@ -177,7 +210,7 @@ def _flood_in_thread(ws, data):
 
 def test_f16_one_byte_fragment_flood_1009(daemon):
     """100,000 one-byte fragments = 100,000 bytes > max_message_bytes
-    (65536): the assertion is a close with 1009 (not an echo)."""
+    (65536): the assertion is a close with 1009 (not a reply)."""
     idle_connections(daemon)
     base_rss = daemon.rss_kb()
     ctl = Control(daemon.port)
@@ -196,7 +229,7 @@ def test_f16_one_byte_fragment_flood_1009(daemon):
         assert r.frame is not None, f"no close frame; {r}"
         assert r.code == 1009, r
         assert not r.data_frames, r.data_frames[:3]
-        assert ctl.worst < 1.0, f"control echo took {ctl.worst:.3f}s during the fragment flood"
+        assert ctl.worst < 1.0, f"control ping took {ctl.worst:.3f}s during the fragment flood"
         ctl.probe()
         rss = daemon.rss_kb()
         assert rss < base_rss + RSS_SLACK_KB, f"VmRSS {rss} kB vs baseline {base_rss} kB"
@@ -206,9 +239,9 @@ def test_f16_one_byte_fragment_flood_1009(daemon):
 
 
 def test_f16_zero_length_fragment_flood(daemon):
-    """100,000 empty fragments then "x": the whole message is 1 byte, so
-    the assertion is the echo "x" - or, if the server caps frames per
-    message, a close with 1008."""
+    """100,000 empty fragments then a JSON ping: the whole message is the
+    ping's few dozen bytes, so the assertion is its pong - or, if the server
+    caps frames per message, a close with 1008."""
     idle_connections(daemon)
     base_rss = daemon.rss_kb()
     ctl = Control(daemon.port)
@@ -216,7 +249,7 @@ def test_f16_zero_length_fragment_flood(daemon):
     n = 100000
     data = (frame(OP_TEXT, b"", fin=False, mask_key=KEY)
             + frame(OP_CONT, b"", fin=False, mask_key=KEY) * (n - 2)
-            + frame(OP_CONT, b"x", fin=True, mask_key=KEY))
+            + frame(OP_CONT, ping_json(1, ts=100000), fin=True, mask_key=KEY))
     try:
         t0 = time.monotonic()
         th, out = _flood_in_thread(c, data)
@@ -227,8 +260,9 @@ def test_f16_zero_length_fragment_flood(daemon):
         if f.opcode == OP_CLOSE:
             assert f.close_code == 1008, f
         else:
-            assert (f.opcode, f.fin, f.payload) == (OP_TEXT, True, b"x"), f
-        assert ctl.worst < 1.0, f"control echo took {ctl.worst:.3f}s during the fragment flood"
+            assert (f.opcode, f.fin) == (OP_TEXT, True), f
+            check_pong(f.payload, 1, 100000)
+        assert ctl.worst < 1.0, f"control ping took {ctl.worst:.3f}s during the fragment flood"
         ctl.probe()
         rss = daemon.rss_kb()
         assert rss < base_rss + RSS_SLACK_KB, f"VmRSS {rss} kB vs baseline {base_rss} kB"
@@ -255,12 +289,18 @@ async def _open_ws(port):
     return r, w
 
 
-async def _echo_over(r, w, text):
-    w.write(frame(OP_TEXT, text.encode()))
+async def _ping_over(r, w, mid):
+    """A JSON ping on a raw connection; its pong must be the next frame."""
+    w.write(frame(OP_TEXT, ping_json(mid, ts=mid)))
     hdr = await asyncio.wait_for(r.readexactly(2), 5)
-    assert hdr[0] == 0x81 and hdr[1] == len(text), hdr
-    body = await asyncio.wait_for(r.readexactly(hdr[1]), 5)
-    assert body == text.encode()
+    assert hdr[0] == 0x81 and not hdr[1] & 0x80, hdr
+    n = hdr[1]
+    if n == 126:
+        n = struct.unpack("!H", await asyncio.wait_for(r.readexactly(2), 5))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", await asyncio.wait_for(r.readexactly(8), 5))[0]
+    body = await asyncio.wait_for(r.readexactly(n), 5)
+    check_pong(body, mid, mid)
 
 
 def test_5000_connections(start_daemon):
@@ -272,7 +312,7 @@ def test_5000_connections(start_daemon):
         for i in range(0, N_CONNS, 250):
             conns.extend(await asyncio.gather(*[_open_ws(d.port) for _ in range(250)]))
         for k in range(0, N_CONNS, 500):
-            await _echo_over(*conns[k], f"echo-{k}")
+            await _ping_over(*conns[k], k + 1)
 
     async def close_all():
         for _, w in conns:

@@ -10,8 +10,9 @@ import pytest
 import websockets
 
 from gohub_helpers import (
-    OP_TEXT, Daemon, RawWS, asan_bin, assert_fails_with, bulk_send, frame, release_bin,
-    running_daemon, wait_for, ws_accept, ws_key,
+    OP_TEXT, Daemon, RawWS, asan_bin, assert_fails_with, bulk_send, check_pong, frame,
+    ping_json, ping_roundtrip, recv_pong, release_bin, running_daemon, wait_for, ws_accept,
+    ws_key,
 )
 
 
@@ -41,12 +42,12 @@ def test_smoke_handshake(smoke):
         ws.close_handshake()
 
 
-def test_smoke_echo(smoke):
+def test_smoke_roundtrip(smoke):
     async def go():
         async with websockets.connect(f"ws://127.0.0.1:{smoke.port}/ws", ping_interval=None) as c:
-            for i in range(50):
-                await c.send(f"m{i}é")
-                assert await asyncio.wait_for(c.recv(), 5) == f"m{i}é"
+            for i in range(1, 51):
+                await c.send(ping_json(i, ts=500 + i, pad=f"m{i}é").decode())
+                check_pong(await asyncio.wait_for(c.recv(), 5), i, 500 + i)
     asyncio.run(asyncio.wait_for(go(), 30))
 
 
@@ -63,10 +64,9 @@ def test_smoke_bad_utf8(smoke):
 
 
 def test_smoke_pipelined(smoke):
-    ws = RawWS.connect(smoke.port, extra=frame(OP_TEXT, b"piped"))
+    ws = RawWS.connect(smoke.port, extra=frame(OP_TEXT, ping_json(1, ts=99, pad="piped")))
     try:
-        f = ws.recv_data(5)
-        assert (f.opcode, f.payload) == (OP_TEXT, b"piped"), f
+        recv_pong(ws, 1, 99, timeout=5)
     finally:
         ws.close_handshake()
 
@@ -78,7 +78,7 @@ def test_smoke_sigterm(kind, tmp_path):
     try:
         clients = [RawWS.connect(d.port) for _ in range(5)]
         for c in clients:
-            assert c.echo("before") == "before"
+            ping_roundtrip(c, 1, pad="before")
         assert wait_for(lambda: d.health()["connections"] == 5, 3)
         t0 = time.monotonic()
         d.signal(signal.SIGTERM)

@@ -1,0 +1,353 @@
+"""Handler isolation: errors, runaway loops, memory bombs, the sandbox,
+hooks that raise, per-connection ctx and handler return shapes. Each test
+runs on a copy of lua/ with extra handler files (GOHUB_LUA_PATH)."""
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from gohub_helpers import check_envelope, check_error, write_lua
+
+# `return 42` compiled by LuaJIT 2.1 (luajit -b); regenerated below when a
+# luajit binary is on the PATH so that it matches the local LuaJIT.
+FALLBACK_BYTECODE = bytes.fromhex("1b4c4a020a0f0200010000000229002a004c00020000")
+
+
+def bytecode():
+    lj = shutil.which("luajit")
+    if lj:
+        try:
+            out = subprocess.run([lj, "-b", "-e", "return 42", "-"], capture_output=True, timeout=10)
+            if out.returncode == 0 and out.stdout.startswith(b"\x1bLJ"):
+                return out.stdout
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return FALLBACK_BYTECODE
+
+
+def lua_bytes(b):
+    return '"' + "".join("\\%d" % x for x in b) + '"'
+
+
+def handler(body, reply="x"):
+    return ("local M = {}\n"
+            "function M.handle(client, data, msg)\n"
+            f"{body}\n"
+            "end\n"
+            "return M\n")
+
+
+RAISER = ("local M = {}\n"
+          "local function inner()\n"
+          "  error('x-marker-raised')\n"
+          "end\n"
+          "function M.handle(client, data, msg)\n"
+          "  inner()\n"
+          "end\n"
+          "return M\n")
+
+SPIN = handler("  while true do end")
+SPIN_PCALL = handler("  pcall(function() while true do end end)\n  while true do end")
+SPIN_PCALL_LOOP = handler("  while true do pcall(function() while true do end end) end")
+SPIN_ERROR_CATCH = handler("  while true do\n"
+                           "    local ok, e = pcall(function() local x = 0 while true do x = x + 1 end end)\n"
+                           "  end")
+MEMBOMB = handler('  local t = {} for i = 1, 1e9 do t[i] = string.rep("x", 1024) .. i end\n'
+                  '  return "membomb", { n = #t }')
+ALLOC8 = handler('  local t = {} for i = 1, 8000 do t[i] = string.rep("y", 1024) .. i end\n'
+                 '  return "alloc8", { n = #t }')
+COUNTER = handler("  client.ctx.n = (client.ctx.n or 0) + 1\n"
+                  "  return 'counter', { n = client.ctx.n, id = client.id }")
+
+
+def sandbox_handler():
+    return """local M = {}
+local BC = %s
+local function try(list, name, f)
+  local ok, res = pcall(f)
+  list[#list + 1] = { name = name, ok = (ok and res == true) or false, err = tostring(res) }
+end
+function M.handle(client, data, msg)
+  local r, c = {}, {}
+  -- each of these returns true only if the forbidden thing is reachable
+  try(r, "os.execute", function() os.execute("true") return true end)
+  try(r, "io.open", function() io.open("/etc/hostname", "r") return true end)
+  try(r, "io.popen", function() io.popen("true") return true end)
+  try(r, "require ffi", function() return require("ffi") ~= nil end)
+  try(r, "require io", function() return require("io").open ~= nil end)
+  try(r, "require os", function() return require("os").execute ~= nil end)
+  try(r, "require debug", function() return require("debug").getinfo ~= nil end)
+  try(r, "require C module lfs", function() require("lfs") return true end)
+  try(r, "debug.getinfo", function() debug.getinfo(1) return true end)
+  try(r, "debug.sethook", function() debug.sethook() return true end)
+  try(r, "string.dump", function() string.dump(function() end) return true end)
+  try(r, "('').dump", function() local s = ("").dump(function() end) return true end)
+  try(r, "load bytecode", function() return load(BC) ~= nil end)
+  try(r, "load bytecode mode b", function() return load(BC, "bc", "b") ~= nil end)
+  try(r, "load bytecode mode bt", function() return load(BC, "bc", "bt") ~= nil end)
+  try(r, "loadstring bytecode", function() return loadstring(BC) ~= nil end)
+  try(r, "load reader bytecode", function()
+    local done = false
+    return load(function() if done then return nil end done = true return BC end) ~= nil
+  end)
+  try(r, "package.loadlib", function() package.loadlib("libc.so.6", "*") return true end)
+  try(r, "package.loaded", function()
+    return package.loaded.io ~= nil or package.loaded.debug ~= nil
+      or (package.loaded.os ~= nil and package.loaded.os.execute ~= nil)
+  end)
+  try(r, "dofile", function() return dofile ~= nil end)
+  try(r, "loadfile", function() return loadfile ~= nil end)
+  try(r, "os.exit", function() return os.exit ~= nil end)
+  try(r, "os.getenv", function() return os.getenv ~= nil end)
+  try(r, "os.remove", function() return os.remove ~= nil end)
+  try(r, "getfenv(0)", function()
+    local g = getfenv(0)
+    return g.io ~= nil or g.debug ~= nil or (g.os ~= nil and g.os.execute ~= nil)
+  end)
+  try(r, "global assignment", function() sandbox_global_x = 1 return true end)
+  -- controls: these must work
+  try(c, "load text", function() return load("return 1")() == 1 end)
+  try(c, "os.time", function() return type(os.time()) == "number" end)
+  try(c, "os.clock", function() return type(os.clock()) == "number" end)
+  try(c, "string", function() return string.format("%%d", 5) == "5" and ("ab"):upper() == "AB" end)
+  try(c, "table/math", function() return table.concat({"a", "b"}) == "ab" and math.floor(2.5) == 2 end)
+  try(c, "bit", function() return bit.band(7, 3) == 3 end)
+  try(c, "require gohub", function() return require("gohub").now() > 0 end)
+  try(c, "require lib.validate", function() return type(require("lib.validate").object) == "function" end)
+  return "sandbox", { results = r, controls = c }
+end
+return M
+""" % lua_bytes(bytecode())
+
+
+HOOKS_RAISING = """return {
+  on_connect = function(client) error("hook-connect-boom") end,
+  on_disconnect = function(client, code) error("hook-disconnect-boom") end,
+  on_join = function(client, room_id) error("hook-join-boom") end,
+  on_leave = function(client, room_id) error("hook-leave-boom") end,
+}
+"""
+
+SHAPES = {
+    "ret_nothing.lua": handler("  return"),
+    "ret_true.lua": handler("  return true"),
+    "ret_err.lua": handler("  return nil, 3000, 'custom message', { k = 1 }"),
+    "ret_gohub_err.lua": "local gohub = require 'gohub'\n" + handler(
+        "  return gohub.error(gohub.errors.CLIENT_OFFLINE, 'nobody home')"),
+    "ret_table.lua": handler("  return { a = 1 }"),
+    "ret_number.lua": handler("  return 42"),
+    "ret_unencodable.lua": handler("  return 'x', { f = function() end }"),
+}
+
+
+@pytest.fixture
+def iso(start_daemon, lua_copy):
+    """Writes the given handler files into the lua copy, then starts a
+    daemon on it."""
+    def _start(files, env=None):
+        for name, src in files.items():
+            top = "/" in name or name in ("hooks.lua", "permissions.lua")
+            write_lua(lua_copy, name if top else f"handlers/{name}", src)
+        e = {"GOHUB_LUA_PATH": str(lua_copy), "GOHUB_LUA_WATCH": "false"}
+        e.update(env or {})
+        return start_daemon(env=e)
+    return _start
+
+
+def test_handler_error_1003_and_traceback_logged(iso, hubs):
+    d = iso({"raiser.lua": RAISER})
+    c, other = hubs(d.port, 2)
+    r = c.call("raiser", {})
+    check_error(r, 1003, r["request_id"])
+    assert "x-marker-raised" not in r.raw, f"handler error details leaked to the client: {r.raw}"
+    c.no_more_replies(r["request_id"], 0.3)
+    c.ping()
+    c.call_ok("join_room", {"room_id": "after-raise"}, "room_joined")
+    other.ping()
+    c.send("raiser", {}, mid=None)
+    check_error(c.expect_type("error"), 1003, 0)
+    time.sleep(0.2)
+    lines = d.log_text().splitlines()
+    hits = [ln for ln in lines if "raiser" in ln and "traceback" in ln.lower()]
+    assert hits, "no log line names the handler with a traceback; log tail:\n" + "\n".join(lines[-15:])
+    assert any("x-marker-raised" in ln for ln in hits), hits[:3]
+
+
+@pytest.mark.parametrize("name,src", [
+    ("spin", SPIN), ("spin_pcall", SPIN_PCALL), ("spin_pcall_loop", SPIN_PCALL_LOOP),
+    ("spin_error_catch", SPIN_ERROR_CATCH),
+])
+def test_runaway_handler_1004(iso, hubs, name, src):
+    d = iso({f"{name}.lua": src}, env={"GOHUB_SERVER_WORKERS": "1"})
+    a, b = hubs(d.port, 2)
+    a.ping(), b.ping()
+    t0 = time.monotonic()
+    mid = a.send(name, {})
+    time.sleep(0.05)
+    b.ping(timeout=3.0)  # queued behind the runaway handler on the one worker
+    r = a.reply(mid, timeout=3.0)
+    dt = time.monotonic() - t0
+    check_error(r, 1004, mid)
+    assert dt < 1.5, f"1004 came after {dt:.2f} s (time limit 200 ms)"
+    t1 = time.monotonic()
+    b.ping()
+    assert time.monotonic() - t1 < 0.3, "worker still slow after the runaway handler was stopped"
+    a.ping()
+    a.no_more_replies(mid, 0.2)
+    # and again: the state is still usable
+    r = a.call(name, {}, timeout=3.0)
+    check_error(r, 1004, r["request_id"])
+    a.call_ok("join_room", {"room_id": "after-spin"}, "room_joined")
+    assert d.running()
+
+
+def test_runaway_compiled_loop_with_jit_aborts_loudly(iso, hubs):
+    """LuaJIT checks no hooks inside compiled traces, so with lua.jit on an
+    endless loop cannot be stopped with 1004 (README, "JIT"). The documented
+    behaviour: the watchdog sees the stop was not delivered and aborts the
+    process after the hard limit (10 x lua.time_limit_ms, at least 2 s) with
+    a log line naming the worker, instead of leaving it hung forever."""
+    d = iso({"spin.lua": SPIN}, env={"GOHUB_SERVER_WORKERS": "1", "GOHUB_LUA_JIT": "true"})
+    a = hubs(d.port)
+    t0 = time.monotonic()
+    a.send("spin", {})
+    rc = d.wait(8.0)
+    dt = time.monotonic() - t0
+    assert rc is not None, "the daemon is still hung in a compiled loop 8 s later"
+    assert rc != 0, f"exit code {rc} after a stuck handler"
+    assert 1.8 <= dt < 6.0, f"aborted after {dt:.2f} s; the hard limit is 2 s"
+    assert "stuck in a Lua handler" in d.log_text()
+    d.exit_checked = True
+
+
+def test_time_limit_configurable(iso, hubs):
+    d = iso({"spin.lua": SPIN}, env={"GOHUB_SERVER_WORKERS": "1", "GOHUB_LUA_TIME_LIMIT_MS": "1000"})
+    a = hubs(d.port)
+    t0 = time.monotonic()
+    r = a.call("spin", {}, timeout=5.0)
+    dt = time.monotonic() - t0
+    check_error(r, 1004, r["request_id"])
+    assert 0.9 <= dt < 2.5, f"1004 after {dt:.2f} s with lua.time_limit_ms=1000"
+
+
+def test_memory_bomb_1003(iso, hubs):
+    d = iso({"membomb.lua": MEMBOMB, "alloc8.lua": ALLOC8},
+            env={"GOHUB_LUA_MAX_MEMORY_MB": "32", "GOHUB_LUA_TIME_LIMIT_MS": "3000"})
+    a, b = hubs(d.port, 2)
+    r = a.call("membomb", {}, timeout=10.0)
+    check_error(r, 1003, r["request_id"])
+    assert d.running()
+    a.ping()
+    b.ping()
+    # the memory was given back: a handler using 8 MB works on that state
+    r = a.call_ok("alloc8", {}, "alloc8", timeout=5.0)
+    assert r["data"]["n"] == 8000
+    r = a.call("membomb", {}, timeout=10.0)
+    check_error(r, 1003, r["request_id"])
+    a.call_ok("join_room", {"room_id": "after-bomb"}, "room_joined")
+    assert d.rss_kb() < 512 * 1024, f"RSS {d.rss_kb()} kB after memory bombs with a 32 MB limit"
+
+
+def test_memory_bomb_default_time_limit(iso, hubs):
+    """With the default time limit the bomb is stopped one way or the other."""
+    d = iso({"membomb.lua": MEMBOMB}, env={"GOHUB_LUA_MAX_MEMORY_MB": "32"})
+    a = hubs(d.port)
+    r = a.call("membomb", {}, timeout=10.0)
+    check_error(r, (1003, 1004), r["request_id"])
+    a.ping()
+
+
+def test_sandbox(iso, hubs):
+    d = iso({"sandbox.lua": sandbox_handler()})
+    c = hubs(d.port)
+    r = c.call("sandbox", {}, timeout=5.0)
+    assert r["message_type"] == "sandbox", f"sandbox handler failed: {r.raw}"
+    controls = r["data"]["controls"]
+    bad_controls = [x for x in controls if not x["ok"]]
+    assert len(controls) == 8 and not bad_controls, f"allowed things fail: {bad_controls}"
+    results = r["data"]["results"]
+    assert len(results) == 26, results
+    escaped = [f"{x['name']} ({x['err']})" for x in results if x["ok"]]
+    assert not escaped, f"sandbox escapes: {escaped}"
+    assert d.running()
+    c.ping()
+
+
+def test_raising_hooks_are_ignored(iso, hubs):
+    d = iso({"hooks.lua": HOOKS_RAISING})
+    a, b = hubs(d.port, 2)
+    a.ping()
+    r = a.call_ok("join_room", {"room_id": "hooked"}, "room_joined")
+    assert r["data"]["member_count"] == 1
+    b.call_ok("join_room", {"room_id": "hooked"}, "room_joined")
+    a.expect_type("member_joined")
+    b.call_ok("leave_room", {"room_id": "hooked"}, "room_left")
+    a.expect_type("member_left")
+    b.close()
+    a.ping()
+    time.sleep(0.3)
+    log = d.log_text()
+    for marker in ("hook-connect-boom", "hook-join-boom", "hook-leave-boom", "hook-disconnect-boom"):
+        assert marker in log, f"{marker} not logged"
+
+
+def test_ctx_is_per_connection(iso, hubs):
+    d = iso({"counter.lua": COUNTER}, env={"GOHUB_SERVER_WORKERS": "1"})
+    a, b = hubs(d.port, 2)
+    assert [a.call_ok("counter", {})["data"]["n"] for _ in range(3)] == [1, 2, 3]
+    assert b.call_ok("counter", {})["data"]["n"] == 1
+    assert a.call_ok("counter", {})["data"]["n"] == 4
+    a.close()
+    a2 = hubs(d.port)
+    assert a2.call_ok("counter", {})["data"]["n"] == 1
+    r = b.call_ok("counter", {})
+    assert r["data"]["n"] == 2
+    assert r["data"]["id"] == b.whoami()
+
+
+def test_handler_return_shapes(iso, hubs):
+    d = iso(SHAPES)
+    c = hubs(d.port)
+    for t in ("ret_nothing", "ret_true"):
+        r = c.call(t, {})
+        check_envelope(r, request_id=r["request_id"])
+        assert r["message_type"] == "ack" and r["data"] == {"request_id": r["request_id"]}, r.raw
+        c.no_more_replies(r["request_id"], 0.1)
+        c.send(t, {}, mid=None)
+        c.quiet(wait=0.3, what=f"reply to {t} without message_id")
+    r = c.call("ret_err", {})
+    check_error(r, 3000, r["request_id"])
+    assert r["data"]["message"] == "custom message" and r["data"].get("details") == {"k": 1}, r.raw
+    c.send("ret_err", {}, mid=None)
+    check_error(c.expect_type("error"), 3000, 0)
+    r = c.call("ret_gohub_err", {})
+    check_error(r, 4001, r["request_id"])
+    assert r["data"]["message"] == "nobody home"
+    for t in ("ret_table", "ret_number", "ret_unencodable"):
+        r = c.call(t, {})
+        check_error(r, 1003, r["request_id"])
+        c.no_more_replies(r["request_id"], 0.1)
+    c.ping()
+
+
+def test_faults_do_not_leak_between_clients(iso, hubs):
+    """Many clients on two workers while others raise, spin and bomb: the
+    well-behaved ones keep getting answers."""
+    d = iso({"raiser.lua": RAISER, "spin.lua": SPIN, "membomb.lua": MEMBOMB},
+            env={"GOHUB_LUA_MAX_MEMORY_MB": "32"})
+    bad = hubs(d.port, 3, name="bad")
+    good = hubs(d.port, 4, name="good")
+    bad[0].send("raiser", {}, mid=1)
+    bad[1].send("spin", {}, mid=1)
+    bad[2].send("membomb", {}, mid=1)
+    for g in good:
+        g.ping(timeout=3.0)
+    check_error(bad[0].reply(1), 1003, 1)
+    check_error(bad[1].reply(1, timeout=3.0), 1004, 1)
+    check_error(bad[2].reply(1, timeout=10.0), (1003, 1004), 1)
+    for h in bad + good:
+        h.ping()
+    assert d.running()
