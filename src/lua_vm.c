@@ -427,14 +427,18 @@ static void timeout_hook(lua_State *L, lua_Debug *ar)
     luaL_error(L, "time limit exceeded");
 }
 
-void hub_vm_watchdog(hub_worker_t *w, uint64_t now_ns)
+void hub_vm_watchdog(hub_worker_t *w)
 {
     uint64_t limit = (uint64_t)w->cfg->lua_time_limit_ms * 1000000ULL;
     /* a stop the hook could not deliver: only a loop inside a JIT-compiled
      * trace (LuaJIT checks no hooks there) keeps running this long */
     uint64_t hard = limit * 10 > 2000000000ULL ? limit * 10 : 2000000000ULL;
     uv_mutex_lock(&w->lua_mu);
-    if (w->lua_active != NULL && now_ns - w->lua_enter_ns > limit) {
+    /* the clock is read under the lock: read before it, a call that began
+     * in between would look older than time itself (unsigned wrap) */
+    uint64_t now_ns = uv_hrtime();
+    if (w->lua_active != NULL && now_ns > w->lua_enter_ns &&
+        now_ns - w->lua_enter_ns > limit) {
         if (!w->lua_hooked) {
             /* LuaJIT allows setting a hook from another thread (luajit.c
              * does it from a signal handler); it is seen at the next

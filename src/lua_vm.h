@@ -44,6 +44,6 @@ int hub_vm_dump_api(FILE *out);
 
 /* Main thread (watchdog timer): stops a handler of worker w that has run
  * past lua.time_limit_ms by arming an interrupt hook on its state. */
-void hub_vm_watchdog(hub_worker_t *w, uint64_t now_ns);
+void hub_vm_watchdog(hub_worker_t *w);
 
 #endif

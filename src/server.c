@@ -58,9 +58,8 @@ void hub_server_worker_done(hub_server_t *s, hub_worker_t *w)
 static void on_watchdog(uv_timer_t *t)
 {
     hub_server_t *s = t->data;
-    uint64_t now = uv_hrtime();
     for (int i = 0; i < s->nworkers; i++)
-        hub_vm_watchdog(&s->workers[i], now);
+        hub_vm_watchdog(&s->workers[i]);
 }
 
 static void on_shutdown_timeout(uv_timer_t *t)
