@@ -8,14 +8,13 @@ describe("hooks (defaults)", function()
                claims = {}, permissions = {}, ctx = {} }
   end)
 
-  it("defines the four hooks", function()
-    assert.is_function(hooks.on_connect)
+  it("defines the disconnect, join and leave hooks", function()
     assert.is_function(hooks.on_disconnect)
     assert.is_function(hooks.on_join)
     assert.is_function(hooks.on_leave)
   end)
 
-  it("accepts every connection", function()
-    assert.equal(0, select("#", hooks.on_connect(client)))
+  it("leaves on_connect undefined, so every connection is accepted", function()
+    assert.is_nil(hooks.on_connect)
   end)
 end)
