@@ -33,6 +33,7 @@ def main():
     ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--window", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--show-errors", action="store_true", help="print error replies")
     a = ap.parse_args()
     req = frame(('{"message_type":"%s","message_id":1,"data":{"key":"k7"}}' % a.type).encode())
     sel = selectors.DefaultSelector()
@@ -67,7 +68,10 @@ def main():
                 if len(buf) - i < h + ln: break
                 if buf[i] & 0x0F == 1:
                     n += 1
-                    if b'"error"' in buf[i + h:i + h + 40]: errors += 1
+                    if b'"error"' in buf[i + h:i + h + 40]:
+                        errors += 1
+                        if a.show_errors and errors <= 5:
+                            print(bytes(buf[i + h:i + h + ln]).decode(errors="replace"))
                 i += h + ln
             del buf[:i]
             if n:
