@@ -9,6 +9,7 @@
 #include "conn.h"
 #include "frame.h"
 #include "inbox.h"
+#include "msg.h"
 #include "registry.h"
 #include "server.h"
 #include "worker.h"
@@ -248,6 +249,30 @@ int hub_fanout_user(hub_worker_t *w, const char *user_id, hub_frame_t *f)
     }
     hub_fanout_ids(w, ids, workers, n, f);
     return (int)n;
+}
+
+int hub_fanout_presence(hub_worker_t *w, const char *type, const char *room, uint64_t conn_id,
+                        const char *user_id)
+{
+    char cid[HUB_CLIENT_ID_MAX], data[512];
+    hub_client_id_format(w->srv, conn_id, cid, sizeof(cid));
+    size_t l = (size_t)snprintf(data, sizeof(data), "{\"room_id\":");
+    l = hub_json_quote(data, l, sizeof(data), room, strlen(room));
+    if (l != (size_t)-1)
+        l = hub_json_quote(data, l + (size_t)snprintf(data + l, sizeof(data) - l, ",\"client_id\":"),
+                           sizeof(data), cid, strlen(cid));
+    if (l != (size_t)-1)
+        l = hub_json_quote(data, l + (size_t)snprintf(data + l, sizeof(data) - l, ",\"user_id\":"),
+                           sizeof(data) - 1, user_id, strlen(user_id));
+    if (l == (size_t)-1)
+        return HUB_E2BIG;
+    data[l++] = '}';
+    hub_frame_t *f = hub_msg_frame(type, data, l, hub_msg_next_id(), HUB_NO_REQUEST);
+    if (f == NULL)
+        return HUB_ENOMEM;
+    int n = hub_fanout_room(w, room, f, conn_id);
+    hub_frame_release(f);
+    return n;
 }
 
 int hub_fanout_close(hub_worker_t *w, uint64_t conn_id, uint16_t code, const char *reason)

@@ -28,6 +28,11 @@ int hub_fanout_user(hub_worker_t *w, const char *user_id, hub_frame_t *f);
 void hub_fanout_ids(hub_worker_t *w, const uint64_t *ids, const int *workers, size_t n,
                     hub_frame_t *f);
 
+/* member_joined / member_left {room_id, client_id, user_id} about conn_id
+ * to the room's other members. Returns the recipient count or HUB_E*. */
+int hub_fanout_presence(hub_worker_t *w, const char *type, const char *room, uint64_t conn_id,
+                        const char *user_id);
+
 /* Asks the worker owning conn_id to close it with code/reason. 0 or
  * HUB_EOFFLINE. */
 int hub_fanout_close(hub_worker_t *w, uint64_t conn_id, uint16_t code, const char *reason);

@@ -103,24 +103,22 @@ static void mark_array(lua_State *L)
     lua_setmetatable(L, -2);
 }
 
-/* member_joined / member_left to a room, excluding the subject. */
+/* member_joined / member_left to a room, excluding the subject. The user
+ * id of a connection on another worker is its anonymous one until tokens
+ * carry identities (the registry will hold them then). */
 static void presence(hub_worker_t *w, const char *type, const char *room, uint64_t conn_id)
 {
     if (!w->cfg->rooms_presence_events)
         return;
-    char cid[HUB_CLIENT_ID_MAX], data[512];
-    hub_client_id_format(w->srv, conn_id, cid, sizeof(cid));
-    size_t l = (size_t)snprintf(data, sizeof(data), "{\"room_id\":");
-    l = hub_json_quote(data, l, sizeof(data), room, strlen(room));
-    if (l == (size_t)-1)
-        return;
-    l += (size_t)snprintf(data + l, sizeof(data) - l, ",\"client_id\":\"%s\",\"user_id\":\"anon-%s\"}",
-                          cid, cid);
-    hub_frame_t *f = hub_msg_frame(type, data, l, hub_msg_next_id(), HUB_NO_REQUEST);
-    if (f) {
-        hub_fanout_room(w, room, f, conn_id);
-        hub_frame_release(f);
+    char cid[HUB_CLIENT_ID_MAX], uid[HUB_CLIENT_ID_MAX + 8];
+    hub_conn_t *c = hub_worker_conn(w, conn_id);
+    if (c != NULL) {
+        hub_conn_user_id(c, uid, sizeof(uid));
+    } else {
+        hub_client_id_format(w->srv, conn_id, cid, sizeof(cid));
+        snprintf(uid, sizeof(uid), "anon-%s", cid);
     }
+    hub_fanout_presence(w, type, room, conn_id, uid);
 }
 
 /* ---- the client table ---------------------------------------------------- */

@@ -768,23 +768,11 @@ void hub_vm_on_close(hub_vm_t *vm, hub_conn_t *c)
     uint8_t *deleted;
     size_t n;
     hub_reg_client_remove(c->id, &rooms, &deleted, &n);
-    char cid[HUB_CLIENT_ID_MAX], uid[HUB_CLIENT_ID_MAX + 8];
-    hub_conn_client_id(c, cid, sizeof(cid));
+    char uid[HUB_CLIENT_ID_MAX + 8];
     hub_conn_user_id(c, uid, sizeof(uid));
     for (size_t i = 0; i < n; i++) {
-        if (w->cfg->rooms_presence_events && !deleted[i]) {
-            char data[512];
-            size_t l = (size_t)snprintf(data, sizeof(data), "{\"room_id\":");
-            l = hub_json_quote(data, l, sizeof(data), rooms[i], strlen(rooms[i]));
-            l += (size_t)snprintf(data + l, sizeof(data) - l,
-                                  ",\"client_id\":\"%s\",\"user_id\":\"%s\"}", cid, uid);
-            hub_frame_t *f = hub_msg_frame("member_left", data, l, hub_msg_next_id(),
-                                           HUB_NO_REQUEST);
-            if (f) {
-                hub_fanout_room(w, rooms[i], f, c->id);
-                hub_frame_release(f);
-            }
-        }
+        if (w->cfg->rooms_presence_events && !deleted[i])
+            hub_fanout_presence(w, "member_left", rooms[i], c->id, uid);
         hub_vm_hook(vm, c, "on_leave", rooms[i], 0);
     }
     hub_reg_strv_free(rooms, n);

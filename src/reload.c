@@ -7,7 +7,6 @@
 
 #include "config.h"
 #include "conn.h"
-#include "http.h"
 #include "log.h"
 #include "lua_vm.h"
 #include "routes.h"
@@ -181,22 +180,11 @@ static void answer(hub_worker_t *w, uint64_t conn_id, int ok, const char *err)
     if (c == NULL || c->state != HUB_CONN_HTTP || (c->flags & HUB_CONN_F_CLOSED))
         return;
     hub_conn_resume(c);
-    if (ok) {
-        static const char body[] = "{\"status\":\"ok\",\"lua\":\"reloaded\"}";
-        size_t n;
-        char *out = hub_http_format(200, "", "application/json", body, sizeof(body) - 1, 0, 0,
-                                    &n);
-        hub_frame_t *f = out ? hub_frame_copy(out, n) : NULL;
-        free(out);
-        if (f == NULL) {
-            hub_conn_abort(c);
-            return;
-        }
-        hub_conn_send_raw(c, f);
-        hub_conn_linger(c);
-        return;
-    }
-    hub_routes_error(c, 422, "reload_failed", err, "", 0);
+    static const char body[] = "{\"status\":\"ok\",\"lua\":\"reloaded\"}";
+    if (ok)
+        hub_routes_respond(c, 200, "", "application/json", body, sizeof(body) - 1, 0, 0);
+    else
+        hub_routes_error(c, 422, "reload_failed", err, "", 0);
 }
 
 /* Runs on worker `owner`: build, swap, drop, or answer the API caller. */

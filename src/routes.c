@@ -39,8 +39,8 @@ static const route_t *find(const hub_http_req_t *r)
     return NULL;
 }
 
-static void respond(hub_conn_t *c, int status, const char *extra, const char *ctype,
-                    const char *body, size_t blen, int keep_alive, int head_only)
+void hub_routes_respond(hub_conn_t *c, int status, const char *extra, const char *ctype,
+                        const char *body, size_t blen, int keep_alive, int head_only)
 {
     size_t n;
     char *out = hub_http_format(status, extra, ctype, body, blen, keep_alive, head_only, &n);
@@ -60,7 +60,7 @@ void hub_routes_error(hub_conn_t *c, int status, const char *code, const char *m
 {
     char body[256];
     size_t n = hub_http_error_body(body, sizeof(body), code, message);
-    respond(c, status, extra, "application/json", body, n, keep_alive, 0);
+    hub_routes_respond(c, status, extra, "application/json", body, n, keep_alive, 0);
 }
 
 static void health(hub_conn_t *c, const hub_http_req_t *r, int keep_alive)
@@ -78,7 +78,7 @@ static void health(hub_conn_t *c, const hub_http_req_t *r, int keep_alive)
                      GOHUB_VERSION, srv->node_id,
                      (unsigned long long)hub_server_uptime_s(srv),
                      atomic_load(&srv->ws_connections));
-    respond(c, 200, "Cache-Control: no-store\r\n", "application/json", body, (size_t)n,
+    hub_routes_respond(c, 200, "Cache-Control: no-store\r\n", "application/json", body, (size_t)n,
             keep_alive, r->method == HUB_HTTP_HEAD);
 }
 

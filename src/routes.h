@@ -19,6 +19,11 @@ enum {
 void hub_routes_handle(hub_conn_t *c, const hub_http_req_t *r, const uint8_t *rest,
                        size_t restlen);
 
+/* Sends an HTTP response (head_only: HEAD, no body); closes after it when
+ * keep_alive is 0. extra is "" or header lines ending in CRLF. */
+void hub_routes_respond(hub_conn_t *c, int status, const char *extra, const char *ctype,
+                        const char *body, size_t blen, int keep_alive, int head_only);
+
 /* Sends an HTTP error with the JSON error body and closes after it (keep
  * 0) or not. extra is "" or header lines ending in CRLF. */
 void hub_routes_error(hub_conn_t *c, int status, const char *code, const char *message,
