@@ -15,11 +15,17 @@ static const char *skip_ws(const char *p, const char *e)
 /* p at the opening quote; returns just past the closing one, or NULL. */
 static const char *skip_string(const char *p, const char *e)
 {
-    for (p++; p < e; p++) {
-        if (*p == '\\')
-            p++;
-        else if (*p == '"')
-            return p + 1;
+    for (p++; p < e;) {
+        const char *q = memchr(p, '"', (size_t)(e - p));
+        if (q == NULL)
+            return NULL;
+        /* the quote is escaped when an odd number of backslashes precede it */
+        size_t bs = 0;
+        while (q - bs > p && q[-1 - (ptrdiff_t)bs] == '\\')
+            bs++;
+        if (bs % 2 == 0)
+            return q + 1;
+        p = q + 1;
     }
     return NULL;
 }
@@ -88,6 +94,9 @@ int hub_json_member(const char *p, size_t n, const char *key, const char **vs, s
 
 int hub_json_has_nul(const char *p, size_t n)
 {
+    /* no backslash, no escape: the common case costs one memchr */
+    if (memchr(p, '\\', n) == NULL)
+        return 0;
     const char *e = p + n;
     int in_str = 0;
     for (; p < e; p++) {

@@ -47,12 +47,34 @@ size_t hub_json_quote(char *buf, size_t len, size_t cap, const char *s, size_t n
     return len;
 }
 
+/* Appends the decimal digits of v (this runs per message: no printf). */
+static size_t put_u64(char *out, uint64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+static size_t put_lit(char *out, const char *s)
+{
+    size_t n = strlen(s);
+    memcpy(out, s, n);
+    return n;
+}
+
 hub_frame_t *hub_msg_frame(const char *type, const char *data, size_t data_len,
                            uint64_t message_id, int64_t request_id)
 {
     char head[512], tail[96];
-    size_t hl = (size_t)snprintf(head, sizeof(head), "{\"message_id\":%llu,\"message_type\":",
-                                 (unsigned long long)message_id);
+    size_t hl = put_lit(head, "{\"message_id\":");
+    hl += put_u64(head + hl, message_id);
+    hl += put_lit(head + hl, ",\"message_type\":");
     hl = hub_json_quote(head, hl, sizeof(head) - 16, type, strlen(type));
     if (hl == (size_t)-1)
         return NULL;
@@ -62,14 +84,14 @@ hub_frame_t *hub_msg_frame(const char *type, const char *data, size_t data_len,
         data = "{}";
         data_len = 2;
     }
-    int tl;
-    if (request_id >= 0)
-        tl = snprintf(tail, sizeof(tail), ",\"timestamp\":%llu,\"request_id\":%lld}",
-                      (unsigned long long)hub_now_ms(), (long long)request_id);
-    else
-        tl = snprintf(tail, sizeof(tail), ",\"timestamp\":%llu}",
-                      (unsigned long long)hub_now_ms());
-    size_t plen = hl + data_len + (size_t)tl;
+    size_t tl = put_lit(tail, ",\"timestamp\":");
+    tl += put_u64(tail + tl, hub_now_ms());
+    if (request_id >= 0) {
+        tl += put_lit(tail + tl, ",\"request_id\":");
+        tl += put_u64(tail + tl, (uint64_t)request_id);
+    }
+    tail[tl++] = '}';
+    size_t plen = hl + data_len + tl;
     size_t hdr = hub_ws_header_len(plen);
     hub_frame_t *f = hub_frame_alloc(hdr + plen);
     if (f == NULL)
@@ -77,7 +99,7 @@ hub_frame_t *hub_msg_frame(const char *type, const char *data, size_t data_len,
     uint8_t *p = f->data + hub_ws_write_header(f->data, HUB_WS_OP_TEXT, plen);
     memcpy(p, head, hl);
     memcpy(p + hl, data, data_len);
-    memcpy(p + hl + data_len, tail, (size_t)tl);
+    memcpy(p + hl + data_len, tail, tl);
     return f;
 }
 

@@ -24,14 +24,18 @@ function M.handle(client, data)
   if not gohub.can(client, "send:message", room_id) then
     return gohub.error(errors.FORBIDDEN, "forbidden")
   end
-  if not gohub.rooms.get(room_id) then
-    return gohub.error(errors.ROOM_NOT_FOUND, "room not found")
-  end
-
+  -- membership implies the room exists: the lookup is only needed to tell
+  -- 3000 from 3003 on the error path
   local rooms_config = gohub.config.rooms
-  if rooms_config.members_only_send
-     and not gohub.rooms.is_member(client.id, room_id) then
-    return gohub.error(errors.NOT_IN_ROOM, "not in room")
+  if rooms_config.members_only_send then
+    if not gohub.rooms.is_member(client.id, room_id) then
+      if not gohub.rooms.get(room_id) then
+        return gohub.error(errors.ROOM_NOT_FOUND, "room not found")
+      end
+      return gohub.error(errors.NOT_IN_ROOM, "not in room")
+    end
+  elseif not gohub.rooms.get(room_id) then
+    return gohub.error(errors.ROOM_NOT_FOUND, "room not found")
   end
 
   local exclude = client.id
