@@ -34,12 +34,13 @@ OBJ      := $(patsubst src/%.c,$(OUT)/obj/%.o,$(SRC))
 LLHTTP_OBJ := $(OUT)/obj/llhttp_api.o $(OUT)/obj/llhttp_http.o $(OUT)/obj/llhttp_llhttp.o
 LIB      := $(OUT)/libgohub.a
 BIN      := $(OUT)/gohub
+BENCH    := $(OUT)/gohub-bench
 UNIT_SRC := $(wildcard tests/unit/*_test.c)
 UNIT_BIN := $(patsubst tests/unit/%.c,$(OUT)/tests/%,$(UNIT_SRC))
 
-.PHONY: all run test unit check-asan integration spec deps clean help
+.PHONY: all run test unit check-asan integration spec bench deps clean help
 
-all: $(BIN)
+all: $(BIN) $(BENCH)
 
 help:
 	@echo "make            build $(BIN)"
@@ -47,6 +48,7 @@ help:
 	@echo "make test       install deps if missing, run every test suite"
 	@echo "make check-asan C unit tests under ASan+UBSan"
 	@echo "make spec       busted specs of the Lua handlers (LuaJIT)"
+	@echo "make bench      benchmarks vs a Node ws hub -> bench/results/summary.md"
 	@echo "make clean"
 
 deps:
@@ -64,6 +66,10 @@ $(LIB): $(OBJ) $(LLHTTP_OBJ)
 
 $(BIN): $(OUT)/obj/main.o $(LIB)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEPS_LIBS)
+
+# the load generator: libc + POSIX only, no code shared with the server
+$(BENCH): $(wildcard src/bench/*.c) $(wildcard src/bench/*.h) | $(OUT)/obj
+	$(CC) $(CFLAGS_ALL) -Isrc/bench $(LDFLAGS_ALL) -o $@ $(wildcard src/bench/*.c)
 
 $(OUT)/tests/%: tests/unit/%.c $(LIB) tests/harness.h | $(OUT)/tests
 	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $< $(LIB) $(DEPS_LIBS)
@@ -94,6 +100,11 @@ integration: all
 # busted specs of lua/ under LuaJIT; the API contract spec runs $(BIN)
 spec: all
 	GOHUB_BIN=$(abspath $(BIN)) busted -f spec/.busted
+
+# standard scenarios, gohub and a Node ws hub alternately (< 10 minutes)
+bench: deps
+	@$(MAKE) --no-print-directory all
+	bash scripts/bench/run.sh
 
 test: deps
 	@$(MAKE) --no-print-directory check-asan

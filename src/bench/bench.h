@@ -128,8 +128,13 @@ typedef struct {
     uint64_t sent, sent_total;
     uint64_t delivered, gaps, reordered, other;
     uint64_t replies, errors;
+    uint64_t frames_total; /* every text/binary message received, any window */
+    uint64_t recvs_total;  /* recv() calls that returned data */
+    uint64_t wakeups_total; /* epoll_wait calls that returned events */
+    int64_t cpu_ns;        /* this process's user+system CPU so far */
     char first_error[96];
-    bench_hist_t hist;
+    bench_hist_t hist;   /* latency: kernel arrival stamp - ts (fanout), reply - send (echo) */
+    bench_hist_t uhist;  /* fanout: user-space receive time - ts (includes client delays) */
 } bench_report_t;
 
 int bench_worker_main(const bench_opts_t *o, const bench_worker_cfg_t *wc, int cmd_fd, int rep_fd);

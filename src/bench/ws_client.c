@@ -23,6 +23,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -87,9 +88,14 @@ typedef struct {
     int running;
     int64_t t_go, t_start, t_end;
     double rate;
-    bench_hist_t hist;
+    bench_hist_t hist, uhist;
+    int rx_stamp;            /* subscribers: SO_TIMESTAMPNS on */
+    int64_t real_minus_mono;
+    int64_t t_user; /* user-space time of the current recv */ /* to convert the kernel's CLOCK_REALTIME stamps */
+    int64_t batch_ns;        /* min time between epoll_waits while measuring (0 = off) */
     uint64_t delivered, gaps, reordered, other, replies, errors;
     uint64_t sent_win, sent_total;
+    uint64_t frames_total, recvs_total, wakeups_total;
     uint64_t *room_sent;  /* pub: per room, sent in the window */
     uint64_t *lastseq;    /* sub: [conn][publisher slot] = last seq + 1 (0 = none) */
     uint32_t ppr;         /* publisher slots per room */
@@ -281,7 +287,7 @@ static int send_text(worker_t *w, uint32_t ci, const char *s, size_t len)
 
 /* ---- connect phase ---------------------------------------------------- */
 
-static void send_handshake(worker_t *w, uint32_t ci)
+static size_t build_handshake(worker_t *w, uint32_t ci, char *req, size_t cap)
 {
     conn_t *c = &w->c[ci];
     uint8_t raw[16];
@@ -290,13 +296,21 @@ static void send_handshake(worker_t *w, uint32_t ci)
         memcpy(raw + i, &r, 8);
     }
     bench_base64(raw, 16, c->key);
-    char req[1200];
     memcpy(req, w->hs_req, w->hs_prefix);
-    int n = snprintf(req + w->hs_prefix, sizeof(req) - w->hs_prefix,
+    int n = snprintf(req + w->hs_prefix, cap - w->hs_prefix,
                      "%s\r\nSec-WebSocket-Version: 13\r\n\r\n", c->key);
+    return w->hs_prefix + (size_t)n;
+}
+
+/* connect completed (EPOLLOUT): send the upgrade request */
+static void send_handshake(worker_t *w, uint32_t ci)
+{
+    conn_t *c = &w->c[ci];
+    char req[1200];
+    size_t len = build_handshake(w, ci, req, sizeof(req));
     c->state = ST_HS;
     c->plen = 0;
-    if (conn_write(w, ci, (const uint8_t *)req, w->hs_prefix + (size_t)n) != 0)
+    if (conn_write(w, ci, (const uint8_t *)req, len) != 0)
         attempt_failed(w, ci, "send handshake", errno);
 }
 
@@ -308,6 +322,7 @@ static void start_conn(worker_t *w, uint32_t ci)
         w->t_first_connect = now;
     c->t_attempt = now;
     c->state = ST_CONNECTING;
+    c->plen = 0;
     w->inflight++;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -318,22 +333,48 @@ static void start_conn(worker_t *w, uint32_t ci)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+    if (w->rx_stamp)
+        setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one));
     struct sockaddr_in src = {.sin_family = AF_INET};
     src.sin_addr.s_addr = htonl(w->o->src_first + c->idx % w->nsrc);
     if (bind(fd, (struct sockaddr *)&src, sizeof(src)) != 0) {
         attempt_failed(w, ci, "bind", errno);
         return;
     }
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u32 = ci};
-    if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
-        attempt_failed(w, ci, "epoll_ctl", errno);
-        return;
-    }
-    c->want_out = 1;
     if (connect(fd, (struct sockaddr *)&w->dst, sizeof(w->dst)) != 0 && errno != EINPROGRESS) {
         attempt_failed(w, ci, "connect", errno);
         return;
     }
+    /* On loopback the TCP handshake has usually completed by the time
+     * connect() returns: try the upgrade request right away, and wait for
+     * EPOLLOUT only if the socket is not connected yet (EAGAIN). */
+    char req[1200];
+    size_t len = build_handshake(w, ci, req, sizeof(req));
+    ssize_t k = send(fd, req, len, MSG_NOSIGNAL);
+    uint32_t events = EPOLLIN;
+    if (k == (ssize_t)len) {
+        c->state = ST_HS;
+    } else if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        events |= EPOLLOUT; /* still connecting */
+    } else if (k < 0) {
+        attempt_failed(w, ci, "connect", errno);
+        return;
+    } else { /* partial: queue the rest */
+        c->state = ST_HS;
+        if (grow(&c->wbuf, &c->wcap, len - (size_t)k) != 0) {
+            attempt_failed(w, ci, "out of memory", 0);
+            return;
+        }
+        memcpy(c->wbuf, req + k, len - (size_t)k);
+        c->wlen = (uint32_t)(len - (size_t)k);
+        events |= EPOLLOUT;
+    }
+    struct epoll_event ev = {.events = events, .data.u32 = ci};
+    if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        attempt_failed(w, ci, "epoll_ctl", errno);
+        return;
+    }
+    c->want_out = (events & EPOLLOUT) != 0;
 }
 
 static void pump_connects(worker_t *w)
@@ -447,6 +488,7 @@ static void on_sub_message(worker_t *w, uint32_t ci, const uint8_t *p, size_t le
     if (in_win) {
         w->delivered++;
         bench_hist_add(&w->hist, now - ts);
+        bench_hist_add(&w->uhist, w->t_user - ts);
     }
 }
 
@@ -478,6 +520,7 @@ static void on_echo_message(worker_t *w, uint32_t ci, const uint8_t *p, size_t l
 static void on_message(worker_t *w, uint32_t ci, const uint8_t *p, size_t len, int64_t now)
 {
     conn_t *c = &w->c[ci];
+    w->frames_total++;
     if (c->state == ST_JOIN) {
         if (memmem(p, len, LIT("\"room_joined\"")) != NULL)
             conn_ready(w, ci);
@@ -536,7 +579,8 @@ static int on_frame(worker_t *w, uint32_t ci, int fin, int op, uint8_t *p, size_
             return -1;
         }
         c->frag_op = (uint8_t)op;
-        memcpy(c->fbuf, p, len);
+        if (len)
+            memcpy(c->fbuf, p, len);
         c->flen = (uint32_t)len;
         return 0;
     case 0x0:
@@ -548,7 +592,8 @@ static int on_frame(worker_t *w, uint32_t ci, int fin, int op, uint8_t *p, size_
             conn_lost(w, ci, "out of memory", 0);
             return -1;
         }
-        memcpy(c->fbuf + c->flen, p, len);
+        if (len)
+            memcpy(c->fbuf + c->flen, p, len);
         c->flen += (uint32_t)len;
         if (fin) {
             c->frag_op = 0;
@@ -676,7 +721,27 @@ static void on_readable(worker_t *w, uint32_t ci)
     size_t carry = c->plen;
     if (carry)
         memcpy(w->scratch, c->pend, carry);
-    ssize_t k = recv(c->fd, w->scratch + carry, w->scap - carry, 0);
+    ssize_t k;
+    int64_t kstamp = 0;
+    if (w->rx_stamp) {
+        union {
+            char buf[CMSG_SPACE(sizeof(struct timespec)) * 2];
+            struct cmsghdr align;
+        } cb;
+        struct iovec iov = {.iov_base = w->scratch + carry, .iov_len = w->scap - carry};
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.buf,
+                            .msg_controllen = sizeof(cb.buf)};
+        k = recvmsg(c->fd, &mh, 0);
+        if (k > 0)
+            for (struct cmsghdr *h = CMSG_FIRSTHDR(&mh); h != NULL; h = CMSG_NXTHDR(&mh, h))
+                if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SO_TIMESTAMPNS) {
+                    struct timespec ts;
+                    memcpy(&ts, CMSG_DATA(h), sizeof(ts));
+                    kstamp = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec - w->real_minus_mono;
+                }
+    } else {
+        k = recv(c->fd, w->scratch + carry, w->scap - carry, 0);
+    }
     if (k <= 0) {
         if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
             return;
@@ -684,6 +749,11 @@ static void on_readable(worker_t *w, uint32_t ci)
         return;
     }
     int64_t now = bench_now_ns();
+    w->t_user = now;
+    /* the kernel's arrival stamp, when sane (never later than now) */
+    if (kstamp > 0 && kstamp <= now + 1000)
+        now = kstamp < now ? kstamp : now;
+    w->recvs_total++;
     size_t total = carry + (size_t)k, start = 0, need = 0;
     if (c->state == ST_HS) {
         long hl = check_handshake(w, ci, w->scratch, total);
@@ -710,7 +780,8 @@ keep:;
         conn_lost(w, ci, "out of memory", 0);
         return;
     }
-    memcpy(c->pend, w->scratch + start, rest);
+    if (rest)
+        memcpy(c->pend, w->scratch + start, rest);
     c->plen = (uint32_t)rest;
     if (need + 65536 > w->scap) { /* a frame bigger than the scratch buffer */
         uint8_t *ns = realloc(w->scratch, need + 65536);
@@ -833,8 +904,16 @@ static int send_report(worker_t *w, uint32_t type)
     r->other = w->other;
     r->replies = w->replies;
     r->errors = w->errors;
+    r->frames_total = w->frames_total;
+    r->recvs_total = w->recvs_total;
+    r->wakeups_total = w->wakeups_total;
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        r->cpu_ns = (int64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000LL +
+                    (int64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000LL;
     memcpy(r->first_error, w->first_error, sizeof(r->first_error));
     r->hist = w->hist;
+    r->uhist = w->uhist;
     uint32_t rooms = w->wc->rooms;
     uint64_t *extra = NULL;
     if (rooms > 0 && ((type == REP_READY && w->wc->role == ROLE_SUB) ||
@@ -876,6 +955,7 @@ static void on_go(worker_t *w, const bench_cmd_t *cmd)
     w->delivered = w->gaps = w->reordered = w->other = w->replies = w->errors = 0;
     w->sent_win = 0;
     bench_hist_reset(&w->hist);
+    bench_hist_reset(&w->uhist);
     if (w->room_sent != NULL)
         memset(w->room_sent, 0, (size_t)w->wc->rooms * sizeof(uint64_t));
     w->pub_due_sent = 0;
@@ -909,6 +989,25 @@ static int on_cmd(worker_t *w)
 
 /* ---- main loop ------------------------------------------------------------ */
 
+static int64_t real_minus_mono(void)
+{
+    struct timespec r;
+    int64_t m1 = bench_now_ns();
+    clock_gettime(CLOCK_REALTIME, &r);
+    int64_t m2 = bench_now_ns();
+    return (int64_t)r.tv_sec * 1000000000LL + r.tv_nsec - (m1 + (m2 - m1) / 2);
+}
+
+static int64_t env_int(const char *name, int64_t dflt)
+{
+    const char *v = getenv(name);
+    if (v == NULL || *v == '\0')
+        return dflt;
+    char *end;
+    long long x = strtoll(v, &end, 10);
+    return *end == '\0' && x >= 0 ? (int64_t)x : dflt;
+}
+
 int bench_worker_main(const bench_opts_t *o, const bench_worker_cfg_t *wc, int cmd_fd, int rep_fd)
 {
     static worker_t W;
@@ -931,6 +1030,14 @@ int bench_worker_main(const bench_opts_t *o, const bench_worker_cfg_t *wc, int c
         fclose(ur);
     }
     w->rng = seed ? seed : 1;
+    /* fanout subscribers timestamp arrivals with the kernel's receive stamp
+     * (GOHUB_BENCH_USER_CLOCK=1: user-space clock after recv instead), and
+     * may cap their wakeups while measuring (GOHUB_BENCH_RX_BATCH_US) */
+    if (wc->role == ROLE_SUB && o->mode == MODE_FANOUT) {
+        w->rx_stamp = env_int("GOHUB_BENCH_USER_CLOCK", 0) == 0;
+        w->batch_ns = env_int("GOHUB_BENCH_RX_BATCH_US", 500) * 1000;
+    }
+    w->real_minus_mono = real_minus_mono();
 
     int hp = snprintf(w->hs_req, sizeof(w->hs_req),
                       "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: "
@@ -992,16 +1099,32 @@ int bench_worker_main(const bench_opts_t *o, const bench_worker_cfg_t *wc, int c
     }
 
     struct epoll_event evs[512];
-    int64_t last_tcheck = bench_now_ns();
+    int64_t last_tcheck = bench_now_ns(), last_clock = last_tcheck, last_ret = 0;
+    int last_n = 0;
     for (;;) {
         pump_connects(w);
         maybe_ready_report(w);
+        if (w->batch_ns > 0 && w->running && last_n > 0 && last_n < 512) {
+            int64_t wake = last_ret + w->batch_ns, now = bench_now_ns();
+            if (now < wake) {
+                struct timespec d = {.tv_sec = 0, .tv_nsec = (long)(wake - now)};
+                nanosleep(&d, NULL);
+            }
+        }
         int n = epoll_wait(w->ep, evs, 512, 50);
+        last_n = n;
+        last_ret = bench_now_ns();
+        if (last_ret - last_clock > 100000000LL) {
+            last_clock = last_ret;
+            w->real_minus_mono = real_minus_mono();
+        }
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             return 1;
         }
+        if (n > 0)
+            w->wakeups_total++;
         for (int i = 0; i < n; i++) {
             uint32_t id = evs[i].data.u32;
             if (id == EV_CMD) {
