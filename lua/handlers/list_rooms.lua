@@ -12,18 +12,9 @@ function M.handle(client, data)
     return gohub.error(gohub.errors.INVALID_FORMAT, bad)
   end
 
-  local rooms = {}
-  for i, room in ipairs(gohub.rooms.list()) do
-    rooms[i] = {
-      id = room.id,
-      name = room.name,
-      member_count = room.member_count,
-      max_clients = room.max_clients,
-    }
-  end
-
-  -- json.array: an empty list is sent as [] rather than {}
-  return "rooms", { rooms = gohub.json.array(rooms) }
+  -- already {id, name, member_count, max_clients} tables in an array that
+  -- encodes as [] when there are no rooms
+  return "rooms", { rooms = gohub.rooms.list() }
 end
 
 

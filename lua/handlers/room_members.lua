@@ -19,20 +19,13 @@ function M.handle(client, data)
     return gohub.error(gohub.errors.FORBIDDEN, "forbidden")
   end
 
-  local list, err = gohub.rooms.members(room_id)
-  if not list then
+  -- already an array of {client_id, user_id} that encodes as a JSON array
+  local members, err = gohub.rooms.members(room_id)
+  if not members then
     return room_errors.reply(err)
   end
 
-  local members = {}
-  for i, member in ipairs(list) do
-    members[i] = { client_id = member.client_id, user_id = member.user_id }
-  end
-
-  return "room_members", {
-    room_id = room_id,
-    members = gohub.json.array(members),
-  }
+  return "room_members", { room_id = room_id, members = members }
 end
 
 

@@ -613,7 +613,7 @@ function api_rooms.list()
   for i, id in ipairs(ids) do
     list[i] = room_view(rooms[id])
   end
-  return list
+  return json.array(list)   -- like the real module: encodes as [] when empty
 end
 
 
@@ -627,7 +627,7 @@ function api_rooms.members(room_id)
   for i, id in ipairs(room.members) do
     list[i] = { client_id = id, user_id = clients[id].user_id }
   end
-  return list
+  return json.array(list)   -- like the real module: encodes as [] when empty
 end
 
 
@@ -651,7 +651,7 @@ end
 
 function api_rooms.of(client_id)
   check_arg("rooms.of", 1, client_id, "string")
-  return rooms_of(client_id)
+  return json.array(rooms_of(client_id))   -- like the real module
 end
 
 
