@@ -25,9 +25,15 @@ RUN apt-get update \
 COPY --from=build /src/build/release/gohub /usr/local/bin/gohub
 COPY configs/gohub.yaml /etc/gohub/gohub.yaml
 COPY lua /usr/share/gohub/lua
+# lua.path is relative to the working directory by default; point it at the
+# installed handlers (a mounted volume can replace them, and the file watch
+# reloads them live)
+ENV GOHUB_LUA_PATH=/usr/share/gohub/lua
 USER gohub
 EXPOSE 8080
-# the config is checked at build time too, so a broken default never ships
+# the config is checked at build time too, so a broken default never ships,
+# and the Lua API listing proves the LuaJIT runtime links and boots
 RUN ["/usr/local/bin/gohub", "-t", "-c", "/etc/gohub/gohub.yaml"]
+RUN ["/usr/local/bin/gohub", "--lua-api"]
 ENTRYPOINT ["/usr/local/bin/gohub"]
 CMD ["-c", "/etc/gohub/gohub.yaml"]

@@ -44,7 +44,8 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     }
     if (nsize > osize && vm->mem + (nsize - osize) > vm->mem_limit)
         return NULL;
-    void *p = realloc(ptr, nsize);
+    /* most calls are fresh allocations: malloc is the shorter path */
+    void *p = ptr == NULL ? malloc(nsize) : realloc(ptr, nsize);
     if (p != NULL)
         vm->mem = vm->mem - osize + nsize;
     return p;
