@@ -10,6 +10,7 @@
 #include <luajit.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "conn.h"
@@ -388,6 +389,14 @@ hub_vm_t *hub_vm_new(hub_worker_t *w, uint32_t gen, char *err, size_t errlen)
     vm->mem_limit = cfg ? (size_t)cfg->lua_max_memory_mb << 20 : (size_t)64 << 20;
     vm->lua_path = strdup(cfg ? cfg->lua_path : "lua");
     vm->handlers_ref = vm->can_ref = vm->hooks_ref = LUA_NOREF;
+    struct stat st;
+    if (w != NULL && (stat(vm->lua_path, &st) != 0 || !S_ISDIR(st.st_mode))) {
+        char cwd[512];
+        snprintf(err, errlen, "lua.path '%s' is not a directory (working directory %s)",
+                 vm->lua_path, getcwd(cwd, sizeof(cwd)) ? cwd : "?");
+        hub_vm_free(vm);
+        return NULL;
+    }
     vm->L = lua_newstate(vm_alloc, vm);
     if (vm->L == NULL || vm->lua_path == NULL) {
         snprintf(err, errlen, "cannot create a Lua state (LuaJIT must be a GC64 build)");

@@ -81,3 +81,24 @@ def test_single_dash_config_flag_starts(start_daemon, gohub_bin):
     # the version /health reports is the one --version prints
     v = run(gohub_bin, "--version")
     assert j["version"] in out(v), f"/health version {j['version']!r} vs --version {out(v)!r}"
+
+
+def test_missing_lua_path_stops_start_with_a_clear_reason(gohub_bin, tmp_path):
+    missing = tmp_path / "no-such-lua"
+    p = run(gohub_bin, "-c", str(CONFIG),
+            env={"GOHUB_LUA_PATH": str(missing), "GOHUB_SERVER_ADDR": "127.0.0.1:0"})
+    err = p.stderr.decode(errors="replace")
+    assert p.returncode == 1, out(p)
+    assert f"lua.path '{missing}' is not a directory" in err, err[-600:]
+
+
+def test_broken_handler_at_start_stops_start_naming_file_and_line(gohub_bin, tmp_path):
+    import shutil
+    lua = tmp_path / "lua"
+    shutil.copytree(REPO / "lua", lua)
+    (lua / "handlers" / "broken.lua").write_text("local M = {}\nfunction M.handle(\nreturn M\n")
+    p = run(gohub_bin, "-c", str(CONFIG),
+            env={"GOHUB_LUA_PATH": str(lua), "GOHUB_SERVER_ADDR": "127.0.0.1:0"})
+    err = p.stderr.decode(errors="replace")
+    assert p.returncode == 1, out(p)
+    assert "handlers/broken.lua:3:" in err, err[-600:]
