@@ -308,6 +308,15 @@ void hub_conn_flush(hub_conn_t *c)
 
 /* ---- closing ----------------------------------------------------------- */
 
+void hub_conn_end(hub_conn_t *c)
+{
+    if (!(c->flags & HUB_CONN_F_COUNTED) || (c->flags & HUB_CONN_F_ENDED))
+        return;
+    c->flags |= HUB_CONN_F_ENDED;
+    /* leaves its rooms (member_left), runs the disconnect hooks */
+    hub_vm_on_close(c->w->vm, c);
+}
+
 static void on_close(uv_handle_t *h)
 {
     hub_conn_t *c = of_handle(h);
@@ -316,8 +325,7 @@ static void on_close(uv_handle_t *h)
     hub_ws_release(c);
     hub_http_free(c->http);
     if (c->flags & HUB_CONN_F_COUNTED) {
-        /* leaves its rooms (member_left), runs the disconnect hooks */
-        hub_vm_on_close(w->vm, c);
+        hub_conn_end(c); /* a connection that dropped without a close */
         atomic_fetch_sub(&w->srv->ws_connections, 1);
     }
     hub_worker_conn_gone(w, c);
@@ -343,6 +351,11 @@ void hub_conn_linger(hub_conn_t *c)
 {
     if (c->state == HUB_CONN_CLOSING || (c->flags & HUB_CONN_F_CLOSED))
         return;
+    /* a closing WebSocket is gone for everyone else: it leaves its rooms in
+     * the next prepare phase (not here: this may run inside a room walk
+     * that holds the registry lock, e.g. a slow consumer cut mid-fan-out) */
+    if (c->state == HUB_CONN_WS && (c->flags & HUB_CONN_F_COUNTED))
+        hub_worker_defer_end(c->w, c->id);
     c->state = HUB_CONN_CLOSING;
     c->flags |= HUB_CONN_F_NOMORE;
     c->timer_ms = uv_now(&c->w->loop) + c->w->cfg->close_timeout_ms;

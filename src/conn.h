@@ -27,6 +27,7 @@ enum { HUB_CONN_HTTP = 0, HUB_CONN_WS, HUB_CONN_CLOSING };
 #define HUB_CONN_F_INMSG    0x40 /* inside a fragmented inbound message */
 #define HUB_CONN_F_NOMORE   0x80 /* a close frame is queued: no data after it */
 #define HUB_CONN_F_WAITING  0x100 /* an HTTP request waits for another thread's answer */
+#define HUB_CONN_F_ENDED    0x200 /* left its rooms and the registry; hooks ran */
 
 typedef struct hub_http_s hub_http_t;
 
@@ -117,6 +118,11 @@ void hub_conn_drop_queue(hub_conn_t *c);
 /* Ends an HTTP wait (HUB_CONN_F_WAITING): reads again, so a lingering close
  * after the answer sees the client's EOF. */
 void hub_conn_resume(hub_conn_t *c);
+
+/* Worker prepare phase (never inside a registry walk): a WebSocket
+ * connection that started closing leaves its rooms and the registry, and
+ * hooks.on_disconnect runs. Once per connection; on_close covers the rest. */
+void hub_conn_end(hub_conn_t *c);
 
 /* Worker prepare phase: calls uv_close on an aborted connection. */
 void hub_conn_close_now(hub_conn_t *c);

@@ -781,7 +781,8 @@ void hub_vm_on_close(hub_vm_t *vm, hub_conn_t *c)
     char uid[HUB_CLIENT_ID_MAX + 8];
     hub_conn_user_id(c, uid, sizeof(uid));
     for (size_t i = 0; i < n; i++) {
-        if (w->cfg->rooms_presence_events && !deleted[i])
+        /* at shutdown every member is leaving: nobody to tell */
+        if (w->cfg->rooms_presence_events && !deleted[i] && !w->stopping)
             hub_fanout_presence(w, "member_left", rooms[i], c->id, uid);
         hub_vm_hook(vm, c, "on_leave", rooms[i], 0);
     }

@@ -20,9 +20,35 @@ typedef struct {
 
 /* Runs the flush list, then the deferred closes. libuv runs prepare
  * callbacks once per loop turn, right before it polls for I/O. */
+void hub_worker_defer_end(hub_worker_t *w, uint64_t id)
+{
+    if (w->nending == w->ending_cap) {
+        size_t cap = w->ending_cap ? w->ending_cap * 2 : 64;
+        uint64_t *n = realloc(w->ending, cap * sizeof(*n));
+        if (n == NULL)
+            return; /* on_close still ends it, later */
+        w->ending = n;
+        w->ending_cap = cap;
+    }
+    w->ending[w->nending++] = id;
+}
+
+/* Ends closing WebSockets; what that triggers (hooks, presence, cut slow
+ * consumers) may defer more, so loop until the list stays empty. */
+static void run_ending(hub_worker_t *w)
+{
+    while (w->nending > 0) {
+        uint64_t id = w->ending[--w->nending];
+        hub_conn_t *c = hub_idmap_get(&w->byid, id);
+        if (c != NULL)
+            hub_conn_end(c);
+    }
+}
+
 static void on_prepare(uv_prepare_t *p)
 {
     hub_worker_t *w = p->data;
+    run_ending(w);
     while (w->pending != NULL) {
         hub_conn_t *c = w->pending;
         w->pending = c->pend_next;
@@ -218,6 +244,7 @@ void hub_worker_destroy(hub_worker_t *w)
     uv_mutex_destroy(&w->lua_mu);
     hub_ws_pool_free(w->ws_pool);
     hub_idmap_free(&w->byid);
+    free(w->ending);
     size_t it;
     for (hub_strmap_entry_t *e = hub_strmap_first(&w->counters, &it); e;
          e = hub_strmap_next(&w->counters, e, &it))

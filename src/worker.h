@@ -33,6 +33,8 @@ struct hub_worker_s {
     hub_strmap_t counters;       /* gohub.count: name → (int64_t *) */
     hub_conn_t *pending;         /* connections with output to flush */
     hub_conn_t *closing;         /* connections to uv_close */
+    uint64_t *ending;            /* ids of closing WebSockets to end (hub_conn_end) */
+    size_t nending, ending_cap;
     uint64_t nconns;             /* connections still allocated */
     uint64_t conn_seq;
     hub_ws_pool_t *ws_pool;
@@ -71,6 +73,9 @@ void hub_worker_destroy(hub_worker_t *w);
 
 /* Worker thread: the open WebSocket connection with this id, or NULL. */
 hub_conn_t *hub_worker_conn(hub_worker_t *w, uint64_t id);
+
+/* Worker thread: hub_conn_end(id) in the next prepare phase. */
+void hub_worker_defer_end(hub_worker_t *w, uint64_t id);
 
 /* Worker thread: puts c on the flush list. */
 void hub_worker_want_flush(hub_worker_t *w, hub_conn_t *c);

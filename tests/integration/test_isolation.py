@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from gohub_helpers import check_envelope, check_error, write_lua
+from gohub_helpers import ServerClosed, check_envelope, check_error, write_lua
 
 # `return 42` compiled by LuaJIT 2.1 (luajit -b); regenerated below when a
 # luajit binary is on the PATH so that it matches the local LuaJIT.
@@ -351,3 +351,63 @@ def test_faults_do_not_leak_between_clients(iso, hubs):
     for h in bad + good:
         h.ping()
     assert d.running()
+
+
+CLOSE_SELF = """
+local gohub = require "gohub"
+local M = {}
+function M.handle(client, data)
+  assert(gohub.close(client.id, 4000, "bye"))
+  -- the connection is closing: sends to it are refused, not crashes
+  local ok, err = gohub.send(client.id, "late", {})
+  return "after_close", { send_ok = ok or false }
+end
+return M
+"""
+
+CLOSE_OTHER = """
+local gohub = require "gohub"
+local M = {}
+function M.handle(client, data)
+  local ok, err = gohub.close(data.target, 4001, "kicked")
+  if not ok then
+    return gohub.error(4001, err)
+  end
+  return "closed", { target = data.target }
+end
+return M
+"""
+
+
+def test_handler_closing_its_own_connection(iso, hubs):
+    """A handler may close the connection it is handling (checklist L6): the
+    client gets the close frame with the handler's code and reason, the reply
+    to a closing connection is dropped, and nobody else is disturbed."""
+    d = iso({"close_self.lua": CLOSE_SELF}, env={"GOHUB_SERVER_WORKERS": "1"})
+    a, b = hubs(d.port, 2)
+    a.send("close_self", {})
+    with pytest.raises(ServerClosed):
+        while True:
+            m = a.recv(timeout=3.0)
+            assert m["message_type"] != "after_close", f"reply after close: {m.raw}"
+    assert a.close_frame != "EOF", "no close frame, only EOF"
+    assert a.close_frame.close_code == 4000 and a.close_frame.close_reason == b"bye", a.close_frame
+    b.ping()
+    assert d.running()
+
+
+def test_handler_closing_another_connection_on_any_worker(iso, hubs):
+    d = iso({"close_other.lua": CLOSE_OTHER}, env={"GOHUB_SERVER_WORKERS": "2"})
+    clients = hubs(d.port, 4)   # spread over both workers
+    kicker = clients[0]
+    for victim in clients[1:]:
+        target = victim.whoami()
+        r = kicker.call_ok("close_other", {"target": target}, "closed")
+        assert r["data"]["target"] == target
+        with pytest.raises(ServerClosed):
+            victim.recv(timeout=3.0)
+        assert victim.close_frame != "EOF" and victim.close_frame.close_code == 4001, \
+            victim.close_frame
+    # a client that is gone: 4001 offline
+    r = kicker.call_err("close_other", {"target": target}, 4001)
+    kicker.ping()
