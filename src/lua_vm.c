@@ -797,6 +797,39 @@ void hub_vm_on_close(hub_vm_t *vm, hub_conn_t *c)
     c->lua_ref = LUA_NOREF;
 }
 
+/* ---- gohub -t -------------------------------------------------------------- */
+
+int hub_vm_check_code(const hub_config_t *cfg, char *err, size_t errlen)
+{
+    /* a worker-shaped context without a loop: enough for module top-level
+     * code that calls gohub.* (rooms go to a throwaway registry) */
+    hub_server_t srv;
+    hub_worker_t w;
+    memset(&srv, 0, sizeof(srv));
+    memset(&w, 0, sizeof(w));
+    srv.cfg = (hub_config_t *)(uintptr_t)cfg;
+    srv.nworkers = 1;
+    srv.workers = &w;
+    snprintf(srv.node_id, sizeof(srv.node_id), "check");
+    w.srv = &srv;
+    w.cfg = cfg;
+    hub_idmap_init(&w.byid);
+    hub_strmap_init(&w.counters);
+    if (hub_vm_check_runtime(err, errlen) != 0 || hub_reg_init(1) != 0)
+        return -1;
+    hub_vm_t *vm = hub_vm_new(&w, 1, err, errlen);
+    int rc = vm != NULL ? 0 : -1;
+    hub_vm_free(vm);
+    hub_reg_free();
+    size_t it;
+    for (hub_strmap_entry_t *e = hub_strmap_first(&w.counters, &it); e;
+         e = hub_strmap_next(&w.counters, e, &it))
+        free(e->val);
+    hub_strmap_free(&w.counters);
+    hub_idmap_free(&w.byid);
+    return rc;
+}
+
 /* ---- API listing --------------------------------------------------------- */
 
 static int cmp_cstr(const void *a, const void *b)

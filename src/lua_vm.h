@@ -38,6 +38,11 @@ int hub_vm_on_connect(hub_vm_t *vm, hub_conn_t *c, char *reason, size_t rlen);
  * and runs on_disconnect; drops its client table. vm may be NULL. */
 void hub_vm_on_close(hub_vm_t *vm, hub_conn_t *c);
 
+/* Main thread (gohub -t): loads the Lua code under cfg->lua_path into a
+ * throwaway state, as a worker would. Returns 0, or -1 with "file:line:
+ * reason" in err. */
+int hub_vm_check_code(const hub_config_t *cfg, char *err, size_t errlen);
+
 /* Prints the gohub module's API, one dotted name per line, sorted (used by
  * the spec that keeps the busted fake in step). Returns 0 or -1. */
 int hub_vm_dump_api(FILE *out);

@@ -17,7 +17,8 @@ static void usage(FILE *out)
           "                     configuration file (YAML); without it the built-in\n"
           "                     defaults apply. GOHUB_<KEY> environment variables\n"
           "                     override any key (e.g. GOHUB_SERVER_ADDR=:9000).\n"
-          "  -t, --test         check the configuration and exit (0 ok, 1 error)\n"
+          "  -t, --test         check the configuration and the Lua code, then exit\n"
+          "                     (0 ok, 1 error with the reason)\n"
           "  --config-keys      print every configuration key as a markdown table\n"
           "  --lua-api          print the functions of the gohub Lua module\n"
           "  -v, --version      print the version and exit\n"
@@ -66,7 +67,15 @@ int main(int argc, char **argv)
         return 1;
     }
     if (test_only) {
-        printf("gohub: configuration %s is valid\n", path ? path : "(built-in defaults)");
+        /* the Lua code too: a broken handler would stop the start anyway */
+        hub_log_setup(HUB_LOG_ERROR, cfg->log_format);
+        if (hub_vm_check_code(cfg, err, sizeof(err)) != 0) {
+            fprintf(stderr, "gohub: lua error: %s\n", err);
+            hub_config_free(cfg);
+            return 1;
+        }
+        printf("gohub: configuration %s and the Lua code in %s are valid\n",
+               path ? path : "(built-in defaults)", cfg->lua_path);
         hub_config_free(cfg);
         return 0;
     }

@@ -102,3 +102,24 @@ def test_broken_handler_at_start_stops_start_naming_file_and_line(gohub_bin, tmp
     err = p.stderr.decode(errors="replace")
     assert p.returncode == 1, out(p)
     assert "handlers/broken.lua:3:" in err, err[-600:]
+
+
+def test_config_test_checks_the_lua_code(gohub_bin, tmp_path):
+    """-t loads the Lua code as a worker would: a syntax error is reported
+    with file and line (exit 1); module code that calls gohub.* at load time
+    is fine (exit 0)."""
+    import shutil
+    lua = tmp_path / "lua"
+    shutil.copytree(REPO / "lua", lua)
+    (lua / "handlers" / "toplevel.lua").write_text(
+        'local gohub = require "gohub"\n'
+        'gohub.rooms.create("made-at-load")\n'
+        'gohub.count("loaded")\n'
+        'local M = {}\nfunction M.handle() return "ok", {} end\nreturn M\n')
+    p = run(gohub_bin, "-t", "-c", str(CONFIG), env={"GOHUB_LUA_PATH": str(lua)})
+    assert p.returncode == 0, out(p)
+    assert "Lua code" in out(p)
+    (lua / "handlers" / "broken.lua").write_text("local M = {}\nfunction M.handle(\nreturn M\n")
+    p = run(gohub_bin, "-t", "-c", str(CONFIG), env={"GOHUB_LUA_PATH": str(lua)})
+    assert p.returncode == 1, out(p)
+    assert "handlers/broken.lua:3:" in p.stderr.decode(errors="replace"), out(p)
