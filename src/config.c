@@ -6,6 +6,7 @@
 #include "common.h"
 #include "config.h"
 #include "log.h"
+#include "registry.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -605,16 +606,11 @@ static const char *check_node_id(const char *s)
     return NULL;
 }
 
-/* Room ids: 1-128 of A-Z a-z 0-9 _ - : . @ (they may become bus subjects). */
+/* Room ids follow the registry's rule (they may become bus subjects). */
 static const char *check_room_id(const char *s)
 {
-    size_t n = strlen(s);
-    if (n == 0 || n > 128)
-        return "a room id of 1 to 128 characters";
-    for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)s[i]) && !strchr("_-:.@", s[i]))
-            return "a room id of A-Z a-z 0-9 _ - : . @";
-    return NULL;
+    return hub_reg_valid_room_id(s, strlen(s)) ? NULL
+                                              : "a room id: 1 to 128 of A-Z a-z 0-9 _ - : . @";
 }
 
 static const char *check_nonempty(const char *s)

@@ -557,12 +557,15 @@ size_t hub_conn_client_id(const hub_conn_t *c, char *buf, size_t len)
     return hub_client_id_format(c->w->srv, c->id, buf, len);
 }
 
+size_t hub_anon_user_id(const hub_server_t *srv, uint64_t id, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "anon-%s-%llx", srv->node_id, (unsigned long long)id);
+    return n < 0 ? 0 : ((size_t)n >= len ? len - 1 : (size_t)n);
+}
+
 size_t hub_conn_user_id(const hub_conn_t *c, char *buf, size_t len)
 {
-    char cid[HUB_CLIENT_ID_MAX];
-    hub_conn_client_id(c, cid, sizeof(cid));
-    int n = snprintf(buf, len, "anon-%s", cid);
-    return n < 0 ? 0 : ((size_t)n >= len ? len - 1 : (size_t)n);
+    return hub_anon_user_id(c->w->srv, c->id, buf, len);
 }
 
 uint64_t hub_client_id_parse(const hub_server_t *srv, const char *s, size_t len)

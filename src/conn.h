@@ -66,6 +66,10 @@ size_t hub_client_id_format(const hub_server_t *srv, uint64_t id, char *buf, siz
 /* Writes c's client id ("<node_id>-<hex conn id>"); returns its length. */
 size_t hub_conn_client_id(const hub_conn_t *c, char *buf, size_t len);
 
+/* Writes the anonymous user id of connection id ("anon-<client id>");
+ * returns its length. */
+size_t hub_anon_user_id(const hub_server_t *srv, uint64_t id, char *buf, size_t len);
+
 /* Writes c's user id (anonymous: "anon-<client id>"); returns its length. */
 size_t hub_conn_user_id(const hub_conn_t *c, char *buf, size_t len);
 

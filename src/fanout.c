@@ -73,7 +73,7 @@ static void run_room(void *owner, hub_inbox_msg_t *m)
     hub_frame_t *f = frame_of(rm->blob);
     if (f != NULL) {
         visit_t v = { owner, f, rm->exclude, 0 };
-        hub_reg_room_visit(rm->room, ((hub_worker_t *)owner)->index, send_to_id, &v, NULL);
+        hub_reg_room_visit(rm->room, ((hub_worker_t *)owner)->index, 0, send_to_id, &v, NULL);
         hub_frame_release(f);
     }
     free(rm);
@@ -142,7 +142,7 @@ int hub_fanout_room(hub_worker_t *w, const char *room_id, hub_frame_t *f, uint64
     int nw = w->srv->nworkers;
     uint32_t per_worker[256];
     visit_t v = { w, f, exclude, 0 };
-    int total = hub_reg_room_visit(room_id, w->index, send_to_id, &v, per_worker);
+    int total = hub_reg_room_visit(room_id, w->index, exclude, send_to_id, &v, per_worker);
     if (total < 0)
         return total;
     int remote = 0;
@@ -167,8 +167,7 @@ int hub_fanout_room(hub_worker_t *w, const char *room_id, hub_frame_t *f, uint64
             post(w, i, &m->base, b);
         }
     }
-    int excluded = exclude && hub_reg_room_is_member(room_id, exclude);
-    return total - excluded;
+    return total;
 }
 
 int hub_fanout_all(hub_worker_t *w, hub_frame_t *f, uint64_t exclude)

@@ -69,18 +69,16 @@ static hub_frame_t *build(lua_State *L, const char *type, int idx)
 
 static void push_member(lua_State *L, hub_server_t *srv, uint64_t conn_id, const char *user_id)
 {
-    char cid[HUB_CLIENT_ID_MAX];
+    char cid[HUB_CLIENT_ID_MAX], anon[HUB_CLIENT_ID_MAX + 8];
     hub_client_id_format(srv, conn_id, cid, sizeof(cid));
+    if (user_id == NULL) {
+        hub_anon_user_id(srv, conn_id, anon, sizeof(anon));
+        user_id = anon;
+    }
     lua_createtable(L, 0, 2);
     lua_pushstring(L, cid);
     lua_setfield(L, -2, "client_id");
-    if (user_id) {
-        lua_pushstring(L, user_id);
-    } else {
-        lua_pushstring(L, "anon-");
-        lua_pushstring(L, cid);
-        lua_concat(L, 2);
-    }
+    lua_pushstring(L, user_id);
     lua_setfield(L, -2, "user_id");
 }
 
@@ -110,14 +108,12 @@ static void presence(hub_worker_t *w, const char *type, const char *room, uint64
 {
     if (!w->cfg->rooms_presence_events)
         return;
-    char cid[HUB_CLIENT_ID_MAX], uid[HUB_CLIENT_ID_MAX + 8];
+    char uid[HUB_CLIENT_ID_MAX + 8];
     hub_conn_t *c = hub_worker_conn(w, conn_id);
-    if (c != NULL) {
+    if (c != NULL)
         hub_conn_user_id(c, uid, sizeof(uid));
-    } else {
-        hub_client_id_format(w->srv, conn_id, cid, sizeof(cid));
-        snprintf(uid, sizeof(uid), "anon-%s", cid);
-    }
+    else
+        hub_anon_user_id(w->srv, conn_id, uid, sizeof(uid));
     hub_fanout_presence(w, type, room, conn_id, uid);
 }
 
@@ -393,7 +389,7 @@ static int l_room_count(lua_State *L)
 {
     int valid;
     const char *id = check_room(L, 1, &valid);
-    int n = valid ? hub_reg_room_visit(id, -1, NULL, NULL, NULL) : HUB_ENOTFOUND;
+    int n = valid ? hub_reg_room_visit(id, -1, 0, NULL, NULL, NULL) : HUB_ENOTFOUND;
     if (n < 0)
         return fail(L, "not_found");
     lua_pushinteger(L, n);

@@ -77,9 +77,9 @@ int hub_reg_valid_room_id(const char *s, size_t len)
     if (len == 0 || len > 128)
         return 0;
     for (size_t i = 0; i < len; i++)
-        if (!isalnum((unsigned char)s[i]) && !strchr("_-:.@", s[i]) )
+        if (!isalnum((unsigned char)s[i]) && (s[i] == '\0' || !strchr("_-:.@", s[i])))
             return 0;
-    return s[0] != '\0' && memchr(s, '\0', len) == NULL;
+    return 1;
 }
 
 int hub_reg_init(int nworkers)
@@ -473,8 +473,8 @@ int hub_reg_room_is_member(const char *id, uint64_t conn_id)
     return yes;
 }
 
-int hub_reg_room_visit(const char *id, int worker, void (*fn)(uint64_t, void *), void *arg,
-                       uint32_t *per_worker)
+int hub_reg_room_visit(const char *id, int worker, uint64_t exclude,
+                       void (*fn)(uint64_t, void *), void *arg, uint32_t *per_worker)
 {
     uv_mutex_lock(&R.mu);
     room_t *r = hub_strmap_get(&R.rooms, id);
@@ -491,6 +491,10 @@ int hub_reg_room_visit(const char *id, int worker, void (*fn)(uint64_t, void *),
             fn(v->ids[i], arg);
     }
     int count = (int)r->count;
+    if (exclude != 0) {
+        client_t *c = hub_idmap_get(&R.clients, exclude);
+        count -= c != NULL && idvec_has(&r->pw[c->worker], exclude);
+    }
     uv_mutex_unlock(&R.mu);
     return count;
 }

@@ -69,9 +69,10 @@ int hub_reg_room_is_member(const char *id, uint64_t conn_id);
 /* Calls fn(conn_id, arg) for every member of room id that lives on worker,
  * with the lock held (fn must not call back into the registry). Also fills
  * per_worker[i] with each worker's member count (array of nworkers) when not
- * NULL. Returns the total member count, or HUB_ENOTFOUND. */
-int hub_reg_room_visit(const char *id, int worker, void (*fn)(uint64_t, void *), void *arg,
-                       uint32_t *per_worker);
+ * NULL. Returns the member count not counting exclude (0 = none), or
+ * HUB_ENOTFOUND. */
+int hub_reg_room_visit(const char *id, int worker, uint64_t exclude,
+                       void (*fn)(uint64_t, void *), void *arg, uint32_t *per_worker);
 
 void hub_reg_info_free(hub_room_info_t *r);
 void hub_reg_rooms_free(hub_room_info_t *v, size_t n);
