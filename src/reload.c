@@ -14,25 +14,29 @@
 #include "worker.h"
 
 #define MAX_WATCH 8
-#define MAX_WAITERS 64
 
 typedef struct {
     int worker;
     uint64_t conn_id;
 } waiter_t;
 
+/* API callers waiting for a reload's result: every one gets an answer. */
+typedef struct {
+    waiter_t *v;
+    size_t n, cap;
+} waitlist_t;
+
 struct hub_reload_s {
     uv_fs_event_t watch[MAX_WATCH];
     int nwatch;
     uv_timer_t debounce;
-    int debounce_on;
     int running, again;
     uint32_t gen;
     int prepared, failed;
     uint64_t started_ns;
     char err[512];
-    waiter_t cur[MAX_WAITERS], next[MAX_WAITERS];
-    int ncur, nnext;
+    waitlist_t cur;  /* answered by the reload in progress (or about to start) */
+    waitlist_t next; /* came during it: answered by the one after */
 };
 
 /* worker → main */
@@ -115,15 +119,15 @@ static void finish(hub_server_t *s)
         hub_log_info("lua reloaded", "workers=%d build_ms=%g", s->nworkers, ms);
     else
         hub_log_error("lua reload failed: the old code keeps serving", "error=%s", r->err);
-    for (int i = 0; i < r->ncur; i++)
-        post_worker(s, r->cur[i].worker, OP_ANSWER, 0, r->cur[i].conn_id, ok, r->err);
-    r->ncur = 0;
+    for (size_t i = 0; i < r->cur.n; i++)
+        post_worker(s, r->cur.v[i].worker, OP_ANSWER, 0, r->cur.v[i].conn_id, ok, r->err);
+    r->cur.n = 0;
     r->running = 0;
     if (r->again) {
         r->again = 0;
-        memcpy(r->cur, r->next, sizeof(waiter_t) * (size_t)r->nnext);
-        r->ncur = r->nnext;
-        r->nnext = 0;
+        waitlist_t t = r->cur;
+        r->cur = r->next;
+        r->next = t;
         start(s);
     }
 }
@@ -142,6 +146,20 @@ static void on_prepared(void *owner, hub_inbox_msg_t *m)
         finish(s);
 }
 
+static int waitlist_push(waitlist_t *l, waiter_t w)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 8;
+        waiter_t *v = realloc(l->v, cap * sizeof(*v));
+        if (v == NULL)
+            return HUB_ENOMEM;
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = w;
+    return 0;
+}
+
 static void on_request(void *owner, hub_inbox_msg_t *m)
 {
     hub_server_t *s = owner;
@@ -149,14 +167,14 @@ static void on_request(void *owner, hub_inbox_msg_t *m)
     struct hub_reload_s *r = s->reload;
     waiter_t w = { rm->worker, rm->conn_id };
     free(rm);
+    if (waitlist_push(r->running ? &r->next : &r->cur, w) != 0) {
+        post_worker(s, w.worker, OP_ANSWER, 0, w.conn_id, 0, "out of memory");
+        return;
+    }
     if (r->running) {
-        if (r->nnext < MAX_WAITERS)
-            r->next[r->nnext++] = w;
         r->again = 1;
         return;
     }
-    if (r->ncur < MAX_WAITERS)
-        r->cur[r->ncur++] = w;
     hub_reload_trigger(s, "api");
 }
 
@@ -288,5 +306,8 @@ void hub_reload_close(hub_server_t *s)
         return;
     for (int i = 0; i < r->nwatch; i++)
         uv_close((uv_handle_t *)&r->watch[i], NULL);
+    free(r->cur.v);
+    free(r->next.v);
+    r->cur = r->next = (waitlist_t){ NULL, 0, 0 };
     uv_close((uv_handle_t *)&r->debounce, NULL);
 }

@@ -334,3 +334,27 @@ def test_reload_under_traffic(lua_daemon, lua_copy, hubs):
             f"{c}: {len(got)} replies, missing {sorted(set(range(1, N + 1)) - set(got))[:10]}, " \
             f"dups {[x for x in set(got) if got.count(x) > 1][:10]}"
     assert probe_v(clients[0]) == 14
+
+
+def test_every_concurrent_reload_request_is_answered(lua_daemon, lua_copy):
+    """80 callers at once while reloads are slow (a module takes 0.3 s to
+    load, so requests arrive during reloads and queue for the next one):
+    each gets its own 200, none is lost between reloads."""
+    write_lua(lua_copy, "handlers/slow_load.lua",
+              "local t0 = os.clock()\n"
+              "while os.clock() - t0 < 0.3 do end\n"
+              "local M = {}\nfunction M.handle() return 'ok', {} end\nreturn M\n")
+    d = lua_daemon()
+    results = [None] * 80
+    def call(i):
+        try:
+            results[i] = reload_lua(d.port, timeout=20.0)
+        except Exception as e:  # reported below with the others
+            results[i] = e
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(results))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    bad = [(i, r) for i, r in enumerate(results) if getattr(r, "status", None) != 200]
+    assert not bad, f"{len(bad)} of {len(results)} reload callers not answered 200: {bad[:3]}"
