@@ -652,8 +652,8 @@ void hub_vm_dispatch(hub_vm_t *vm, hub_conn_t *c, const uint8_t *p, size_t n)
 {
     lua_State *L = vm->L;
     int64_t rid = 0;
-    const char *text = (const char *)p, *end = NULL, *raw;
-    size_t rawlen;
+    const char *text = (const char *)p, *end = NULL, *raw = NULL;
+    size_t rawlen = 0;
     cJSON *root = cJSON_ParseWithLengthOpts(text, n, &end, 0);
     if (root == NULL || !hub_json_blank(end, n - (size_t)(end - text))) {
         send_error(c, 1001, "message is not valid JSON", 0, NULL);

@@ -499,14 +499,6 @@ int hub_reg_room_visit(const char *id, int worker, uint64_t exclude,
     return count;
 }
 
-void hub_reg_counts(size_t *rooms, size_t *clients)
-{
-    uv_mutex_lock(&R.mu);
-    *rooms = R.rooms.n;
-    *clients = R.clients.n;
-    uv_mutex_unlock(&R.mu);
-}
-
 void hub_reg_info_free(hub_room_info_t *r)
 {
     if (r == NULL)

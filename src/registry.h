@@ -78,7 +78,5 @@ void hub_reg_info_free(hub_room_info_t *r);
 void hub_reg_rooms_free(hub_room_info_t *v, size_t n);
 void hub_reg_members_free(hub_member_t *v, size_t n);
 void hub_reg_strv_free(char **v, size_t n);
-/* Number of rooms and of clients (for /health and tests). */
-void hub_reg_counts(size_t *rooms, size_t *clients);
 
 #endif

@@ -74,11 +74,6 @@ void hub_ws_pool_free(hub_ws_pool_t *p)
     free(p);
 }
 
-size_t hub_ws_pool_idle(const hub_ws_pool_t *p)
-{
-    return p->nfree;
-}
-
 /* ---- wslay callbacks --------------------------------------------------- */
 
 static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,

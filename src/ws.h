@@ -20,7 +20,6 @@ typedef struct hub_ws_pool_s hub_ws_pool_t;
 /* A pool for one worker; max_message is limits.max_message_bytes. */
 hub_ws_pool_t *hub_ws_pool_new(uint32_t max_message);
 void hub_ws_pool_free(hub_ws_pool_t *p);
-size_t hub_ws_pool_idle(const hub_ws_pool_t *p);
 
 /* Switches c to the WebSocket phase (after the 101 is queued). */
 void hub_ws_start(hub_conn_t *c);
