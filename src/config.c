@@ -52,9 +52,13 @@ typedef struct {
     const char *const *choices; /* KT_ENUM: NULL-terminated, index = stored value */
     check_fn check;             /* KT_STRING / KT_LIST items: extra rule, or NULL */
     const char *help;           /* one line for the key reference; no '|' */
+    int reload;                 /* applied by a config reload (else restart-only) */
+    const char *alias_env;      /* second reference system's variable, or NULL */
 } key_desc_t;
 
 static const char *check_addr(const char *s);
+static const char *check_addr_opt(const char *s);
+static const char *check_alg(const char *s);
 static const char *check_node_id(const char *s);
 static const char *check_nonempty(const char *s);
 static const char *check_room_id(const char *s);
@@ -71,74 +75,120 @@ static const char *const log_formats[] = { "json", "text", NULL };
 
 /* The key table. Adding a setting is one row here plus its field in config.h. */
 static const key_desc_t keys[] = {
-    /* path, type, field, default, min, max, choices, check, help */
+    /* path, type, field, default, min, max, choices, check, help, reload, alias env */
     { "server.addr", KT_STRING, FIELD(server_addr), ":8080", 0, 0, NULL, check_addr,
-      "listen address host:port; :port = all IPv4 addresses; [::1]:8080 for IPv6" },
+      "listen address host:port; :port = all IPv4 addresses; [::1]:8080 for IPv6", 0,
+      "WEBSOCKET_PORT" },
     { "server.workers", KT_INT, FIELD(server_workers), "0", 0, 256, NULL, NULL,
-      "worker threads; 0 = number of CPUs" },
+      "worker threads; 0 = number of CPUs", 0, NULL },
     { "server.node_id", KT_STRING, FIELD(server_node_id), "", 0, 0, NULL, check_node_id,
-      "node id (up to 64 of A-Z a-z 0-9 . _ -); empty = generated at start" },
+      "node id (up to 64 of A-Z a-z 0-9 . _ -); empty = generated at start", 0, NULL },
     { "server.header_timeout", KT_DURATION, FIELD(header_timeout_ms), "10s",
       100, 1 * MS_H, NULL, NULL,
-      "deadline for a complete HTTP request head, else 408" },
+      "deadline for a complete HTTP request head, else 408", 0, NULL },
     { "server.ping_interval", KT_DURATION, FIELD(ping_interval_ms), "25s",
-      100, 1 * MS_H, NULL, NULL, "server WebSocket ping period" },
+      100, 1 * MS_H, NULL, NULL, "server WebSocket ping period", 0, NULL },
     { "server.pong_timeout", KT_DURATION, FIELD(pong_timeout_ms), "10s",
-      100, 1 * MS_H, NULL, NULL, "close a connection whose pong is this late" },
+      100, 1 * MS_H, NULL, NULL, "close a connection whose pong is this late", 0, NULL },
     { "server.shutdown_timeout", KT_DURATION, FIELD(shutdown_timeout_ms), "10s",
-      0, 10 * MS_M, NULL, NULL, "how long SIGTERM waits for connections to drain" },
+      0, 10 * MS_M, NULL, NULL, "how long SIGTERM waits for connections to drain", 0, NULL },
     { "server.close_timeout", KT_DURATION, FIELD(close_timeout_ms), "3s",
       100, 1 * MS_M, NULL, NULL,
-      "close-handshake and lingering-close grace before a hard TCP close" },
+      "close-handshake and lingering-close grace before a hard TCP close", 0, NULL },
     { "server.allowed_origins", KT_LIST, FIELD(allowed_origins), "", 0, 0, NULL,
-      check_nonempty, "allowed Origin values for /ws; empty = any origin" },
+      check_nonempty, "allowed Origin values for /ws; empty = any origin", 1, NULL },
     { "limits.max_connections", KT_INT, FIELD(max_connections), "0", 0, 10000000, NULL,
-      NULL, "WebSocket connections per process; 0 = as many as the fd limit allows" },
+      NULL, "WebSocket connections per process; 0 = as many as the fd limit allows", 0, NULL },
     { "limits.max_message_bytes", KT_SIZE, FIELD(max_message_bytes), "64KiB",
-      16, 64 * MIB, NULL, NULL, "inbound message cap (close 1009)" },
+      16, 64 * MIB, NULL, NULL, "inbound message cap (close 1009)", 1, NULL },
     { "limits.max_outbound_bytes", KT_SIZE, FIELD(max_outbound_bytes), "1MiB",
-      4 * KIB, 1 * GIB, NULL, NULL, "queued outbound bytes per connection (close 1013)" },
+      4 * KIB, 1 * GIB, NULL, NULL, "queued outbound bytes per connection (close 1013)", 1, NULL },
     { "limits.max_request_line", KT_SIZE, FIELD(max_request_line), "8KiB",
-      256, 1 * MIB, NULL, NULL, "HTTP request line cap (414)" },
+      256, 1 * MIB, NULL, NULL, "HTTP request line cap (414)", 0, NULL },
     { "limits.max_header_bytes", KT_SIZE, FIELD(max_header_bytes), "16KiB",
-      1 * KIB, 1 * MIB, NULL, NULL, "HTTP header block cap (431)" },
+      1 * KIB, 1 * MIB, NULL, NULL, "HTTP header block cap (431)", 0, NULL },
     { "limits.max_body_bytes", KT_SIZE, FIELD(max_body_bytes), "1MiB",
-      0, 64 * MIB, NULL, NULL, "HTTP request body cap (413)" },
+      0, 64 * MIB, NULL, NULL, "HTTP request body cap (413)", 0, NULL },
+    { "limits.messages_per_second", KT_INT, FIELD(messages_per_second), "100", 0, 10000000,
+      NULL, NULL, "messages one connection may send per second (error 1005); 0 = unlimited",
+      1, NULL },
+    { "limits.messages_burst", KT_INT, FIELD(messages_burst), "200", 1, 10000000, NULL, NULL,
+      "messages a connection may send at once above its per-second rate", 1, NULL },
+    { "limits.rate_limit_close_after", KT_INT, FIELD(rate_limit_close_after), "100", 0,
+      10000000, NULL, NULL,
+      "rate-limited messages within 10 s that close the connection with 1008; 0 = never", 1,
+      NULL },
+    { "limits.connections_per_second_per_ip", KT_INT, FIELD(connections_per_second_per_ip),
+      "0", 0, 10000000, NULL, NULL,
+      "WebSocket upgrades per second from one IP address (429); 0 = unlimited", 1, NULL },
     { "log.level", KT_ENUM, FIELD(log_level), "info", 0, 0, log_levels, NULL,
-      "minimum level logged" },
+      "minimum level logged", 1, NULL },
     { "log.format", KT_ENUM, FIELD(log_format), "json", 0, 0, log_formats, NULL,
-      "log line format" },
+      "log line format", 0, NULL },
     { "lua.path", KT_STRING, FIELD(lua_path), "lua", 0, 0, NULL, check_nonempty,
-      "directory of permissions.lua, hooks.lua, handlers/ and lib/" },
+      "directory of permissions.lua, hooks.lua, handlers/ and lib/", 0, NULL },
     { "lua.time_limit_ms", KT_INT, FIELD(lua_time_limit_ms), "200", 10, 60000, NULL, NULL,
-      "a handler running longer is stopped (error 1004)" },
+      "a handler running longer is stopped (error 1004)", 0, NULL },
     { "lua.max_memory_mb", KT_INT, FIELD(lua_max_memory_mb), "64", 1, 4096, NULL, NULL,
-      "memory cap of each worker's Lua state (allocation beyond it fails: error 1003)" },
+      "memory cap of each worker's Lua state (allocation beyond it fails: error 1003)", 0, NULL },
     { "lua.jit", KT_BOOL, FIELD(lua_jit), "false", 0, 0, NULL, NULL,
-      "JIT-compile handlers (the time limit cannot stop a loop inside a compiled trace)" },
+      "JIT-compile handlers (the time limit cannot stop a loop inside a compiled trace)", 0, NULL },
     { "lua.watch", KT_BOOL, FIELD(lua_watch), "true", 0, 0, NULL, NULL,
-      "reload the Lua code when a file under lua.path changes" },
+      "reload the Lua code when a file under lua.path changes", 0, NULL },
     { "lua.reload_debounce", KT_DURATION, FIELD(lua_reload_debounce_ms), "100ms", 10,
-      10 * MS_S, NULL, NULL, "quiet time after the last file change before a reload" },
+      10 * MS_S, NULL, NULL, "quiet time after the last file change before a reload", 0, NULL },
     { "rooms.auto_create", KT_BOOL, FIELD(rooms_auto_create), "true", 0, 0, NULL, NULL,
-      "join_room creates a missing room, deleted again when its last member leaves" },
+      "join_room creates a missing room, deleted again when its last member leaves", 1, NULL },
     { "rooms.default_max_clients", KT_INT, FIELD(rooms_default_max_clients), "0", 0,
-      10000000, NULL, NULL, "max_clients of rooms created without one; 0 = unlimited" },
+      10000000, NULL, NULL, "max_clients of rooms created without one; 0 = unlimited", 1, NULL },
     { "rooms.predefined", KT_LIST, FIELD(rooms_predefined), "", 0, 0, NULL, check_room_id,
-      "rooms created at start (they stay until deleted)" },
+      "rooms created at start (they stay until deleted)", 1, NULL },
     { "rooms.presence_events", KT_BOOL, FIELD(rooms_presence_events), "true", 0, 0, NULL,
-      NULL, "members get member_joined / member_left" },
+      NULL, "members get member_joined / member_left", 1, NULL },
     { "rooms.members_only_send", KT_BOOL, FIELD(rooms_members_only_send), "true", 0, 0,
-      NULL, NULL, "room_message requires membership of the room" },
+      NULL, NULL, "room_message requires membership of the room", 1, NULL },
     { "rooms.echo_to_sender", KT_BOOL, FIELD(rooms_echo_to_sender), "false", 0, 0, NULL,
-      NULL, "room_message is also delivered to its sender" },
+      NULL, "room_message is also delivered to its sender", 1, NULL },
     { "rooms.max_rooms_per_client", KT_INT, FIELD(rooms_max_per_client), "128", 0, 1000000,
-      NULL, NULL, "rooms one connection may be in; 0 = unlimited" },
+      NULL, NULL, "rooms one connection may be in; 0 = unlimited", 1, NULL },
+    { "auth.enabled", KT_BOOL, FIELD(auth_enabled), "false", 0, 0, NULL, NULL,
+      "verify JWTs (handshake ?token= or Authorization, and authenticate); off = all anonymous",
+      1, NULL },
+    { "auth.secret_key", KT_STRING, FIELD(auth_secret_key), "", 0, 0, NULL, NULL,
+      "HMAC secret for HS256/384/512 tokens", 1, "CENTRIFUGO_TOKEN_HMAC_SECRET_KEY" },
+    { "auth.public_key_file", KT_STRING, FIELD(auth_public_key_file), "", 0, 0, NULL, NULL,
+      "PEM public key file for RS256/384/512 or ES256/384/512 tokens", 1, NULL },
+    { "auth.algorithms", KT_LIST, FIELD(auth_algorithms), "", 0, 0, NULL, check_alg,
+      "accepted token algorithms; empty = HS256 with secret_key, RS256 and ES256 with public_key_file",
+      1, NULL },
+    { "auth.require_exp", KT_BOOL, FIELD(auth_require_exp), "true", 0, 0, NULL, NULL,
+      "refuse tokens without a numeric exp claim", 1, NULL },
+    { "auth.issuer", KT_STRING, FIELD(auth_issuer), "", 0, 0, NULL, NULL,
+      "required iss claim; empty = not checked", 1, NULL },
+    { "auth.audience", KT_STRING, FIELD(auth_audience), "", 0, 0, NULL, NULL,
+      "required aud claim (string or array containing it); empty = not checked", 1, NULL },
+    { "auth.leeway", KT_DURATION, FIELD(auth_leeway_ms), "30s", 0, 5 * MS_M, NULL, NULL,
+      "clock skew allowed on exp and nbf", 1, NULL },
+    { "auth.max_token_bytes", KT_SIZE, FIELD(auth_max_token_bytes), "4KiB", 256, 64 * KIB,
+      NULL, NULL, "longer tokens are refused before decoding", 1, NULL },
+    { "auth.allow_anonymous", KT_BOOL, FIELD(auth_allow_anonymous), "true", 0, 0, NULL, NULL,
+      "with auth on, connections without a token are let in (else HTTP 401)", 1, NULL },
     { "auth.anonymous_permissions", KT_LIST, FIELD(anonymous_permissions),
       "join:room,leave:room,send:message,create:room", 0, 0, NULL, check_nonempty,
-      "permissions of a connection without a token" },
+      "permissions of a connection without a token", 1, NULL },
+    { "http.addr", KT_STRING, FIELD(http_addr), "", 0, 0, NULL, check_addr_opt,
+      "separate listen address for /api/* and /health; empty = on server.addr", 0,
+      "HTTP_PORT" },
     { "http.api_key", KT_STRING, FIELD(http_api_key), "", 0, 0, NULL, NULL,
-      "key for /api/* (Bearer or X-API-Key); empty = /api/* answers loopback peers only" },
+      "key for /api/* (Bearer or X-API-Key); empty = /api/* answers loopback peers only", 1,
+      NULL },
+    { "http.cors_origins", KT_LIST, FIELD(http_cors_origins), "", 0, 0, NULL, check_nonempty,
+      "browser origins allowed to call /api/* (\"*\" = any); empty = no CORS headers", 1, NULL },
+    { "metrics.enabled", KT_BOOL, FIELD(metrics_enabled), "true", 0, 0, NULL, NULL,
+      "serve Prometheus metrics on /metrics", 0, NULL },
+    { "metrics.addr", KT_STRING, FIELD(metrics_addr), "", 0, 0, NULL, check_addr_opt,
+      "separate listen address for /metrics, e.g. :2112; empty = on server.addr", 0,
+      "METRICS_PORT" },
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -593,6 +643,23 @@ static const char *check_addr(const char *s)
     return NULL;
 }
 
+static const char *check_addr_opt(const char *s)
+{
+    return s[0] == '\0' ? NULL : check_addr(s);
+}
+
+/* The JWT algorithms gohub verifies (libjwt 1.10 names). */
+static const char *const jwt_algs[] = { "HS256", "HS384", "HS512", "RS256", "RS384",
+                                        "RS512", "ES256", "ES384", "ES512", NULL };
+
+static const char *check_alg(const char *s)
+{
+    for (size_t i = 0; jwt_algs[i]; i++)
+        if (strcmp(s, jwt_algs[i]) == 0)
+            return NULL;
+    return "one of HS256 HS384 HS512 RS256 RS384 RS512 ES256 ES384 ES512";
+}
+
 static const char *check_node_id(const char *s)
 {
     size_t n = strlen(s);
@@ -912,17 +979,61 @@ out_parser:
 
 /* ---- environment ------------------------------------------------------ */
 
-/* Applies every GOHUB_<KEY> variable that is set. Returns 0 or -1 + err. */
+/* Applies one variable to k. A bare port number given to an address key
+ * (WEBSOCKET_PORT=8080) means ":8080". Returns 0 or -1 + err. */
+static int apply_var(hub_config_t *cfg, const key_desc_t *k, const char *name,
+                     const char *v, char *err, size_t errlen)
+{
+    char reason[REASON_MAX], port[16];
+    if (k->check == check_addr || k->check == check_addr_opt) {
+        size_t n = strlen(v);
+        if (n > 0 && n < sizeof(port) - 1 && strspn(v, "0123456789") == n) {
+            snprintf(port, sizeof(port), ":%s", v);
+            v = port;
+        }
+    }
+    if (set_text(cfg, k, v, reason, sizeof(reason)) != 0) {
+        set_err(err, errlen, "env %s: %s", name, reason);
+        return -1;
+    }
+    return 0;
+}
+
+/* Applies the second reference system's variables, then every GOHUB_<KEY>
+ * variable that is set (so GOHUB_* wins). Returns 0 or -1 + err. */
 static int apply_env(hub_config_t *cfg, char *err, size_t errlen)
 {
     for (size_t i = 0; i < HUB_ARRAY_LEN(keys); i++) {
-        char name[PATH_MAX_CHARS + 8], reason[REASON_MAX];
+        const char *alias = keys[i].alias_env;
+        const char *v = alias ? getenv(alias) : NULL;
+        if (v != NULL && apply_var(cfg, &keys[i], alias, v, err, errlen) != 0)
+            return -1;
+    }
+    for (size_t i = 0; i < HUB_ARRAY_LEN(keys); i++) {
+        char name[PATH_MAX_CHARS + 8];
         env_name(&keys[i], name, sizeof(name));
         const char *v = getenv(name);
-        if (v == NULL)
-            continue;
-        if (set_text(cfg, &keys[i], v, reason, sizeof(reason)) != 0) {
-            set_err(err, errlen, "env %s: %s", name, reason);
+        if (v != NULL && apply_var(cfg, &keys[i], name, v, err, errlen) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Rules that span keys. Returns 0 or -1 + err. */
+static int check_cross(const hub_config_t *cfg, char *err, size_t errlen)
+{
+    if (!cfg->auth_enabled)
+        return 0;
+    int hs = cfg->auth_secret_key[0] != '\0', pk = cfg->auth_public_key_file[0] != '\0';
+    if (!hs && !pk) {
+        set_err(err, errlen, "auth.enabled: needs auth.secret_key or auth.public_key_file");
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->auth_algorithms.n; i++) {
+        const char *a = cfg->auth_algorithms.items[i];
+        if (a[0] == 'H' ? !hs : !pk) {
+            set_err(err, errlen, "auth.algorithms: %s needs %s", a,
+                    a[0] == 'H' ? "auth.secret_key" : "auth.public_key_file");
             return -1;
         }
     }
@@ -949,8 +1060,10 @@ hub_config_t *hub_config_load(const char *path, char *err, size_t errlen)
         goto fail;
     if (apply_env(cfg, err, errlen) != 0)
         goto fail;
-    /* Every rule is per key and was checked as the value was applied, so each
-     * error names its origin; rules that span keys would go here. */
+    /* per-key rules were checked as each value was applied, so each error
+     * names its origin */
+    if (check_cross(cfg, err, errlen) != 0)
+        goto fail;
     if (err != NULL && errlen > 0)
         err[0] = '\0';
     return cfg;
@@ -972,10 +1085,16 @@ void hub_config_free(hub_config_t *cfg)
     free(cfg);
 }
 
+int hub_config_key_reloadable(const char *path)
+{
+    const key_desc_t *k = find_key(path);
+    return k != NULL && k->reload;
+}
+
 void hub_config_dump_keys(FILE *out)
 {
-    fprintf(out, "| key | env | type | default | meaning |\n");
-    fprintf(out, "|---|---|---|---|---|\n");
+    fprintf(out, "| key | env | type | default | reload | meaning |\n");
+    fprintf(out, "|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < HUB_ARRAY_LEN(keys); i++) {
         const key_desc_t *k = &keys[i];
         char name[PATH_MAX_CHARS + 8], type[160], range[80], def[96];
@@ -1010,7 +1129,13 @@ void hub_config_dump_keys(FILE *out)
             snprintf(def, sizeof(def), "`\"\"`");
         else
             snprintf(def, sizeof(def), "`%s`", k->def);
-        fprintf(out, "| `%s` | `%s` | %s | %s | %s |\n", k->path, name, type, def, k->help);
+        char env[PATH_MAX_CHARS + 48];
+        if (k->alias_env)
+            snprintf(env, sizeof(env), "`%s`, `%s`", name, k->alias_env);
+        else
+            snprintf(env, sizeof(env), "`%s`", name);
+        fprintf(out, "| `%s` | %s | %s | %s | %s | %s |\n", k->path, env, type, def,
+                k->reload ? "live" : "restart", k->help);
     }
 }
 

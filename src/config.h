@@ -50,10 +50,29 @@ struct hub_config_s {
     int rooms_members_only_send;
     int rooms_echo_to_sender;
     uint32_t rooms_max_per_client;
+    uint32_t messages_per_second; /* per connection; 0 = unlimited */
+    uint32_t messages_burst;
+    uint32_t rate_limit_close_after; /* rejected messages in 10 s that close with 1008 */
+    uint32_t connections_per_second_per_ip; /* 0 = unlimited */
     /* auth.* */
+    int auth_enabled;
+    char *auth_secret_key;        /* HS* only */
+    char *auth_public_key_file;   /* RS* / ES* only */
+    hub_strlist_t auth_algorithms;/* empty = HS256 with a secret, RS256 + ES256 with a key file */
+    int auth_require_exp;
+    char *auth_issuer;            /* "" = not checked */
+    char *auth_audience;          /* "" = not checked */
+    uint32_t auth_leeway_ms;
+    uint32_t auth_max_token_bytes;
+    int auth_allow_anonymous;
     hub_strlist_t anonymous_permissions;
     /* http.* */
+    char *http_addr;              /* "" = the API is served on server.addr */
     char *http_api_key;
+    hub_strlist_t http_cors_origins; /* empty = no CORS headers; "*" = any */
+    /* metrics.* */
+    int metrics_enabled;
+    char *metrics_addr;           /* "" = /metrics is served on server.addr */
 };
 
 /* Builds a config: defaults, then the YAML file at path (NULL: none), then
@@ -68,6 +87,10 @@ void hub_config_free(hub_config_t *cfg);
 /* Writes the key reference (key, env variable, type, default, meaning) as a
  * markdown table, as shown in the README. */
 void hub_config_dump_keys(FILE *out);
+
+/* True when the key at dotted path can change on a running daemon (SIGHUP,
+ * POST /api/reload); false for restart-only or unknown keys. */
+int hub_config_key_reloadable(const char *path);
 
 /* Splits "host:port" (server.addr syntax) into host (":port" and "*:port" give
  * "0.0.0.0") and port. Returns 0 or HUB_EINVAL. */
