@@ -3,7 +3,9 @@
 #
 # VARIANT: release | debug | asan  (asan = AddressSanitizer + UBSan)
 VARIANT ?= release
-OUT     := build/$(VARIANT)
+# BUILD: the output root (parallel checkouts or helpers may use their own)
+BUILD   ?= build
+OUT     := $(BUILD)/$(VARIANT)
 CC      ?= cc
 PYTHON  := /usr/bin/python3
 CONFIG  ?= configs/gohub.yaml
@@ -94,11 +96,11 @@ unit: $(UNIT_BIN)
 # sockets, first the release build, then the ASan+UBSan build.
 integration: all
 	@$(MAKE) --no-print-directory VARIANT=asan all
-	GOHUB_BIN=$(abspath build/release/gohub) GOHUB_ASAN_BIN=$(abspath build/asan/gohub) \
+	GOHUB_BIN=$(abspath $(BUILD)/release/gohub) GOHUB_ASAN_BIN=$(abspath $(BUILD)/asan/gohub) \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 	@echo "== the same suites against the ASan+UBSan daemon (a report or leak fails the test;"
 	@echo "   test_limits is left out: its RSS bounds do not hold under ASan's quarantine)"
-	GOHUB_BIN=$(abspath build/asan/gohub) ASAN_OPTIONS=detect_leaks=1:exitcode=99 \
+	GOHUB_BIN=$(abspath $(BUILD)/asan/gohub) ASAN_OPTIONS=detect_leaks=1:exitcode=99 \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration \
 	  --ignore=tests/integration/test_limits.py
@@ -118,6 +120,6 @@ test: deps
 	@$(MAKE) --no-print-directory integration
 
 clean:
-	rm -rf build
+	rm -rf $(BUILD)
 
 -include $(OBJ:.o=.d) $(OUT)/obj/main.d
