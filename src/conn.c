@@ -476,7 +476,7 @@ void hub_conn_resume(hub_conn_t *c)
         hub_conn_abort(c);
 }
 
-void hub_conn_accept(hub_worker_t *w, uv_stream_t *server)
+void hub_conn_accept(hub_worker_t *w, uv_stream_t *server, uint8_t scope)
 {
     hub_conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -486,6 +486,7 @@ void hub_conn_accept(hub_worker_t *w, uv_stream_t *server)
     c->w = w;
     c->id = ((uint64_t)(w->index + 1) << 40) | ++w->conn_seq;
     c->lua_ref = -2; /* LUA_NOREF */
+    c->scope = scope;
     if (uv_tcp_init(&w->loop, &c->tcp) != 0) {
         free(c);
         return;

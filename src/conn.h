@@ -51,6 +51,7 @@ struct hub_conn_s {
     uint16_t close_code;          /* first close code sent or received; 0 = none yet */
     uint8_t state;
     uint8_t route;                /* HUB_ROUTE_* of the WebSocket endpoint */
+    uint8_t scope;                /* HUB_SCOPE_* of the address it came in on */
     uint8_t stash_len;
     uint8_t stash[HUB_WS_MAX_HEADER]; /* a partial inbound frame header */
     int lua_ref;                  /* the connection's `client` table in the VM, or -2 */
@@ -77,9 +78,9 @@ size_t hub_conn_user_id(const hub_conn_t *c, char *buf, size_t len);
  * (another node's, or malformed). */
 uint64_t hub_client_id_parse(const hub_server_t *srv, const char *s, size_t len);
 
-/* Accepts a pending connection on server (the worker's listener). Logs and
- * drops it on failure. */
-void hub_conn_accept(hub_worker_t *w, uv_stream_t *server);
+/* Accepts a pending connection on server (one of the worker's listeners,
+ * serving scope). Logs and drops it on failure. */
+void hub_conn_accept(hub_worker_t *w, uv_stream_t *server, uint8_t scope);
 
 /* Queues a reference to f (the caller keeps its own). Returns 0;
  * HUB_ECLOSED when c is closing; HUB_EFULL when the queue went past

@@ -22,20 +22,32 @@
 typedef struct {
     const char *path;
     int kind;
+    uint8_t scope;  /* HUB_SCOPE_* bits: served on addresses with any of them */
+    uint8_t prefix; /* path is a prefix (ends in '/') */
 } route_t;
 
-/* /connection/websocket (Centrifuge protocol) joins this table later. */
+/* /connection/websocket (Centrifuge protocol) joins this table later.
+ * First match wins. */
 static const route_t routes[] = {
-    { "/ws", HUB_ROUTE_WS },
-    { "/health", HUB_ROUTE_HEALTH },
-    { "/api/reload", HUB_ROUTE_RELOAD },
+    { "/ws", HUB_ROUTE_WS, HUB_SCOPE_WS, 0 },
+    { "/health", HUB_ROUTE_HEALTH, HUB_SCOPE_WS | HUB_SCOPE_API, 0 },
+    { "/metrics", HUB_ROUTE_METRICS, HUB_SCOPE_METRICS, 0 },
+    { "/api/reload", HUB_ROUTE_RELOAD, HUB_SCOPE_API, 0 },
+    { "/api/", HUB_ROUTE_API, HUB_SCOPE_API, 1 },
 };
 
-static const route_t *find(const hub_http_req_t *r)
+/* The route for r's path among those served on an address of scope. */
+static const route_t *find(const hub_http_req_t *r, uint8_t scope)
 {
-    for (size_t i = 0; i < HUB_ARRAY_LEN(routes); i++)
-        if (hub_span_eq(r, r->path, routes[i].path))
-            return &routes[i];
+    for (size_t i = 0; i < HUB_ARRAY_LEN(routes); i++) {
+        const route_t *rt = &routes[i];
+        if (!(rt->scope & scope))
+            continue;
+        size_t n = strlen(rt->path);
+        if (rt->prefix ? r->path.len > n && memcmp(r->buf + r->path.off, rt->path, n) == 0
+                       : hub_span_eq(r, r->path, rt->path))
+            return rt;
+    }
     return NULL;
 }
 
@@ -207,7 +219,7 @@ void hub_routes_handle(hub_conn_t *c, const hub_http_req_t *r, const uint8_t *re
         hub_routes_error(c, 400, "bad_request", "HTTP/1.x required", "", 0);
         return;
     }
-    const route_t *rt = find(r);
+    const route_t *rt = find(r, c->scope);
     if (rt == NULL) {
         hub_routes_error(c, 404, "not_found", "no such endpoint", "", keep_alive);
         return;

@@ -11,6 +11,8 @@ enum {
     HUB_ROUTE_WS,        /* GET /ws: the gohub JSON protocol */
     HUB_ROUTE_HEALTH,    /* GET /health */
     HUB_ROUTE_RELOAD,    /* POST /api/reload */
+    HUB_ROUTE_API,       /* every other /api/... path (api.c) */
+    HUB_ROUTE_METRICS,   /* GET /metrics (metrics.c) */
 };
 
 /* Handles one complete request on c (HTTP phase). rest/restlen are the bytes

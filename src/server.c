@@ -131,6 +131,56 @@ static void make_node_id(hub_server_t *s)
              rnd[3]);
 }
 
+typedef struct {
+    const char *key; /* config key of the address */
+    char host[256];
+    int port;
+    uint8_t scope;   /* HUB_SCOPE_* */
+} lsn_t;
+
+/* Adds the address of key (a non-empty http.addr / metrics.addr) serving
+ * scope: merged into an existing listener on the same fixed host:port, else
+ * a new one; server.addr (lsn[0]) then stops serving scope. Returns the new
+ * count or -1. */
+static int plan_extra(lsn_t *lsn, int n, const char *key, const char *addr, uint8_t scope)
+{
+    lsn_t l = { key, "", 0, scope };
+    if (hub_config_parse_addr(addr, l.host, sizeof(l.host), &l.port) != 0) {
+        hub_log_error("bad listen address", "key=%s addr=%s", key, addr);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        if (l.port != 0 && lsn[i].port == l.port && strcmp(lsn[i].host, l.host) == 0) {
+            lsn[i].scope |= scope;
+            return n;
+        }
+    }
+    lsn[0].scope &= (uint8_t)~scope;
+    lsn[n] = l;
+    return n + 1;
+}
+
+/* The listening addresses and what each serves. Returns their count (at
+ * least 1: server.addr first) or -1 after logging. */
+static int plan_listeners(const hub_config_t *cfg, lsn_t *lsn)
+{
+    lsn[0] = (lsn_t){ "server.addr", "", 0,
+                      HUB_SCOPE_WS | HUB_SCOPE_API | HUB_SCOPE_METRICS };
+    if (hub_config_parse_addr(cfg->server_addr, lsn[0].host, sizeof(lsn[0].host),
+                              &lsn[0].port) != 0) {
+        hub_log_error("bad listen address", "key=server.addr addr=%s", cfg->server_addr);
+        return -1;
+    }
+    int n = 1;
+    if (!cfg->metrics_enabled)
+        lsn[0].scope &= (uint8_t)~HUB_SCOPE_METRICS;
+    if (cfg->http_addr[0])
+        n = plan_extra(lsn, n, "http.addr", cfg->http_addr, HUB_SCOPE_API);
+    if (n > 0 && cfg->metrics_enabled && cfg->metrics_addr[0])
+        n = plan_extra(lsn, n, "metrics.addr", cfg->metrics_addr, HUB_SCOPE_METRICS);
+    return n;
+}
+
 /* Creates one bound SO_REUSEPORT socket. *port 0 lets the kernel choose, and
  * the chosen port is written back so the next workers bind the same one. */
 static int listen_socket(const char *host, int *port, char *err, size_t errlen)
@@ -140,7 +190,7 @@ static int listen_socket(const char *host, int *port, char *err, size_t errlen)
     int r = fam == AF_INET6 ? uv_ip6_addr(host, *port, (struct sockaddr_in6 *)&ss)
                             : uv_ip4_addr(host, *port, (struct sockaddr_in *)&ss);
     if (r != 0) {
-        snprintf(err, errlen, "server.addr: bad host '%s'", host);
+        snprintf(err, errlen, "bad host '%s'", host);
         return -1;
     }
     int fd = socket(fam, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -188,12 +238,11 @@ int hub_server_run(hub_config_t *cfg)
     if (s->nworkers < 1)
         s->nworkers = 1;
 
-    char host[256], err[640];
-    int port;
-    if (hub_config_parse_addr(cfg->server_addr, host, sizeof(host), &port) != 0) {
-        hub_log_error("bad server.addr", "addr=%s", cfg->server_addr);
+    char err[640];
+    lsn_t lsn[HUB_MAX_LISTENERS];
+    int nlsn = plan_listeners(cfg, lsn);
+    if (nlsn < 0)
         goto out;
-    }
     if (hub_vm_check_runtime(err, sizeof(err)) != 0) {
         hub_log_error("unsupported LuaJIT", "reason=%s", err);
         goto out;
@@ -205,15 +254,18 @@ int hub_server_run(hub_config_t *cfg)
         hub_reg_room_create(cfg->rooms_predefined.items[i], NULL,
                             cfg->rooms_default_max_clients, 0, NULL);
     s->workers = calloc((size_t)s->nworkers, sizeof(hub_worker_t));
-    int *fds = calloc((size_t)s->nworkers, sizeof(int));
+    int *fds = calloc((size_t)s->nworkers * HUB_MAX_LISTENERS, sizeof(int));
+    uint8_t scopes[HUB_MAX_LISTENERS];
     if (s->workers == NULL || fds == NULL) {
         free(fds);
         goto out;
     }
-    for (int i = 0; i < s->nworkers; i++) {
-        fds[i] = listen_socket(host, &port, err, sizeof(err));
+    for (int i = 0; i < s->nworkers * nlsn; i++) {
+        lsn_t *l = &lsn[i % nlsn];
+        scopes[i % nlsn] = l->scope;
+        fds[i] = listen_socket(l->host, &l->port, err, sizeof(err));
         if (fds[i] < 0) {
-            hub_log_error("cannot listen", "reason=%s", err);
+            hub_log_error("cannot listen", "key=%s reason=%s", l->key, err);
             for (int j = 0; j < i; j++)
                 close(fds[j]);
             free(fds);
@@ -239,7 +291,7 @@ int hub_server_run(hub_config_t *cfg)
     s->watchdog.data = s;
 
     for (int i = 0; i < s->nworkers; i++) {
-        int r = hub_worker_init(&s->workers[i], s, i, fds[i]);
+        int r = hub_worker_init(&s->workers[i], s, i, fds + i * nlsn, scopes, nlsn);
         if (r != 0) {
             hub_log_error("worker init failed", "worker=%d err=%s", i, hub_strerror(r));
             /* sockets not yet handed over are closed with the process */
@@ -260,7 +312,12 @@ int hub_server_run(hub_config_t *cfg)
         hub_log_warn("lua file watch unavailable", "path=%s", cfg->lua_path);
     hub_log_info("listening", "addr=%s port=%d workers=%d node_id=%s max_connections=%u "
                               "version=%s",
-                 host, port, s->nworkers, s->node_id, s->max_connections, GOHUB_VERSION);
+                 lsn[0].host, lsn[0].port, s->nworkers, s->node_id, s->max_connections,
+                 GOHUB_VERSION);
+    for (int i = 1; i < nlsn; i++)
+        hub_log_info("listening", "key=%s addr=%s port=%d serves=%s%s", lsn[i].key, lsn[i].host,
+                     lsn[i].port, lsn[i].scope & HUB_SCOPE_API ? "/api/* /health " : "",
+                     lsn[i].scope & HUB_SCOPE_METRICS ? "/metrics" : "");
 
     uv_run(&s->loop, UV_RUN_DEFAULT);
     for (int i = 0; i < started; i++)

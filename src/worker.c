@@ -111,14 +111,15 @@ static void on_tick(uv_timer_t *t)
 
 static void on_connection(uv_stream_t *server, int status)
 {
-    hub_worker_t *w = server->data;
+    hub_listener_t *l = server->data;
+    hub_worker_t *w = l->w;
     if (status < 0) {
         hub_log_warn("accept error", "worker=%d err=%s", w->index, uv_err_name(status));
         return;
     }
     if (w->stopping)
         return;
-    hub_conn_accept(w, server);
+    hub_conn_accept(w, server, l->scope);
 }
 
 static void on_stop(void *owner, hub_inbox_msg_t *m)
@@ -129,7 +130,8 @@ static void on_stop(void *owner, hub_inbox_msg_t *m)
     free(sm);
     if (!w->stopping) {
         w->stopping = 1;
-        uv_close((uv_handle_t *)&w->listener, NULL);
+        for (int i = 0; i < w->nlisteners; i++)
+            uv_close((uv_handle_t *)&w->listeners[i].tcp, NULL);
     }
     for (hub_conn_t *c = w->conns; c != NULL; c = c->next) {
         if (force)
@@ -155,14 +157,14 @@ static void worker_main(void *arg)
     hub_server_worker_done(w->srv, w);
 }
 
-int hub_worker_init(hub_worker_t *w, hub_server_t *srv, int index, int listen_fd)
+int hub_worker_init(hub_worker_t *w, hub_server_t *srv, int index, const int *fds,
+                    const uint8_t *scopes, int n)
 {
     const hub_config_t *cfg = srv->cfg;
     memset(w, 0, sizeof(*w));
     w->index = index;
     w->srv = srv;
     w->cfg = cfg;
-    w->listen_fd = listen_fd;
     int r = uv_loop_init(&w->loop);
     if (r != 0)
         return r;
@@ -202,12 +204,20 @@ int hub_worker_init(hub_worker_t *w, hub_server_t *srv, int index, int listen_fd
     w->tick.data = w;
     uv_timer_start(&w->tick, on_tick, period, period);
 
-    uv_tcp_init(&w->loop, &w->listener);
-    w->listener.data = w;
-    if ((r = uv_tcp_open(&w->listener, listen_fd)) != 0)
-        return r;
-    if ((r = uv_listen((uv_stream_t *)&w->listener, 4096, on_connection)) != 0)
-        return r;
+    hub_assert(n >= 1 && n <= HUB_MAX_LISTENERS);
+    for (int i = 0; i < n; i++) {
+        hub_listener_t *l = &w->listeners[i];
+        l->w = w;
+        l->fd = fds[i];
+        l->scope = scopes[i];
+        uv_tcp_init(&w->loop, &l->tcp);
+        l->tcp.data = l;
+        w->nlisteners++;
+        if ((r = uv_tcp_open(&l->tcp, fds[i])) != 0)
+            return r;
+        if ((r = uv_listen((uv_stream_t *)&l->tcp, 4096, on_connection)) != 0)
+            return r;
+    }
     return 0;
 }
 

@@ -14,6 +14,20 @@
 
 #define HUB_READ_BUF 65536
 
+/* What a listening address serves (hub_conn_t.scope): server.addr serves
+ * everything that http.addr / metrics.addr did not take away. */
+#define HUB_SCOPE_WS      0x01 /* WebSocket endpoints and /health */
+#define HUB_SCOPE_API     0x02 /* the HTTP API (/api/...) and /health */
+#define HUB_SCOPE_METRICS 0x04 /* /metrics */
+#define HUB_MAX_LISTENERS 3
+
+typedef struct {
+    uv_tcp_t tcp;
+    hub_worker_t *w;
+    int fd;
+    uint8_t scope;
+} hub_listener_t;
+
 typedef struct hub_write_req_s hub_write_req_t;
 
 struct hub_worker_s {
@@ -22,8 +36,8 @@ struct hub_worker_s {
     const hub_config_t *cfg;
     uv_loop_t loop;
     uv_thread_t thread;
-    uv_tcp_t listener;
-    int listen_fd;
+    hub_listener_t listeners[HUB_MAX_LISTENERS];
+    int nlisteners;
     hub_inbox_t inbox;
     uv_prepare_t prepare;
     uv_timer_t tick;
@@ -53,9 +67,11 @@ struct hub_worker_s {
     int handles_closed;
 };
 
-/* Prepares w (main thread, before start). listen_fd is a bound, not yet
- * listening SO_REUSEPORT socket that w takes over. Returns 0 or HUB_E*. */
-int hub_worker_init(hub_worker_t *w, hub_server_t *srv, int index, int listen_fd);
+/* Prepares w (main thread, before start). fds[0..n) are bound, not yet
+ * listening SO_REUSEPORT sockets that w takes over, serving scopes[i]
+ * (HUB_SCOPE_*). Returns 0 or HUB_E*. */
+int hub_worker_init(hub_worker_t *w, hub_server_t *srv, int index, const int *fds,
+                    const uint8_t *scopes, int n);
 
 /* Starts the thread. Returns 0 or a UV error. */
 int hub_worker_start(hub_worker_t *w);
