@@ -10,6 +10,7 @@
 #include "http.h"
 #include "log.h"
 #include "lua_vm.h"
+#include "ratelimit.h"
 #include "routes.h"
 #include "server.h"
 #include "worker.h"
@@ -587,8 +588,29 @@ uint64_t hub_client_id_parse(const hub_server_t *srv, const char *s, size_t len)
 
 /* ---- messages ---------------------------------------------------------- */
 
+#define RL_WINDOW_S 10 /* limits.rate_limit_close_after counts refusals in this window */
+
 void hub_conn_on_message(hub_conn_t *c, int opcode, const uint8_t *p, size_t n)
 {
     HUB_UNUSED(opcode); /* binary was refused with 1003 at the frame header */
-    hub_vm_dispatch(c->w->vm, c, p, n);
+    const hub_config_t *cfg = c->w->cfg;
+    uint64_t now_ms = uv_now(&c->w->loop);
+    if (hub_likely(hub_rl_allow(&c->rl_tat_us, now_ms * 1000, cfg->messages_per_second,
+                                cfg->messages_burst))) {
+        hub_vm_dispatch(c->w->vm, c, p, n);
+        return;
+    }
+    uint32_t now_s = (uint32_t)(now_ms / 1000);
+    if (now_s - c->rl_window_s >= RL_WINDOW_S) {
+        c->rl_window_s = now_s;
+        c->rl_strikes = 0;
+    }
+    c->rl_strikes++;
+    if (cfg->rate_limit_close_after && c->rl_strikes >= cfg->rate_limit_close_after) {
+        hub_log_info("rate limit abuse: closing", "conn=%llu refused=%u",
+                     (unsigned long long)c->id, c->rl_strikes);
+        hub_conn_close(c, 1008, "rate limit exceeded");
+        return;
+    }
+    hub_vm_refuse(c, p, n, 1005, "rate limited");
 }

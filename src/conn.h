@@ -47,6 +47,9 @@ struct hub_conn_s {
                                      F_PING, pong deadline; CLOSING: hard close */
     uint64_t frame_left;          /* WS: bytes of the inbound frame wslay has not seen */
     uint64_t msg_bytes;           /* WS: payload bytes of the inbound message so far */
+    uint64_t rl_tat_us;           /* WS: message rate limiter state (ratelimit.h) */
+    uint32_t rl_strikes;          /* WS: messages refused in the current window */
+    uint32_t rl_window_s;         /* WS: start of that 10 s window (loop seconds) */
     uint16_t flags;
     uint16_t close_code;          /* first close code sent or received; 0 = none yet */
     uint8_t state;

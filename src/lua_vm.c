@@ -648,6 +648,17 @@ static int exact_id(const char *s, size_t n, int64_t *out)
     return 1;
 }
 
+void hub_vm_refuse(hub_conn_t *c, const uint8_t *p, size_t n, int code, const char *message)
+{
+    const char *raw;
+    size_t rawlen;
+    int64_t rid = 0;
+    if (!hub_json_member((const char *)p, n, "message_id", &raw, &rawlen) ||
+        !exact_id(raw, rawlen, &rid))
+        rid = 0;
+    send_error(c, code, message, rid, NULL);
+}
+
 void hub_vm_dispatch(hub_vm_t *vm, hub_conn_t *c, const uint8_t *p, size_t n)
 {
     lua_State *L = vm->L;

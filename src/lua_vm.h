@@ -30,6 +30,10 @@ void hub_vm_free(hub_vm_t *vm);
  * the protocol. */
 void hub_vm_dispatch(hub_vm_t *vm, hub_conn_t *c, const uint8_t *p, size_t n);
 
+/* Answers message p..p+n without running it: error code with message,
+ * request_id taken from its message_id when that is readable. */
+void hub_vm_refuse(hub_conn_t *c, const uint8_t *p, size_t n, int code, const char *message);
+
 /* After the upgrade: hooks.on_connect. Returns 0 to accept, or a close code
  * (reason written into reason) to refuse. */
 int hub_vm_on_connect(hub_vm_t *vm, hub_conn_t *c, char *reason, size_t rlen);

@@ -13,6 +13,7 @@
 #include "handshake.h"
 #include "log.h"
 #include "lua_vm.h"
+#include "ratelimit.h"
 #include "registry.h"
 #include "reload.h"
 #include "server.h"
@@ -154,6 +155,17 @@ static void reload(hub_conn_t *c, const hub_http_req_t *r, int keep_alive)
     hub_reload_request(c->w->srv, c->w->index, c->id);
 }
 
+/* limits.connections_per_second_per_ip for c's peer. */
+static int ip_rate_ok(hub_conn_t *c)
+{
+    uint32_t rate = c->w->cfg->connections_per_second_per_ip;
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (rate == 0 || uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+        return 1;
+    return hub_rl_ip_allow((struct sockaddr *)&ss, uv_now(&c->w->loop) * 1000, rate);
+}
+
 static void upgrade(hub_conn_t *c, const hub_http_req_t *r, int route, const uint8_t *rest,
                     size_t restlen)
 {
@@ -172,6 +184,13 @@ static void upgrade(hub_conn_t *c, const hub_http_req_t *r, int route, const uin
         hub_log_debug("handshake refused", "conn=%llu status=%d reason=%s",
                       (unsigned long long)c->id, status, reason);
         hub_routes_error(c, status, code, reason, extra, 0);
+        return;
+    }
+    if (!ip_rate_ok(c)) {
+        hub_log_info("upgrade rate limit", "conn=%llu limit=%u/s", (unsigned long long)c->id,
+                     c->w->cfg->connections_per_second_per_ip);
+        hub_routes_error(c, 429, "too_many_requests",
+                         "too many connections from this address", "Retry-After: 1\r\n", 0);
         return;
     }
     if (atomic_fetch_add(&srv->ws_connections, 1) >= (long)srv->max_connections) {

@@ -110,7 +110,7 @@ start_server() {
         env GOHUB_SERVER_ADDR="127.0.0.1:$SERVER_PORT" GOHUB_LOG_LEVEL=warn \
             GOHUB_SERVER_WORKERS="${BENCH_GOHUB_WORKERS:-1}" \
             GOHUB_ROOMS_PRESENCE_EVENTS=false GOHUB_LUA_PATH="$LUA_DIR" \
-            GOHUB_SERVER_SHUTDOWN_TIMEOUT=3s \
+            GOHUB_SERVER_SHUTDOWN_TIMEOUT=3s GOHUB_LIMITS_MESSAGES_PER_SECOND=0 \
             "$GOHUB" -c "$CONFIG" >"$RESULTS/$name.server.log" 2>&1 &
     else
         node scripts/bench/ws_hub.js --host 127.0.0.1 --port "$SERVER_PORT" \

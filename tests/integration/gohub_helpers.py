@@ -100,7 +100,7 @@ def wait_for(pred, timeout, interval=0.05):
 
 class Daemon:
     """One gohub process. env: extra GOHUB_* (or other) variables on top of
-    the test defaults. args: command-line arguments (default -c CONFIG)."""
+    the test defaults (a value of None removes a default). args: command-line arguments (default -c CONFIG)."""
 
     def __init__(self, binary, logdir, env=None, args=None, asan=False):
         self.binary = str(binary)
@@ -126,10 +126,14 @@ class Daemon:
             GOHUB_SERVER_ADDR=f"127.0.0.1:{self.port}",
             GOHUB_SERVER_WORKERS="2",
             GOHUB_LOG_LEVEL="debug",
+            # tests pipeline thousands of messages; test_ratelimit.py sets its own
+            GOHUB_LIMITS_MESSAGES_PER_SECOND="0",
         )
         if self.asan:
             env.update(ASAN_ENV)
         env.update(self.extra_env)
+        for k in [k for k, v in env.items() if v is None]:  # None removes a default
+            del env[k]
         return env
 
     def start(self, health_timeout=10.0):
