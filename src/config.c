@@ -100,7 +100,7 @@ static const key_desc_t keys[] = {
     { "limits.max_connections", KT_INT, FIELD(max_connections), "0", 0, 10000000, NULL,
       NULL, "WebSocket connections per process; 0 = as many as the fd limit allows", 0, NULL },
     { "limits.max_message_bytes", KT_SIZE, FIELD(max_message_bytes), "64KiB",
-      16, 64 * MIB, NULL, NULL, "inbound message cap (close 1009)", 1, NULL },
+      16, 64 * MIB, NULL, NULL, "inbound message cap (close 1009)", 0, NULL },
     { "limits.max_outbound_bytes", KT_SIZE, FIELD(max_outbound_bytes), "1MiB",
       4 * KIB, 1 * GIB, NULL, NULL, "queued outbound bytes per connection (close 1013)", 1, NULL },
     { "limits.max_request_line", KT_SIZE, FIELD(max_request_line), "8KiB",
@@ -1083,6 +1083,86 @@ void hub_config_free(hub_config_t *cfg)
             list_clear(field(cfg, &keys[i]));
     }
     free(cfg);
+}
+
+/* True when k's value is the same in a and b. */
+static bool same_value(const hub_config_t *a, const hub_config_t *b, const key_desc_t *k)
+{
+    const void *fa = (const char *)a + k->offset, *fb = (const char *)b + k->offset;
+    if (k->type == KT_STRING)
+        return strcmp(*(char *const *)fa, *(char *const *)fb) == 0;
+    if (k->type != KT_LIST)
+        return memcmp(fa, fb, k->size) == 0;
+    const hub_strlist_t *la = fa, *lb = fb;
+    if (la->n != lb->n)
+        return false;
+    for (size_t i = 0; i < la->n; i++)
+        if (strcmp(la->items[i], lb->items[i]) != 0)
+            return false;
+    return true;
+}
+
+/* Replaces k's value in dst with a copy of src's. Returns 0 or -1 (out of
+ * memory: dst keeps its own value). */
+static int copy_value(hub_config_t *dst, const hub_config_t *src, const key_desc_t *k)
+{
+    void *fd = field(dst, k);
+    const void *fs = (const char *)src + k->offset;
+    if (k->type == KT_STRING) {
+        char *v = strdup(*(char *const *)fs);
+        if (v == NULL)
+            return -1;
+        free(*(char **)fd);
+        *(char **)fd = v;
+        return 0;
+    }
+    if (k->type != KT_LIST) {
+        memcpy(fd, fs, k->size);
+        return 0;
+    }
+    const hub_strlist_t *ls = fs;
+    hub_strlist_t l = { calloc(ls->n ? ls->n : 1, sizeof(char *)), 0 };
+    if (l.items == NULL)
+        return -1;
+    for (; l.n < ls->n; l.n++) {
+        if ((l.items[l.n] = strdup(ls->items[l.n])) == NULL) {
+            list_clear(&l);
+            return -1;
+        }
+    }
+    list_clear(fd);
+    *(hub_strlist_t *)fd = l;
+    return 0;
+}
+
+hub_config_t *hub_config_reload(const hub_config_t *old, const char *path, char *err,
+                                size_t errlen, char *kept, size_t keptlen)
+{
+    size_t j = 0;
+    if (kept != NULL && keptlen > 0)
+        kept[0] = '\0';
+    hub_config_t *cfg = hub_config_load(path, err, errlen);
+    if (cfg == NULL)
+        return NULL;
+    for (size_t i = 0; i < HUB_ARRAY_LEN(keys); i++) {
+        const key_desc_t *k = &keys[i];
+        if (k->reload || same_value(old, cfg, k))
+            continue;
+        if (copy_value(cfg, old, k) != 0) {
+            set_err(err, errlen, "out of memory");
+            hub_config_free(cfg);
+            return NULL;
+        }
+        if (kept != NULL && j + 1 < keptlen)
+            j += (size_t)snprintf(kept + j, keptlen - j, "%s%s", j ? " " : "", k->path);
+    }
+    /* restart-only values came back from old: re-check the rules that span
+     * keys on the mix */
+    if (check_cross(cfg, err, errlen) != 0) {
+        hub_config_free(cfg);
+        return NULL;
+    }
+    return cfg;
 }
 
 int hub_config_key_reloadable(const char *path)

@@ -88,6 +88,13 @@ void hub_config_free(hub_config_t *cfg);
  * markdown table, as shown in the README. */
 void hub_config_dump_keys(FILE *out);
 
+/* Loads path like hub_config_load() for a running daemon whose config is
+ * old: keys that need a restart keep old's values, and their paths, space
+ * separated, go into kept (when they differed). Returns the new snapshot
+ * (the caller owns it) or NULL with err set; old is not touched. */
+hub_config_t *hub_config_reload(const hub_config_t *old, const char *path, char *err,
+                                size_t errlen, char *kept, size_t keptlen);
+
 /* True when the key at dotted path can change on a running daemon (SIGHUP,
  * POST /api/reload); false for restart-only or unknown keys. */
 int hub_config_key_reloadable(const char *path);

@@ -80,5 +80,5 @@ int main(int argc, char **argv)
         return 0;
     }
     hub_log_setup(cfg->log_level, cfg->log_format);
-    return hub_server_run(cfg);
+    return hub_server_run(cfg, path);
 }

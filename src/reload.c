@@ -1,6 +1,7 @@
-/* reload.c: two-phase Lua reload across workers (see reload.h). The main
- * thread counts prepared workers and decides; workers build, swap or drop
- * VMs on their own threads through their inboxes. */
+/* reload.c: two-phase Lua reload across workers, preceded by a config
+ * reload when asked by SIGHUP or the API (see reload.h). The main thread
+ * counts prepared workers and decides; workers swap configs and build, swap
+ * or drop VMs on their own threads through their inboxes. */
 #include "reload.h"
 
 #include <string.h>
@@ -9,6 +10,7 @@
 #include "conn.h"
 #include "log.h"
 #include "lua_vm.h"
+#include "registry.h"
 #include "routes.h"
 #include "server.h"
 #include "worker.h"
@@ -31,6 +33,9 @@ struct hub_reload_s {
     int nwatch;
     uv_timer_t debounce;
     int running, again;
+    int want_config;      /* the next start re-reads the config file first */
+    hub_config_t *retired;/* the config before the last swap: freed once every
+                             worker has moved on (see finish) */
     uint32_t gen;
     int prepared, failed;
     uint64_t started_ns;
@@ -56,43 +61,100 @@ typedef struct {
 /* main → worker */
 typedef struct {
     hub_inbox_msg_t base;
-    int op;            /* PREPARE, COMMIT, ABORT, ANSWER */
+    int op;            /* CONFIG, PREPARE, COMMIT, ABORT, ANSWER */
     uint32_t gen;
     uint64_t conn_id;  /* ANSWER */
+    const hub_config_t *cfg; /* CONFIG */
     int ok;
     char err[512];
 } worker_msg_t;
 
-enum { OP_PREPARE, OP_COMMIT, OP_ABORT, OP_ANSWER };
+enum { OP_CONFIG, OP_PREPARE, OP_COMMIT, OP_ABORT, OP_ANSWER };
 
 static void worker_run(void *owner, hub_inbox_msg_t *m);
 
-static void post_worker(hub_server_t *s, int i, int op, uint32_t gen, uint64_t conn_id, int ok,
-                        const char *err)
+/* Posts op to worker i. Returns 0 or HUB_ENOMEM. */
+static int post_worker(hub_server_t *s, int i, int op, uint32_t gen, uint64_t conn_id, int ok,
+                       const char *err)
 {
     worker_msg_t *m = calloc(1, sizeof(*m));
     if (m == NULL)
-        return;
+        return HUB_ENOMEM;
     m->base.run = worker_run;
     m->op = op;
     m->gen = gen;
     m->conn_id = conn_id;
     m->ok = ok;
+    m->cfg = s->cfg;
     snprintf(m->err, sizeof(m->err), "%s", err ? err : "");
-    if (hub_inbox_post(&s->workers[i].inbox, &m->base) != 0)
+    if (hub_inbox_post(&s->workers[i].inbox, &m->base) != 0) {
         free(m);
+        return HUB_ENOMEM;
+    }
+    return 0;
+}
+
+static void finish(hub_server_t *s);
+
+/* Re-reads the config file; on success the new snapshot becomes s->cfg and
+ * every worker is told to switch to it. Returns 0, or -1 with r->err set
+ * (the running config stays). */
+static int apply_config(hub_server_t *s)
+{
+    struct hub_reload_s *r = s->reload;
+    char err[448], kept[512];
+    hub_config_t *cfg = hub_config_reload(s->cfg, s->config_path, err, sizeof(err), kept,
+                                          sizeof(kept));
+    if (cfg == NULL) {
+        snprintf(r->err, sizeof(r->err), "config: %s", err);
+        hub_log_error("config reload refused: the running config stays", "error=%s", err);
+        return -1;
+    }
+    if (kept[0])
+        hub_log_warn("config reload: these keys need a restart and keep their old values",
+                     "keys=%s", kept);
+    hub_log_setup(cfg->log_level, cfg->log_format);
+    for (size_t i = 0; i < cfg->rooms_predefined.n; i++)
+        hub_reg_room_create(cfg->rooms_predefined.items[i], NULL, cfg->rooms_default_max_clients,
+                            0, NULL);
+    hub_assert(r->retired == NULL); /* reloads run one at a time */
+    r->retired = s->cfg;
+    s->cfg = cfg;
+    for (int i = 0; i < s->nworkers; i++) {
+        /* a worker that missed the message would keep a pointer to the
+         * retired snapshot: better to stop than to read freed memory */
+        if (post_worker(s, i, OP_CONFIG, 0, 0, 0, NULL) != 0)
+            hub_assert(!"out of memory posting a config swap");
+    }
+    hub_log_info("config reloaded", "file=%s", s->config_path ? s->config_path : "(defaults)");
+    return 0;
 }
 
 static void start(hub_server_t *s)
 {
     struct hub_reload_s *r = s->reload;
     r->running = 1;
-    r->gen++; /* the VMs being built */
     r->prepared = r->failed = 0;
     r->err[0] = '\0';
     r->started_ns = uv_hrtime();
+    if (r->want_config) {
+        r->want_config = 0;
+        if (apply_config(s) != 0) {
+            r->failed = 1;
+            finish(s);
+            return;
+        }
+    }
+    r->gen++; /* the VMs being built */
     for (int i = 0; i < s->nworkers; i++)
         post_worker(s, i, OP_PREPARE, r->gen, 0, 0, NULL);
+}
+
+void hub_reload_all(hub_server_t *s, const char *why)
+{
+    if (s->reload != NULL)
+        s->reload->want_config = 1;
+    hub_reload_trigger(s, why);
 }
 
 void hub_reload_trigger(hub_server_t *s, const char *why)
@@ -112,13 +174,17 @@ static void finish(hub_server_t *s)
 {
     struct hub_reload_s *r = s->reload;
     int ok = !r->failed;
+    /* every worker handled OP_CONFIG before its OP_PREPARE (inboxes are
+     * FIFO), or the config step failed and nothing was swapped */
+    hub_config_free(r->retired);
+    r->retired = NULL;
     for (int i = 0; i < s->nworkers; i++)
         post_worker(s, i, ok ? OP_COMMIT : OP_ABORT, 0, 0, 0, NULL);
     double ms = (double)(uv_hrtime() - r->started_ns) / 1e6;
     if (ok)
         hub_log_info("lua reloaded", "workers=%d build_ms=%g", s->nworkers, ms);
     else
-        hub_log_error("lua reload failed: the old code keeps serving", "error=%s", r->err);
+        hub_log_error("reload failed: the old code keeps serving", "error=%s", r->err);
     for (size_t i = 0; i < r->cur.n; i++)
         post_worker(s, r->cur.v[i].worker, OP_ANSWER, 0, r->cur.v[i].conn_id, ok, r->err);
     r->cur.n = 0;
@@ -171,11 +237,7 @@ static void on_request(void *owner, hub_inbox_msg_t *m)
         post_worker(s, w.worker, OP_ANSWER, 0, w.conn_id, 0, "out of memory");
         return;
     }
-    if (r->running) {
-        r->again = 1;
-        return;
-    }
-    hub_reload_trigger(s, "api");
+    hub_reload_all(s, "api");
 }
 
 void hub_reload_request(hub_server_t *s, int worker, uint64_t conn_id)
@@ -211,6 +273,9 @@ static void worker_run(void *owner, hub_inbox_msg_t *m)
     hub_worker_t *w = owner;
     worker_msg_t *wm = (worker_msg_t *)m;
     switch (wm->op) {
+    case OP_CONFIG:
+        w->cfg = wm->cfg;
+        break;
     case OP_PREPARE: {
         prepared_msg_t *pm = calloc(1, sizeof(*pm));
         hub_vm_free(w->next_vm);
@@ -297,6 +362,14 @@ int hub_reload_init(hub_server_t *s)
         watch_dir(s, path);
     }
     return 0;
+}
+
+void hub_reload_free(hub_server_t *s)
+{
+    if (s->reload != NULL)
+        hub_config_free(s->reload->retired);
+    free(s->reload);
+    s->reload = NULL;
 }
 
 void hub_reload_close(hub_server_t *s)

@@ -15,14 +15,22 @@
 /* Starts the file watch (when lua.watch). Returns 0 or a UV error. */
 int hub_reload_init(hub_server_t *s);
 
-/* Starts a reload now (or right after the one in progress). */
+/* Starts a Lua reload now (or right after the one in progress). */
 void hub_reload_trigger(hub_server_t *s, const char *why);
 
-/* Any thread: asks for a reload whose result is answered as the HTTP
+/* Like hub_reload_trigger, but first re-reads the config file and applies
+ * the keys that can change live (SIGHUP, the API). A bad file fails the
+ * reload: the running config and code stay. */
+void hub_reload_all(hub_server_t *s, const char *why);
+
+/* Any thread: asks for a config + Lua reload whose result is answered as the HTTP
  * response of connection conn_id on worker index. */
 void hub_reload_request(hub_server_t *s, int worker, uint64_t conn_id);
 
 /* Closes the watch handles (shutdown). */
 void hub_reload_close(hub_server_t *s);
+
+/* Frees the reload state once the workers are joined. */
+void hub_reload_free(hub_server_t *s);
 
 #endif

@@ -75,7 +75,7 @@ static void on_signal(uv_signal_t *h, int signum)
 {
     hub_server_t *s = h->data;
     if (signum == SIGHUP) {
-        hub_reload_trigger(s, "SIGHUP");
+        hub_reload_all(s, "SIGHUP");
         return;
     }
     if (s->stopping++) {
@@ -220,7 +220,7 @@ static int listen_socket(const char *host, int *port, char *err, size_t errlen)
     return fd;
 }
 
-int hub_server_run(hub_config_t *cfg)
+int hub_server_run(hub_config_t *cfg, const char *config_path)
 {
     hub_server_t *s = calloc(1, sizeof(*s));
     if (s == NULL) {
@@ -229,6 +229,7 @@ int hub_server_run(hub_config_t *cfg)
     }
     int code = 1, started = 0, reg_ready = 0;
     s->cfg = cfg;
+    s->config_path = config_path;
     s->start_ms = uv_hrtime() / 1000000;
     atomic_init(&s->ws_connections, 0);
     signal(SIGPIPE, SIG_IGN);
@@ -326,7 +327,7 @@ int hub_server_run(hub_config_t *cfg)
     if (uv_loop_close(&s->loop) != 0)
         hub_log_warn("main loop did not close cleanly", "");
     hub_inbox_destroy(&s->inbox);
-    free(s->reload);
+    hub_reload_free(s);
     hub_log_info("stopped", "");
     code = 0;
 out:

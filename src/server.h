@@ -13,7 +13,9 @@
 #include "inbox.h"
 
 struct hub_server_s {
-    hub_config_t *cfg;
+    hub_config_t *cfg;            /* current snapshot; replaced by a reload (main
+                                     thread), workers follow via their inbox */
+    const char *config_path;      /* NULL = built-in defaults + environment */
     char node_id[72];
     uint64_t start_ms;            /* uv_hrtime()/1e6 at start */
     uint32_t max_connections;     /* effective limit on WebSocket connections */
@@ -30,9 +32,10 @@ struct hub_server_s {
     int workers_done;
 };
 
-/* Runs the daemon with cfg (takes ownership) until shutdown. Returns the
- * process exit code. */
-int hub_server_run(hub_config_t *cfg);
+/* Runs the daemon with cfg (takes ownership), loaded from config_path
+ * (NULL: none; kept for reloads), until shutdown. Returns the process exit
+ * code. */
+int hub_server_run(hub_config_t *cfg, const char *config_path);
 
 /* Seconds since start. Any thread. */
 uint64_t hub_server_uptime_s(const hub_server_t *s);
