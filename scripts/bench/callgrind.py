@@ -180,7 +180,7 @@ def run_once(kind, n, window, tmp, binary, config, timeout):
     env = dict(os.environ)
     env.update({"GOHUB_SERVER_ADDR": "127.0.0.1:%d" % port, "GOHUB_SERVER_WORKERS": "1",
                 "GOHUB_LOG_LEVEL": "warn", "GOHUB_LUA_WATCH": "false",
-                "GOHUB_SERVER_SHUTDOWN_TIMEOUT": "2s"})
+                "GOHUB_SERVER_SHUTDOWN_TIMEOUT": "2s", "GOHUB_LIMITS_MESSAGES_PER_SECOND": "0"})
     log = open(os.path.join(tmp, "gohub.%s.log" % kind), "w")
     cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, binary, "-c", config]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
