@@ -51,7 +51,8 @@ static int setup(void)
         getsockname(fd, (struct sockaddr *)&a, &len) != 0)
         return -1;
     port = ntohs(a.sin_port);
-    return hub_worker_init(&srv.workers[0], &srv, 0, fd);
+    uint8_t scope = HUB_SCOPE_WS;
+    return hub_worker_init(&srv.workers[0], &srv, 0, &fd, &scope, 1);
 }
 
 static void teardown(void)
