@@ -119,3 +119,150 @@ int hub_json_blank(const char *p, size_t n)
 {
     return skip_ws(p, p + n) == p + n;
 }
+
+/* ---- strict validation ---------------------------------------------------- */
+
+/* p at the opening quote; returns just past the closing one, or NULL. */
+static const char *valid_string(const unsigned char *p, const unsigned char *e)
+{
+    for (p++; p < e;) {
+        unsigned c = *p;
+        if (c == '"')
+            return (const char *)p + 1;
+        if (c < 0x20)
+            return NULL;
+        if (c == '\\') {
+            if (++p >= e)
+                return NULL;
+            if (*p == 'u') {
+                for (int i = 1; i <= 4; i++)
+                    if (p + i >= e || !isxdigit(p[i]))
+                        return NULL;
+                p += 5;
+            } else if (*p != '\0' && strchr("\"\\/bfnrt", *p) != NULL) {
+                p++;
+            } else {
+                return NULL;
+            }
+            continue;
+        }
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+        /* UTF-8: lead byte, length, and the range of the second byte that
+         * rules out overlong forms, surrogates and code points > U+10FFFF */
+        size_t len;
+        unsigned lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) {
+            len = 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+            lo = c == 0xE0 ? 0xA0 : 0x80;
+            hi = c == 0xED ? 0x9F : 0xBF;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+            lo = c == 0xF0 ? 0x90 : 0x80;
+            hi = c == 0xF4 ? 0x8F : 0xBF;
+        } else {
+            return NULL;
+        }
+        if ((size_t)(e - p) < len || p[1] < lo || p[1] > hi)
+            return NULL;
+        for (size_t i = 2; i < len; i++)
+            if (p[i] < 0x80 || p[i] > 0xBF)
+                return NULL;
+        p += len;
+    }
+    return NULL;
+}
+
+static const unsigned char *digits(const unsigned char *p, const unsigned char *e)
+{
+    const unsigned char *s = p;
+    while (p < e && *p >= '0' && *p <= '9')
+        p++;
+    return p > s ? p : NULL;
+}
+
+static const char *valid_number(const unsigned char *p, const unsigned char *e)
+{
+    if (*p == '-')
+        p++;
+    if (p < e && *p == '0')
+        p++;
+    else if ((p = p < e && *p >= '1' && *p <= '9' ? digits(p, e) : NULL) == NULL)
+        return NULL;
+    if (p < e && *p == '.' && (p = digits(p + 1, e)) == NULL)
+        return NULL;
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < e && (*p == '+' || *p == '-'))
+            p++;
+        if ((p = digits(p, e)) == NULL)
+            return NULL;
+    }
+    return (const char *)p;
+}
+
+static const char *valid_literal(const char *p, const char *e, const char *lit)
+{
+    size_t n = strlen(lit);
+    return (size_t)(e - p) >= n && memcmp(p, lit, n) == 0 ? p + n : NULL;
+}
+
+/* One value at p (no leading blanks); returns just past it, or NULL. The
+ * nesting is bounded by HUB_JSON_MAX_DEPTH, so the recursion is too. */
+static const char *valid_value(const char *p, const char *e, int depth)
+{
+    if (p >= e)
+        return NULL;
+    const unsigned char *u = (const unsigned char *)p, *ue = (const unsigned char *)e;
+    switch (*p) {
+    case '"':
+        return valid_string(u, ue);
+    case 't':
+        return valid_literal(p, e, "true");
+    case 'f':
+        return valid_literal(p, e, "false");
+    case 'n':
+        return valid_literal(p, e, "null");
+    case '{':
+    case '[': {
+        char close = *p == '{' ? '}' : ']';
+        if (depth >= HUB_JSON_MAX_DEPTH)
+            return NULL;
+        p = skip_ws(p + 1, e);
+        if (p < e && *p == close)
+            return p + 1;
+        for (;;) {
+            if (close == '}') {
+                if (p >= e || *p != '"' ||
+                    (p = valid_string((const unsigned char *)p, ue)) == NULL)
+                    return NULL;
+                p = skip_ws(p, e);
+                if (p >= e || *p != ':')
+                    return NULL;
+                p = skip_ws(p + 1, e);
+            }
+            if ((p = valid_value(p, e, depth + 1)) == NULL)
+                return NULL;
+            p = skip_ws(p, e);
+            if (p < e && *p == close)
+                return p + 1;
+            if (p >= e || *p != ',')
+                return NULL;
+            p = skip_ws(p + 1, e);
+        }
+    }
+    default:
+        return *p == '-' || (*p >= '0' && *p <= '9') ? valid_number(u, ue) : NULL;
+    }
+}
+
+int hub_json_valid(const char *p, size_t n)
+{
+    const char *e = p + n;
+    p = valid_value(skip_ws(p, e), e, 0);
+    return p != NULL && skip_ws(p, e) == e;
+}

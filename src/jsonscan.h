@@ -18,4 +18,13 @@ int hub_json_has_nul(const char *p, size_t n);
 /* 1 when p..p+n is only JSON whitespace. */
 int hub_json_blank(const char *p, size_t n);
 
+/* 1 when p..p+n is exactly one JSON value (RFC 8259, strict: no leading
+ * zeros, no "1.", no raw control bytes in strings, no blanks beyond space,
+ * tab, CR and LF) in valid UTF-8 (no overlong forms, no surrogates), with
+ * blanks around it and at most HUB_JSON_MAX_DEPTH nested arrays and
+ * objects. cJSON accepts more than this; text that passes here can be
+ * passed through to any JSON parser byte for byte. */
+#define HUB_JSON_MAX_DEPTH 512
+int hub_json_valid(const char *p, size_t n);
+
 #endif
