@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "hmap.h"
+#include "msg.h"
 
 typedef struct {
     uint64_t *ids;
@@ -27,6 +28,7 @@ typedef struct {
     uint64_t conn_id;
     int worker;
     char *user_id;
+    uint64_t connected_at; /* ms since the epoch, when it was registered */
     room_t **rooms;
     uint32_t nrooms, cap;
 } client_t;
@@ -136,6 +138,7 @@ int hub_reg_client_add(uint64_t conn_id, int worker, const char *user_id)
         return HUB_ENOMEM;
     c->conn_id = conn_id;
     c->worker = worker;
+    c->connected_at = hub_now_ms();
     if (user_id && (c->user_id = strdup(user_id)) == NULL) {
         free(c);
         return HUB_ENOMEM;
@@ -262,6 +265,106 @@ size_t hub_reg_client_rooms(uint64_t conn_id, char ***out)
     }
     uv_mutex_unlock(&R.mu);
     return n;
+}
+
+typedef struct {
+    uint64_t at, id;
+} client_key_t;
+
+static int client_key_cmp(const void *a, const void *b)
+{
+    const client_key_t *x = a, *y = b;
+    if (x->at != y->at)
+        return x->at < y->at ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Fills ci from c (lock held). 0 or HUB_ENOMEM (ci is then half-filled:
+ * the caller frees it with the rest). */
+static int client_info_of(const client_t *c, hub_client_info_t *ci)
+{
+    ci->conn_id = c->conn_id;
+    ci->worker = c->worker;
+    ci->connected_at = c->connected_at;
+    if (c->user_id && (ci->user_id = strdup(c->user_id)) == NULL)
+        return HUB_ENOMEM;
+    if (c->nrooms == 0)
+        return 0;
+    if ((ci->rooms = calloc(c->nrooms, sizeof(char *))) == NULL)
+        return HUB_ENOMEM;
+    for (uint32_t i = 0; i < c->nrooms; i++, ci->nrooms++)
+        if ((ci->rooms[i] = strdup(c->rooms[i]->id)) == NULL)
+            return HUB_ENOMEM;
+    return 0;
+}
+
+int hub_reg_client_list(size_t offset, size_t limit, hub_client_info_t **out, size_t *n,
+                        size_t *total)
+{
+    *out = NULL;
+    *n = 0;
+    /* pass 1: the sort keys of every client, copied under the lock */
+    uv_mutex_lock(&R.mu);
+    size_t k = 0;
+    *total = R.clients.n;
+    client_key_t *keys = *total ? malloc(*total * sizeof(*keys)) : NULL;
+    for (size_t i = 0; keys && i < R.clients.cap; i++) {
+        const client_t *c = R.clients.vals[i];
+        if (R.clients.keys[i] && c)
+            keys[k++] = (client_key_t){ c->connected_at, c->conn_id };
+    }
+    uv_mutex_unlock(&R.mu);
+    if (*total && keys == NULL)
+        return HUB_ENOMEM;
+    /* sorted without the lock: a page is stable while nobody connects */
+    if (k > 1)
+        qsort(keys, k, sizeof(*keys), client_key_cmp);
+    size_t want = offset < k ? k - offset : 0;
+    if (want > limit)
+        want = limit;
+    if (want == 0) {
+        free(keys);
+        return 0;
+    }
+    hub_client_info_t *v = calloc(want, sizeof(*v));
+    if (v == NULL) {
+        free(keys);
+        return HUB_ENOMEM;
+    }
+    /* pass 2: the page's details; a client that left in between is skipped */
+    int rc = 0;
+    uv_mutex_lock(&R.mu);
+    for (size_t i = 0; i < want && rc == 0; i++) {
+        const client_t *c = hub_idmap_get(&R.clients, keys[offset + i].id);
+        if (c != NULL)
+            rc = client_info_of(c, &v[(*n)++]);
+    }
+    uv_mutex_unlock(&R.mu);
+    free(keys);
+    if (rc != 0) {
+        hub_reg_clients_free(v, *n);
+        *n = 0;
+        return rc;
+    }
+    *out = v;
+    return 0;
+}
+
+void hub_reg_clients_free(hub_client_info_t *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++) {
+        free(v[i].user_id);
+        hub_reg_strv_free(v[i].rooms, v[i].nrooms);
+    }
+    free(v);
+}
+
+void hub_reg_counts(size_t *clients, size_t *rooms)
+{
+    uv_mutex_lock(&R.mu);
+    *clients = R.clients.n;
+    *rooms = R.rooms.n;
+    uv_mutex_unlock(&R.mu);
 }
 
 /* ---- rooms ------------------------------------------------------------- */

@@ -45,6 +45,28 @@ size_t hub_reg_user_conns(const char *user_id, hub_member_t *out, size_t max);
 /* Room ids of a client (caller frees with hub_reg_strv_free). */
 size_t hub_reg_client_rooms(uint64_t conn_id, char ***out);
 
+/* A client as the HTTP API lists it (every field owned). */
+typedef struct {
+    uint64_t conn_id;
+    int worker;
+    uint64_t connected_at;   /* ms since the epoch, when it was registered */
+    char *user_id;           /* NULL = anonymous */
+    char **rooms;            /* ids of its rooms */
+    size_t nrooms;
+} hub_client_info_t;
+
+/* One page of the clients ordered by (connected_at, conn_id): skips offset
+ * of them and copies up to limit into *out (*n of them; fewer when some
+ * left while the page was built). *total gets the number of clients. The
+ * caller frees *out with hub_reg_clients_free. Returns 0 or HUB_ENOMEM
+ * (then *out is NULL). */
+int hub_reg_client_list(size_t offset, size_t limit, hub_client_info_t **out, size_t *n,
+                        size_t *total);
+void hub_reg_clients_free(hub_client_info_t *v, size_t n);
+
+/* The numbers of registered clients and of rooms. */
+void hub_reg_counts(size_t *clients, size_t *rooms);
+
 /* Rooms. */
 int hub_reg_room_create(const char *id, const char *name, uint32_t max_clients,
                         int auto_created, hub_room_info_t *out);
