@@ -250,6 +250,35 @@ int hub_fanout_user(hub_worker_t *w, const char *user_id, hub_frame_t *f)
     return (int)n;
 }
 
+int hub_fanout_room_deleted(hub_worker_t *w, const char *room_id, const hub_member_t *m,
+                            size_t n)
+{
+    if (n == 0)
+        return 0;
+    char data[300];
+    size_t l = (size_t)snprintf(data, sizeof(data), "{\"room_id\":");
+    l = hub_json_quote(data, l, sizeof(data) - 1, room_id, strlen(room_id));
+    if (l == (size_t)-1)
+        return HUB_E2BIG;
+    data[l++] = '}';
+    hub_frame_t *f = hub_msg_frame("room_deleted", data, l, hub_msg_next_id(), HUB_NO_REQUEST);
+    uint64_t *ids = malloc(n * sizeof(*ids));
+    int *workers = malloc(n * sizeof(*workers));
+    int rc = HUB_ENOMEM;
+    if (f != NULL && ids != NULL && workers != NULL) {
+        for (size_t i = 0; i < n; i++) {
+            ids[i] = m[i].conn_id;
+            workers[i] = m[i].worker;
+        }
+        hub_fanout_ids(w, ids, workers, n, f);
+        rc = (int)n;
+    }
+    free(ids);
+    free(workers);
+    hub_frame_release(f);
+    return rc;
+}
+
 int hub_fanout_presence(hub_worker_t *w, const char *type, const char *room, uint64_t conn_id,
                         const char *user_id)
 {

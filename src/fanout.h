@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "registry.h"
 
 /* Returns the number of recipients (all workers) or HUB_ENOTFOUND. */
 int hub_fanout_room(hub_worker_t *w, const char *room_id, hub_frame_t *f, uint64_t exclude);
@@ -27,6 +28,11 @@ int hub_fanout_user(hub_worker_t *w, const char *user_id, hub_frame_t *f);
 /* Delivers to an explicit list of (conn id, worker) pairs. */
 void hub_fanout_ids(hub_worker_t *w, const uint64_t *ids, const int *workers, size_t n,
                     hub_frame_t *f);
+
+/* room_deleted {room_id} to the n members a deleted room had (as
+ * hub_reg_room_delete returned them). Returns n or HUB_E*. */
+int hub_fanout_room_deleted(hub_worker_t *w, const char *room_id, const hub_member_t *m,
+                            size_t n);
 
 /* member_joined / member_left {room_id, client_id, user_id} about conn_id
  * to the room's other members. Returns the recipient count or HUB_E*. */

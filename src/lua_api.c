@@ -260,24 +260,7 @@ static int l_room_delete(lua_State *L)
     size_t n;
     if (!valid || hub_reg_room_delete(id, &m, &n) != 0)
         return fail(L, "not_found");
-    char data[300];
-    size_t l = (size_t)snprintf(data, sizeof(data), "{\"room_id\":");
-    l = hub_json_quote(data, l, sizeof(data) - 1, id, strlen(id));
-    data[l++] = '}';
-    hub_frame_t *f = hub_msg_frame("room_deleted", data, l, hub_msg_next_id(), HUB_NO_REQUEST);
-    if (f != NULL && n > 0) {
-        uint64_t *ids = malloc(n * sizeof(*ids));
-        int *ws = malloc(n * sizeof(*ws));
-        for (size_t i = 0; ids && ws && i < n; i++) {
-            ids[i] = m[i].conn_id;
-            ws[i] = m[i].worker;
-        }
-        if (ids && ws)
-            hub_fanout_ids(w, ids, ws, n, f);
-        free(ids);
-        free(ws);
-    }
-    hub_frame_release(f);
+    hub_fanout_room_deleted(w, id, m, n);
     hub_reg_members_free(m, n);
     lua_pushboolean(L, 1);
     return 1;
