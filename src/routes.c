@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "api.h"
 #include "config.h"
 #include "conn.h"
 #include "handshake.h"
@@ -95,49 +96,6 @@ static void health(hub_conn_t *c, const hub_http_req_t *r, int keep_alive)
             keep_alive, r->method == HUB_HTTP_HEAD);
 }
 
-/* Constant-time comparison of the span with key. */
-static int key_matches(const char *p, size_t n, const char *key)
-{
-    size_t kl = strlen(key);
-    unsigned diff = n != kl;
-    for (size_t i = 0; i < n && i < kl; i++)
-        diff |= (unsigned)(p[i] ^ key[i]);
-    return diff == 0;
-}
-
-/* API access (/api/...): with http.api_key, "Authorization: Bearer <key>" or
- * "X-API-Key: <key>"; without one, loopback peers only. Answers the refusal
- * itself and returns 0 when refused. */
-static int api_allowed(hub_conn_t *c, const hub_http_req_t *r, int keep_alive)
-{
-    const char *key = c->w->cfg->http_api_key;
-    if (key[0]) {
-        hub_span_t a = hub_http_header(r, "Authorization", NULL);
-        hub_span_t x = hub_http_header(r, "X-API-Key", NULL);
-        if ((hub_span_present(a) && a.len > 7 &&
-             strncasecmp(r->buf + a.off, "Bearer ", 7) == 0 &&
-             key_matches(r->buf + a.off + 7, a.len - 7, key)) ||
-            (hub_span_present(x) && key_matches(r->buf + x.off, x.len, key)))
-            return 1;
-        hub_routes_error(c, 401, "unauthorized", "missing or wrong API key",
-                         "WWW-Authenticate: Bearer\r\n", keep_alive);
-        return 0;
-    }
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
-        if (ss.ss_family == AF_INET &&
-            (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127)
-            return 1;
-        if (ss.ss_family == AF_INET6 &&
-            IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&ss)->sin6_addr))
-            return 1;
-    }
-    hub_routes_error(c, 403, "forbidden",
-                     "set http.api_key to use the API from other hosts", "", keep_alive);
-    return 0;
-}
-
 static void reload(hub_conn_t *c, const hub_http_req_t *r, int keep_alive)
 {
     if (r->method != HUB_HTTP_POST) {
@@ -145,7 +103,7 @@ static void reload(hub_conn_t *c, const hub_http_req_t *r, int keep_alive)
                          keep_alive);
         return;
     }
-    if (!api_allowed(c, r, keep_alive))
+    if (!hub_api_allowed(c, r, "", keep_alive))
         return;
     /* answered (then closed) when every worker has reported; meanwhile the
      * connection reads nothing and the header deadline is off */
@@ -252,6 +210,9 @@ void hub_routes_handle(hub_conn_t *c, const hub_http_req_t *r, const uint8_t *re
         break;
     case HUB_ROUTE_RELOAD:
         reload(c, r, keep_alive);
+        break;
+    case HUB_ROUTE_API:
+        hub_api_handle(c, r, keep_alive);
         break;
     default:
         hub_routes_error(c, 404, "not_found", "no such endpoint", "", keep_alive);
