@@ -10,6 +10,7 @@
 #include "http.h"
 #include "log.h"
 #include "lua_vm.h"
+#include "metrics.h"
 #include "ratelimit.h"
 #include "routes.h"
 #include "server.h"
@@ -106,6 +107,14 @@ static hub_conn_t *of_handle(uv_handle_t *h)
 
 /* ---- outbound ---------------------------------------------------------- */
 
+/* Every change of a queue's byte count goes through here, so the worker's
+ * gohub_outbound_queue_bytes stays the sum of its connections' oq_bytes. */
+static inline void oq_account(hub_conn_t *c, int64_t delta)
+{
+    c->oq_bytes += (uint64_t)delta;
+    hub_mc_add(&c->w->metrics.queue_bytes, (uint64_t)delta);
+}
+
 static void enqueue(hub_conn_t *c, hub_outq_node_t *n)
 {
     n->next = NULL;
@@ -114,15 +123,18 @@ static void enqueue(hub_conn_t *c, hub_outq_node_t *n)
     else
         c->oq_head = n;
     c->oq_tail = n;
-    c->oq_bytes += n->f->len;
+    oq_account(c, n->f->len);
+    /* kind 0 (HTTP, control frames) has a slot that is never exposed */
+    hub_mc_add(&c->w->metrics.sent[n->f->kind], 1);
     hub_worker_want_flush(c->w, c);
 }
 
 /* Drops every queued node except a partly written head (dropping it would
- * cut a frame in half on the wire). */
-static void drop_unsent(hub_conn_t *c)
+ * cut a frame in half on the wire). Returns how many were messages. */
+static uint64_t drop_unsent(hub_conn_t *c)
 {
     hub_outq_node_t *keep = NULL, *n = c->oq_head;
+    uint64_t msgs = 0;
     if (n != NULL && c->oq_off > 0) {
         keep = n;
         n = n->next;
@@ -130,34 +142,41 @@ static void drop_unsent(hub_conn_t *c)
     }
     while (n != NULL) {
         hub_outq_node_t *next = n->next;
-        c->oq_bytes -= n->f->len;
+        oq_account(c, -(int64_t)n->f->len);
+        msgs += n->f->kind != 0;
         node_put(c->w, n);
         n = next;
     }
     c->oq_head = c->oq_tail = keep;
+    return msgs;
 }
 
 void hub_conn_drop_queue(hub_conn_t *c)
 {
     c->oq_off = 0;
-    drop_unsent(c);
+    hub_mc_add(&c->w->metrics.dropped[HUB_DROP_CLOSED], drop_unsent(c));
 }
 
-static void slow_consumer(hub_conn_t *c)
+/* f (not queued) made the queue go over its limit. */
+static void slow_consumer(hub_conn_t *c, const hub_frame_t *f)
 {
     hub_log_warn("slow consumer closed", "conn=%llu queued=%llu limit=%llu",
                  (unsigned long long)c->id, (unsigned long long)c->oq_bytes,
                  (unsigned long long)c->w->cfg->max_outbound_bytes);
-    drop_unsent(c);
+    hub_metrics_t *m = &c->w->metrics;
+    hub_mc_add(&m->dropped[HUB_DROP_QUEUE_FULL], drop_unsent(c) + (f->kind != 0));
+    hub_mc_add(&m->slow_consumers, 1);
     hub_conn_close(c, 1013, "slow consumer");
 }
 
 int hub_conn_send(hub_conn_t *c, hub_frame_t *f)
 {
-    if (c->flags & (HUB_CONN_F_CLOSED | HUB_CONN_F_NOMORE))
+    if (c->flags & (HUB_CONN_F_CLOSED | HUB_CONN_F_NOMORE)) {
+        hub_mc_add(&c->w->metrics.dropped[HUB_DROP_CLOSED], f->kind != 0);
         return HUB_ECLOSED;
+    }
     if (c->oq_bytes + f->len > c->w->cfg->max_outbound_bytes) {
-        slow_consumer(c);
+        slow_consumer(c, f);
         return HUB_EFULL;
     }
     hub_outq_node_t *n = node_get(c->w);
@@ -189,7 +208,7 @@ void hub_conn_send_raw(hub_conn_t *c, hub_frame_t *f)
 /* Marks len bytes of the queue head as written, releasing whole nodes. */
 static void consume(hub_conn_t *c, size_t len)
 {
-    c->oq_bytes -= len;
+    oq_account(c, -(int64_t)len);
     while (len > 0) {
         hub_outq_node_t *n = c->oq_head;
         size_t left = n->f->len - c->oq_off;
@@ -228,7 +247,7 @@ static void on_write(uv_write_t *req, int status)
         node_put(w, n);
         n = next;
     }
-    c->oq_bytes -= wr->bytes;
+    oq_account(c, -(int64_t)wr->bytes);
     wreq_put(w, wr);
     c->flags &= (uint16_t)~HUB_CONN_F_WRITING;
     if (status < 0) {
@@ -304,7 +323,7 @@ void hub_conn_flush(hub_conn_t *c)
             node_put(c->w, m);
             m = next;
         }
-        c->oq_bytes -= wr->bytes;
+        oq_account(c, -(int64_t)wr->bytes);
         wreq_put(c->w, wr);
         hub_conn_abort(c);
         return;
@@ -333,6 +352,7 @@ static void on_close(uv_handle_t *h)
     if (c->flags & HUB_CONN_F_COUNTED) {
         hub_conn_end(c); /* a connection that dropped without a close */
         atomic_fetch_sub(&w->srv->ws_connections, 1);
+        hub_metrics_closed(&w->metrics, c->close_code);
     }
     hub_worker_conn_gone(w, c);
     free(c);
@@ -593,6 +613,7 @@ uint64_t hub_client_id_parse(const hub_server_t *srv, const char *s, size_t len)
 void hub_conn_on_message(hub_conn_t *c, int opcode, const uint8_t *p, size_t n)
 {
     HUB_UNUSED(opcode); /* binary was refused with 1003 at the frame header */
+    hub_metrics_message_size(&c->w->metrics, n);
     const hub_config_t *cfg = c->w->cfg;
     uint64_t now_ms = uv_now(&c->w->loop);
     if (hub_likely(hub_rl_allow(&c->rl_tat_us, now_ms * 1000, cfg->messages_per_second,

@@ -63,6 +63,8 @@ typedef struct {
 static hub_frame_t *frame_of(hub_blob_t *b)
 {
     hub_frame_t *f = hub_frame_copy(b->data, b->len);
+    if (f != NULL)
+        f->kind = b->kind;
     hub_blob_release(b);
     return f;
 }

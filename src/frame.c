@@ -13,6 +13,7 @@ hub_frame_t *hub_frame_alloc(size_t len)
         return NULL;
     f->refcnt = 1;
     f->len = (uint32_t)len;
+    f->kind = 0;
     return f;
 }
 
@@ -124,6 +125,7 @@ hub_blob_t *hub_blob_from_frame(const hub_frame_t *f, unsigned refs)
         return NULL;
     atomic_init(&b->refcnt, refs);
     b->len = f->len;
+    b->kind = f->kind;
     memcpy(b->data, f->data, f->len);
     return b;
 }

@@ -19,6 +19,7 @@
 struct hub_frame_s {
     uint32_t refcnt;
     uint32_t len;    /* bytes in data[] */
+    uint8_t kind;    /* HUB_MT_* message type for the metrics; 0 = not a message */
     uint8_t data[];
 };
 
@@ -78,6 +79,7 @@ size_t hub_ws_parse_header(const uint8_t *p, size_t n, hub_ws_hdr_t *h);
 typedef struct {
     atomic_uint refcnt;
     uint32_t len;
+    uint8_t kind;    /* the frame's kind, carried over */
     uint8_t data[];
 } hub_blob_t;
 

@@ -18,6 +18,7 @@
 #include "jsonscan.h"
 #include "log.h"
 #include "lua_priv.h"
+#include "metrics.h"
 #include "msg.h"
 #include "registry.h"
 #include "server.h"
@@ -563,6 +564,7 @@ static const char *default_text(int code)
 static void send_error(hub_conn_t *c, int code, const char *message, int64_t rid,
                        const char *details)
 {
+    hub_metrics_error(&c->w->metrics, code);
     hub_frame_t *f = hub_msg_error(code, message ? message : default_text(code), rid, details);
     if (f == NULL) {
         hub_conn_close(c, 1011, "out of memory");
@@ -662,6 +664,8 @@ void hub_vm_refuse(hub_conn_t *c, const uint8_t *p, size_t n, int code, const ch
 void hub_vm_dispatch(hub_vm_t *vm, hub_conn_t *c, const uint8_t *p, size_t n)
 {
     lua_State *L = vm->L;
+    uint64_t t0 = uv_hrtime();
+    int mtype = HUB_MT_INVALID; /* the metrics label, once message_type is read */
     int64_t rid = 0;
     const char *text = (const char *)p, *end = NULL, *raw = NULL;
     size_t rawlen = 0;
@@ -694,10 +698,13 @@ void hub_vm_dispatch(hub_vm_t *vm, hub_conn_t *c, const uint8_t *p, size_t n)
     /* a valid name needs no escapes: judge the source text, so an escaped
      * spelling (or one with \u0000) of a handler name is not that handler */
     hub_json_member(text, n, "message_type", &raw, &rawlen);
-    if (rawlen >= 2 && valid_handler_name(raw + 1, rawlen - 2))
+    mtype = HUB_MT_OTHER;
+    if (rawlen >= 2 && valid_handler_name(raw + 1, rawlen - 2)) {
+        mtype = hub_metrics_type(raw + 1, rawlen - 2);
         lua_getfield(L, -1, tname);
-    else
+    } else {
         lua_pushnil(L);
+    }
     if (!lua_isfunction(L, -1)) {
         lua_settop(L, top);
         send_error(c, 1006, "unknown message type", rid, NULL);
@@ -748,6 +755,7 @@ void hub_vm_dispatch(hub_vm_t *vm, hub_conn_t *c, const uint8_t *p, size_t n)
     lua_settop(L, top);
 out:
     cJSON_Delete(root);
+    hub_metrics_handled(&vm->w->metrics, mtype, uv_hrtime() - t0);
 }
 
 /* ---- connection events ------------------------------------------------- */

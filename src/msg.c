@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "metrics.h"
+
 static atomic_uint_fast64_t next_id = 1;
 
 uint64_t hub_msg_next_id(void)
@@ -96,6 +98,7 @@ hub_frame_t *hub_msg_frame(const char *type, const char *data, size_t data_len,
     hub_frame_t *f = hub_frame_alloc(hdr + plen);
     if (f == NULL)
         return NULL;
+    f->kind = (uint8_t)hub_metrics_type(type, strlen(type));
     uint8_t *p = f->data + hub_ws_write_header(f->data, HUB_WS_OP_TEXT, plen);
     memcpy(p, head, hl);
     memcpy(p + hl, data, data_len);

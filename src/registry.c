@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "hmap.h"
+#include "metrics.h"
 #include "msg.h"
 
 typedef struct {
@@ -167,6 +168,7 @@ static int leave_locked(room_t *r, client_t *c)
 {
     if (!idvec_remove(&r->pw[c->worker], c->conn_id))
         return 0;
+    hub_mc_add(&hub_metrics_here()->room_leaves, 1);
     r->count--;
     for (uint32_t i = 0; i < c->nrooms; i++) {
         if (c->rooms[i] == r) {
@@ -426,6 +428,7 @@ int hub_reg_room_delete(const char *id, hub_member_t **members, size_t *n)
         uv_mutex_unlock(&R.mu);
         return HUB_ENOTFOUND;
     }
+    hub_mc_add(&hub_metrics_here()->room_leaves, r->count);
     if (r->count > 0)
         *members = calloc(r->count, sizeof(hub_member_t));
     size_t k = 0;
@@ -489,6 +492,7 @@ int hub_reg_room_join(const char *id, uint64_t conn_id, int auto_create, uint32_
             }
             c->rooms[c->nrooms++] = r;
             rc = (int)++r->count;
+            hub_mc_add(&hub_metrics_here()->room_joins, 1);
         }
     }
 out:

@@ -10,6 +10,7 @@
 #include "conn.h"
 #include "log.h"
 #include "lua_vm.h"
+#include "metrics.h"
 #include "registry.h"
 #include "routes.h"
 #include "server.h"
@@ -181,6 +182,7 @@ static void finish(hub_server_t *s)
     for (int i = 0; i < s->nworkers; i++)
         post_worker(s, i, ok ? OP_COMMIT : OP_ABORT, 0, 0, 0, NULL);
     double ms = (double)(uv_hrtime() - r->started_ns) / 1e6;
+    hub_metrics_reload(ok);
     if (ok)
         hub_log_info("lua reloaded", "workers=%d build_ms=%g", s->nworkers, ms);
     else

@@ -14,6 +14,7 @@
 #include "handshake.h"
 #include "log.h"
 #include "lua_vm.h"
+#include "metrics.h"
 #include "ratelimit.h"
 #include "registry.h"
 #include "reload.h"
@@ -210,6 +211,9 @@ void hub_routes_handle(hub_conn_t *c, const hub_http_req_t *r, const uint8_t *re
         break;
     case HUB_ROUTE_RELOAD:
         reload(c, r, keep_alive);
+        break;
+    case HUB_ROUTE_METRICS:
+        hub_metrics_serve(c, r, keep_alive);
         break;
     case HUB_ROUTE_API:
         hub_api_handle(c, r, keep_alive);

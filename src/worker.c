@@ -153,6 +153,7 @@ static void close_handles(hub_worker_t *w)
 static void worker_main(void *arg)
 {
     hub_worker_t *w = arg;
+    hub_metrics_bind(&w->metrics); /* code without w at hand counts here */
     uv_run(&w->loop, UV_RUN_DEFAULT);
     hub_server_worker_done(w->srv, w);
 }

@@ -10,6 +10,7 @@
 #include "common.h"
 #include "hmap.h"
 #include "inbox.h"
+#include "metrics.h"
 #include "ws.h"
 
 #define HUB_READ_BUF 65536
@@ -65,6 +66,7 @@ struct hub_worker_s {
     int lua_hooked;              /* the watchdog armed the interrupt hook */
     int stopping;                /* no new connections; exit when none is left */
     int handles_closed;
+    hub_metrics_t metrics;       /* written by this worker only; read by scrapes */
 };
 
 /* Prepares w (main thread, before start). fds[0..n) are bound, not yet

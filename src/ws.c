@@ -274,6 +274,7 @@ void hub_ws_release(hub_conn_t *c)
 
 void hub_ws_start(hub_conn_t *c)
 {
+    hub_mc_add(&c->w->metrics.conns_opened, 1);
     c->state = HUB_CONN_WS;
     c->frame_left = 0;
     c->msg_bytes = 0;
