@@ -89,6 +89,15 @@ static void send_error(hub_conn_t *c, const hub_http_req_t *r, int status, const
 
 int hub_api_allowed(hub_conn_t *c, const hub_http_req_t *r, const char *extra, int keep_alive)
 {
+    /* a browser names the page's origin: one not in http.cors_origins is
+     * refused outright, or any web page could make a browser on this host
+     * POST to a loopback-only API (a "simple" request needs no preflight) */
+    char cors[API_MAX_ORIGIN + 96];
+    if (!hub_api_cors(c, r, cors, sizeof(cors))) {
+        send_error(c, r, 403, "forbidden", "origin not allowed by http.cors_origins", extra,
+                   keep_alive);
+        return 0;
+    }
     hub_span_t a = hub_http_header(r, "Authorization", NULL);
     hub_span_t x = hub_http_header(r, "X-API-Key", NULL);
     const char *key = c->w->cfg->http_api_key;

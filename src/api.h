@@ -15,10 +15,12 @@
  * including its errors; closes after the answer when keep_alive is 0. */
 void hub_api_handle(hub_conn_t *c, const hub_http_req_t *r, int keep_alive);
 
-/* API access: with http.api_key, "Authorization: Bearer <key>" or
- * "X-API-Key: <key>" (compared in constant time); without a key, loopback
- * peers only. Returns 1 when allowed; otherwise answers 401 or 403 itself
- * (with extra, "" or CRLF-terminated header lines, added) and returns 0. */
+/* API access: a request with an Origin header needs an origin allowed by
+ * http.cors_origins (browsers); then, with http.api_key, "Authorization:
+ * Bearer <key>" or "X-API-Key: <key>" (compared in constant time); without
+ * a key, loopback peers only. Returns 1 when allowed; otherwise answers 401
+ * or 403 itself (with extra, "" or CRLF-terminated header lines, added) and
+ * returns 0. */
 int hub_api_allowed(hub_conn_t *c, const hub_http_req_t *r, const char *extra, int keep_alive);
 
 /* The access decision alone, for a configured key ("" = none), the two

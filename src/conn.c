@@ -6,12 +6,15 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "auth.h"
 #include "config.h"
 #include "http.h"
 #include "log.h"
 #include "lua_vm.h"
 #include "metrics.h"
+#include "msg.h"
 #include "ratelimit.h"
+#include "registry.h"
 #include "routes.h"
 #include "server.h"
 #include "worker.h"
@@ -355,6 +358,7 @@ static void on_close(uv_handle_t *h)
         hub_metrics_closed(&w->metrics, c->close_code);
     }
     hub_worker_conn_gone(w, c);
+    hub_identity_free(c->ident);
     free(c);
 }
 
@@ -540,6 +544,16 @@ void hub_conn_accept(hub_worker_t *w, uv_stream_t *server, uint8_t scope)
 
 void hub_conn_tick(hub_conn_t *c, uint64_t now)
 {
+    /* J11: the token's exp (+ leeway) passed and no fresh authenticate
+     * replaced the identity. The wall clock is read only for connections
+     * that hold an identity; the tick period bounds the delay. */
+    if (c->ident != NULL && c->state == HUB_CONN_WS && !(c->flags & HUB_CONN_F_CLOSED) &&
+        hub_identity_expired(c->ident, hub_now_ms())) {
+        hub_log_info("token expired: closing", "conn=%llu user_id=%s",
+                     (unsigned long long)c->id, c->ident->user_id);
+        hub_conn_close(c, 1008, "token expired");
+        return;
+    }
     if ((c->flags & HUB_CONN_F_CLOSED) || now < c->timer_ms)
         return;
     switch (c->state) {
@@ -568,6 +582,10 @@ void hub_conn_tick(hub_conn_t *c, uint64_t now)
 
 /* ---- identity ---------------------------------------------------------- */
 
+_Static_assert(HUB_USER_ID_MAX > HUB_AUTH_USER_ID_MAX &&
+                   HUB_USER_ID_MAX >= HUB_CLIENT_ID_MAX + 5,
+               "HUB_USER_ID_MAX must hold any token user id and any anon-<client id>");
+
 size_t hub_client_id_format(const hub_server_t *srv, uint64_t id, char *buf, size_t len)
 {
     int n = snprintf(buf, len, "%s-%llx", srv->node_id, (unsigned long long)id);
@@ -587,7 +605,22 @@ size_t hub_anon_user_id(const hub_server_t *srv, uint64_t id, char *buf, size_t 
 
 size_t hub_conn_user_id(const hub_conn_t *c, char *buf, size_t len)
 {
-    return hub_anon_user_id(c->w->srv, c->id, buf, len);
+    if (c->ident == NULL)
+        return hub_anon_user_id(c->w->srv, c->id, buf, len);
+    int n = snprintf(buf, len, "%s", c->ident->user_id);
+    return n < 0 ? 0 : ((size_t)n >= len ? len - 1 : (size_t)n);
+}
+
+int hub_conn_set_identity(hub_conn_t *c, hub_identity_t *id)
+{
+    int rc = hub_reg_client_set_user(c->id, id ? id->user_id : NULL);
+    if (rc != 0) {
+        hub_identity_free(id);
+        return rc;
+    }
+    hub_identity_free(c->ident);
+    c->ident = id;
+    return 0;
 }
 
 uint64_t hub_client_id_parse(const hub_server_t *srv, const char *s, size_t len)

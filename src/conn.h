@@ -58,11 +58,17 @@ struct hub_conn_s {
     uint8_t stash_len;
     uint8_t stash[HUB_WS_MAX_HEADER]; /* a partial inbound frame header */
     int lua_ref;                  /* the connection's `client` table in the VM, or -2 */
+    struct hub_identity_s *ident; /* owned: the verified token's identity (auth.h);
+                                     NULL = anonymous. Freed with the connection */
     uint32_t lua_gen;             /* generation of the VM lua_ref belongs to */
 };
 
 /* Longest client id: node id (64) + '-' + 16 hex digits. */
 #define HUB_CLIENT_ID_MAX 96
+
+/* Buffer size for any user id: a token's (at most HUB_AUTH_USER_ID_MAX =
+ * 128 bytes, auth.h) or "anon-<client id>", plus the NUL. */
+#define HUB_USER_ID_MAX 136
 
 /* Writes the client id of connection id on this node; returns its length. */
 size_t hub_client_id_format(const hub_server_t *srv, uint64_t id, char *buf, size_t len);
@@ -74,8 +80,15 @@ size_t hub_conn_client_id(const hub_conn_t *c, char *buf, size_t len);
  * returns its length. */
 size_t hub_anon_user_id(const hub_server_t *srv, uint64_t id, char *buf, size_t len);
 
-/* Writes c's user id (anonymous: "anon-<client id>"); returns its length. */
+/* Writes c's user id (the token's, or "anon-<client id>" when anonymous);
+ * returns its length. */
 size_t hub_conn_user_id(const hub_conn_t *c, char *buf, size_t len);
+
+/* Gives c the identity id (takes ownership; NULL = anonymous again) and
+ * moves c to id's user in the registry, for send_user and member lists.
+ * Returns 0 and frees the previous identity; on HUB_ENOMEM or HUB_EOFFLINE
+ * (c is not registered) c keeps its identity and id is freed. */
+int hub_conn_set_identity(hub_conn_t *c, struct hub_identity_s *id);
 
 /* The connection id inside a client id of this node, or 0 when s is not one
  * (another node's, or malformed). */

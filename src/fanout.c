@@ -284,7 +284,7 @@ int hub_fanout_room_deleted(hub_worker_t *w, const char *room_id, const hub_memb
 int hub_fanout_presence(hub_worker_t *w, const char *type, const char *room, uint64_t conn_id,
                         const char *user_id)
 {
-    char cid[HUB_CLIENT_ID_MAX], data[512];
+    char cid[HUB_CLIENT_ID_MAX], data[768]; /* a user id of quotes doubles */
     hub_client_id_format(w->srv, conn_id, cid, sizeof(cid));
     size_t l = (size_t)snprintf(data, sizeof(data), "{\"room_id\":");
     l = hub_json_quote(data, l, sizeof(data), room, strlen(room));

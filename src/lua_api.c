@@ -5,6 +5,7 @@
  * allocation). Worker thread (owner of the VM). */
 #include <string.h>
 
+#include "auth.h"
 #include "config.h"
 #include "conn.h"
 #include "fanout.h"
@@ -69,7 +70,7 @@ static hub_frame_t *build(lua_State *L, const char *type, int idx)
 
 static void push_member(lua_State *L, hub_server_t *srv, uint64_t conn_id, const char *user_id)
 {
-    char cid[HUB_CLIENT_ID_MAX], anon[HUB_CLIENT_ID_MAX + 8];
+    char cid[HUB_CLIENT_ID_MAX], anon[HUB_USER_ID_MAX];
     hub_client_id_format(srv, conn_id, cid, sizeof(cid));
     if (user_id == NULL) {
         hub_anon_user_id(srv, conn_id, anon, sizeof(anon));
@@ -102,22 +103,74 @@ static void mark_array(lua_State *L)
 }
 
 /* member_joined / member_left to a room, excluding the subject. The user
- * id of a connection on another worker is its anonymous one until tokens
- * carry identities (the registry will hold them then). */
+ * id of a connection on another worker comes from the registry. */
 static void presence(hub_worker_t *w, const char *type, const char *room, uint64_t conn_id)
 {
     if (!w->cfg->rooms_presence_events)
         return;
-    char uid[HUB_CLIENT_ID_MAX + 8];
+    char uid[HUB_USER_ID_MAX];
     hub_conn_t *c = hub_worker_conn(w, conn_id);
     if (c != NULL)
         hub_conn_user_id(c, uid, sizeof(uid));
-    else
+    else if (!hub_reg_client_user(conn_id, uid, sizeof(uid)))
         hub_anon_user_id(w->srv, conn_id, uid, sizeof(uid));
     hub_fanout_presence(w, type, room, conn_id, uid);
 }
 
 /* ---- the client table ---------------------------------------------------- */
+
+/* Pushes c's permissions as an array: the token's permissions claim, or
+ * auth.anonymous_permissions for an anonymous connection and for a token
+ * without that claim. Stack: +1. */
+static void push_permissions(lua_State *L, const hub_conn_t *c)
+{
+    const hub_identity_t *id = c->ident;
+    if (id != NULL && id->permissions != NULL) {
+        lua_createtable(L, (int)id->npermissions, 0);
+        for (size_t i = 0; i < id->npermissions; i++) {
+            lua_pushstring(L, id->permissions[i]);
+            lua_rawseti(L, -2, (int)i + 1);
+        }
+    } else {
+        const hub_strlist_t *perms = &c->w->cfg->anonymous_permissions;
+        lua_createtable(L, (int)perms->n, 0);
+        for (size_t i = 0; i < perms->n; i++) {
+            lua_pushstring(L, perms->items[i]);
+            lua_rawseti(L, -2, (int)i + 1);
+        }
+    }
+    mark_array(L);
+}
+
+/* Sets the identity fields of the client table on top of the stack from
+ * c->ident: user_id, username (nil when none), authenticated, claims (the
+ * verified token's payload; {} when anonymous), permissions. Stack: 0. */
+static void set_identity_fields(hub_vm_t *vm, hub_conn_t *c)
+{
+    lua_State *L = vm->L;
+    char uid[HUB_USER_ID_MAX];
+    hub_conn_user_id(c, uid, sizeof(uid));
+    lua_pushstring(L, uid);
+    lua_setfield(L, -2, "user_id");
+    if (c->ident != NULL && c->ident->username != NULL)
+        lua_pushstring(L, c->ident->username);
+    else
+        lua_pushnil(L);
+    lua_setfield(L, -2, "username");
+    lua_pushboolean(L, c->ident != NULL);
+    lua_setfield(L, -2, "authenticated");
+    cJSON *claims = c->ident ? cJSON_ParseWithLength(c->ident->claims_json,
+                                                     c->ident->claims_len)
+                             : NULL;
+    if (claims != NULL)
+        hub_lua_push_json(vm, claims);
+    else
+        lua_newtable(L);
+    cJSON_Delete(claims);
+    lua_setfield(L, -2, "claims");
+    push_permissions(L, c);
+    lua_setfield(L, -2, "permissions");
+}
 
 void hub_lua_push_client(hub_vm_t *vm, hub_conn_t *c)
 {
@@ -126,26 +179,12 @@ void hub_lua_push_client(hub_vm_t *vm, hub_conn_t *c)
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
         return;
     }
-    char cid[HUB_CLIENT_ID_MAX], uid[HUB_CLIENT_ID_MAX + 8];
+    char cid[HUB_CLIENT_ID_MAX];
     hub_conn_client_id(c, cid, sizeof(cid));
-    hub_conn_user_id(c, uid, sizeof(uid));
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 7);
     lua_pushstring(L, cid);
     lua_setfield(L, -2, "id");
-    lua_pushstring(L, uid);
-    lua_setfield(L, -2, "user_id");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "authenticated");
-    lua_newtable(L);
-    lua_setfield(L, -2, "claims");
-    const hub_strlist_t *perms = &c->w->cfg->anonymous_permissions;
-    lua_createtable(L, (int)perms->n, 0);
-    for (size_t i = 0; i < perms->n; i++) {
-        lua_pushstring(L, perms->items[i]);
-        lua_rawseti(L, -2, (int)i + 1);
-    }
-    mark_array(L);
-    lua_setfield(L, -2, "permissions");
+    set_identity_fields(vm, c);
     lua_newtable(L);
     lua_setfield(L, -2, "ctx");
     lua_pushvalue(L, -1);
@@ -181,8 +220,14 @@ static int l_send_user(lua_State *L)
     hub_frame_t *f = build(L, type, 3);
     int count;
     if (n > 5 && memcmp(uid, "anon-", 5) == 0) {
+        /* anon-<client id> names a connection only while it is anonymous
+         * (tokens cannot carry such a user id: auth.c refuses them) */
+        char had[2];
         uint64_t id = hub_client_id_parse(w->srv, uid + 5, n - 5);
-        count = id && hub_fanout_conn(w, id, f) == 0 ? 1 : 0;
+        count = id && !hub_reg_client_user(id, had, sizeof(had)) &&
+                        hub_fanout_conn(w, id, f) == 0
+                    ? 1
+                    : 0;
     } else {
         count = hub_fanout_user(w, uid, f);
     }
@@ -217,6 +262,73 @@ static int l_close(lua_State *L)
     if (id == 0 || hub_fanout_close(worker_of(L), id, (uint16_t)code, reason) != 0)
         return fail(L, "offline");
     lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* ---- authentication -------------------------------------------------------- */
+
+static int fail_code(lua_State *L, int code, const char *message)
+{
+    lua_pushnil(L);
+    lua_pushinteger(L, code);
+    lua_pushstring(L, message);
+    return 3;
+}
+
+/* gohub.authenticate(client, token) → {user_id, username, permissions,
+ * expires_at} | nil, code, message. client: a client table or a client id
+ * on this worker (the handler's own client). On success the connection
+ * takes the token's identity (registry, client table, expiry); on failure
+ * it keeps the one it had. */
+static int l_authenticate(lua_State *L)
+{
+    uint64_t id;
+    if (lua_istable(L, 1)) {
+        lua_getfield(L, 1, "id");
+        if (lua_type(L, -1) != LUA_TSTRING)
+            return luaL_argerror(L, 1, "a client table has a string id");
+        id = check_client(L, -1);
+        lua_pop(L, 1);
+    } else {
+        id = check_client(L, 1);
+    }
+    size_t n;
+    const char *tok = luaL_checklstring(L, 2, &n);
+    hub_worker_t *w = worker_of(L);
+    hub_vm_t *vm = hub_vm_of(L);
+    if (w->auth == NULL)
+        return fail_code(L, 2000, "authentication is disabled on this server (auth.enabled)");
+    hub_conn_t *c = id ? hub_worker_conn(w, id) : NULL;
+    if (c == NULL)
+        return fail_code(L, 4000, "client not found");
+    hub_identity_t *ident = NULL;
+    hub_auth_reason_t why = hub_auth_verify(w->auth, tok, n, hub_now_ms(), &ident);
+    if (why != HUB_AUTH_OK) {
+        hub_log_info("authenticate refused", "conn=%llu reason=%s", (unsigned long long)c->id,
+                     hub_auth_reason_name(why));
+        return fail_code(L, hub_auth_reason_code(why), hub_auth_reason_text(why));
+    }
+    if (hub_conn_set_identity(c, ident) != 0) /* frees ident */
+        return fail_code(L, 1003, "server error");
+    if (c->lua_ref != LUA_NOREF && c->lua_gen == vm->gen) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
+        set_identity_fields(vm, c);
+        lua_pop(L, 1);
+    }
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, c->ident->user_id);
+    lua_setfield(L, -2, "user_id");
+    if (c->ident->username != NULL) {
+        lua_pushstring(L, c->ident->username);
+        lua_setfield(L, -2, "username");
+    }
+    push_permissions(L, c);
+    lua_setfield(L, -2, "permissions");
+    if (c->ident->exp != 0)
+        lua_pushnumber(L, (lua_Number)c->ident->exp);
+    else
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->null_ref);
+    lua_setfield(L, -2, "expires_at");
     return 1;
 }
 
@@ -597,7 +709,8 @@ static const luaL_Reg gohub_funcs[] = {
     { "send", l_send },         { "send_user", l_send_user }, { "broadcast", l_broadcast },
     { "close", l_close },       { "can", l_can },             { "error", l_error },
     { "raw", l_raw },           { "log", l_log },             { "count", l_count },
-    { "now", l_now },           { "node_id", l_node_id },     { NULL, NULL },
+    { "now", l_now },           { "node_id", l_node_id },     { "authenticate", l_authenticate },
+    { NULL, NULL },
 };
 
 static const luaL_Reg room_funcs[] = {

@@ -797,7 +797,7 @@ void hub_vm_on_close(hub_vm_t *vm, hub_conn_t *c)
     uint8_t *deleted;
     size_t n;
     hub_reg_client_remove(c->id, &rooms, &deleted, &n);
-    char uid[HUB_CLIENT_ID_MAX + 8];
+    char uid[HUB_USER_ID_MAX];
     hub_conn_user_id(c, uid, sizeof(uid));
     for (size_t i = 0; i < n; i++) {
         /* at shutdown every member is leaving: nobody to tell */

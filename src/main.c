@@ -3,15 +3,18 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "auth.h"
 #include "common.h"
 #include "config.h"
 #include "log.h"
 #include "lua_vm.h"
 #include "server.h"
+#include "token.h"
 
 static void usage(FILE *out)
 {
     fputs("usage: gohub [-c FILE] [-t] [--version] [--help]\n"
+          "       gohub token --user ID [--username NAME] [--perm P]... [--ttl 1h] [-c FILE]\n"
           "\n"
           "  -c FILE, -config FILE, --config FILE\n"
           "                     configuration file (YAML); without it the built-in\n"
@@ -22,7 +25,9 @@ static void usage(FILE *out)
           "  --config-keys      print every configuration key as a markdown table\n"
           "  --lua-api          print the functions of the gohub Lua module\n"
           "  -v, --version      print the version and exit\n"
-          "  -h, --help         print this help and exit\n",
+          "  -h, --help         print this help and exit\n"
+          "  token ...          print a token signed with auth.secret_key\n"
+          "                     (gohub token --help)\n",
           out);
 }
 
@@ -30,6 +35,8 @@ int main(int argc, char **argv)
 {
     const char *path = NULL;
     int test_only = 0;
+    if (argc > 1 && strcmp(argv[1], "token") == 0)
+        return hub_token_main(argc - 1, argv + 1);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-c") == 0 || strcmp(a, "-config") == 0 || strcmp(a, "--config") == 0) {
@@ -67,8 +74,15 @@ int main(int argc, char **argv)
         return 1;
     }
     if (test_only) {
-        /* the Lua code too: a broken handler would stop the start anyway */
+        /* the auth key and the Lua code too: either would stop the start */
         hub_log_setup(HUB_LOG_ERROR, cfg->log_format);
+        hub_auth_t *auth = NULL;
+        if (hub_auth_new(cfg, &auth, err, sizeof(err)) != 0) {
+            fprintf(stderr, "gohub: configuration error: %s\n", err);
+            hub_config_free(cfg);
+            return 1;
+        }
+        hub_auth_free(auth);
         if (hub_vm_check_code(cfg, err, sizeof(err)) != 0) {
             fprintf(stderr, "gohub: lua error: %s\n", err);
             hub_config_free(cfg);

@@ -132,6 +132,43 @@ void hub_reg_free(void)
 
 /* ---- clients ----------------------------------------------------------- */
 
+/* Adds conn_id to user_id's connections (lock held). 0 or HUB_ENOMEM. */
+static int user_add_locked(const char *user_id, uint64_t conn_id)
+{
+    idvec_t *v = hub_strmap_get(&R.users, user_id);
+    if (v == NULL) {
+        if ((v = calloc(1, sizeof(*v))) == NULL)
+            return HUB_ENOMEM;
+        if (hub_strmap_put(&R.users, user_id, v) != 0) {
+            free(v);
+            return HUB_ENOMEM;
+        }
+    }
+    if (idvec_push(v, conn_id) != 0) {
+        if (v->n == 0) {
+            hub_strmap_del(&R.users, user_id);
+            free(v);
+        }
+        return HUB_ENOMEM;
+    }
+    return 0;
+}
+
+/* Removes conn_id from user_id's connections (lock held); the user goes
+ * away with its last connection. */
+static void user_remove_locked(const char *user_id, uint64_t conn_id)
+{
+    idvec_t *v = hub_strmap_get(&R.users, user_id);
+    if (v == NULL)
+        return;
+    idvec_remove(v, conn_id);
+    if (v->n == 0) {
+        hub_strmap_del(&R.users, user_id);
+        free(v->ids);
+        free(v);
+    }
+}
+
 int hub_reg_client_add(uint64_t conn_id, int worker, const char *user_id)
 {
     client_t *c = calloc(1, sizeof(*c));
@@ -146,15 +183,8 @@ int hub_reg_client_add(uint64_t conn_id, int worker, const char *user_id)
     }
     uv_mutex_lock(&R.mu);
     int r = hub_idmap_put(&R.clients, conn_id, c);
-    if (r == 0 && user_id) {
-        idvec_t *v = hub_strmap_get(&R.users, user_id);
-        if (v == NULL && (v = calloc(1, sizeof(*v))) != NULL &&
-            hub_strmap_put(&R.users, user_id, v) != 0) {
-            free(v);
-            v = NULL;
-        }
-        r = v ? idvec_push(v, conn_id) : HUB_ENOMEM;
-    }
+    if (r == 0 && user_id && (r = user_add_locked(user_id, conn_id)) != 0)
+        hub_idmap_del(&R.clients, conn_id); /* c is freed below */
     uv_mutex_unlock(&R.mu);
     if (r != 0) {
         free(c->user_id);
@@ -213,21 +243,48 @@ void hub_reg_client_remove(uint64_t conn_id, char ***rooms, uint8_t **deleted, s
         }
     }
     *n = k;
-    if (c->user_id) {
-        idvec_t *v = hub_strmap_get(&R.users, c->user_id);
-        if (v) {
-            idvec_remove(v, conn_id);
-            if (v->n == 0) {
-                hub_strmap_del(&R.users, c->user_id);
-                free(v->ids);
-                free(v);
-            }
-        }
-    }
+    if (c->user_id)
+        user_remove_locked(c->user_id, conn_id);
     uv_mutex_unlock(&R.mu);
     free(c->user_id);
     free(c->rooms);
     free(c);
+}
+
+int hub_reg_client_set_user(uint64_t conn_id, const char *user_id)
+{
+    char *dup = NULL;
+    if (user_id && (dup = strdup(user_id)) == NULL)
+        return HUB_ENOMEM;
+    uv_mutex_lock(&R.mu);
+    int rc = 0;
+    client_t *c = hub_idmap_get(&R.clients, conn_id);
+    if (c == NULL)
+        rc = HUB_EOFFLINE;
+    else if (dup != NULL)
+        rc = user_add_locked(dup, conn_id); /* first: a failure changes nothing */
+    if (rc == 0) {
+        /* removes one entry: staying the same user keeps the one just added */
+        if (c->user_id)
+            user_remove_locked(c->user_id, conn_id);
+        char *old = c->user_id;
+        c->user_id = dup;
+        dup = old;
+    }
+    uv_mutex_unlock(&R.mu);
+    free(dup);
+    return rc;
+}
+
+int hub_reg_client_user(uint64_t conn_id, char *buf, size_t len)
+{
+    uv_mutex_lock(&R.mu);
+    client_t *c = hub_idmap_get(&R.clients, conn_id);
+    int has = c != NULL && c->user_id != NULL;
+    if (has)
+        snprintf(buf, len, "%s", c->user_id);
+    uv_mutex_unlock(&R.mu);
+    return has;
 }
 
 int hub_reg_client_worker(uint64_t conn_id)

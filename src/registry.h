@@ -38,6 +38,14 @@ int hub_reg_client_add(uint64_t conn_id, int worker, const char *user_id);
  * frees with hub_reg_strv_free), *deleted a parallel array of flags: 1 when
  * the room was auto-created and is now gone. */
 void hub_reg_client_remove(uint64_t conn_id, char ***rooms, uint8_t **deleted, size_t *n);
+/* Changes a client's user id (NULL = anonymous) after an in-band
+ * authenticate: it leaves its old user's connections and joins the new
+ * one's. Returns 0, HUB_EOFFLINE (not registered) or HUB_ENOMEM (nothing
+ * changed). */
+int hub_reg_client_set_user(uint64_t conn_id, const char *user_id);
+/* Copies conn_id's user id into buf (cut to len); returns 1, or 0 when the
+ * client is anonymous or not registered. */
+int hub_reg_client_user(uint64_t conn_id, char *buf, size_t len);
 /* Returns the worker owning conn_id, or -1 when it is not registered. */
 int hub_reg_client_worker(uint64_t conn_id);
 /* Connection ids of user_id into out (up to max); returns how many exist. */

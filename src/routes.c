@@ -9,12 +9,14 @@
 #include <strings.h>
 
 #include "api.h"
+#include "auth.h"
 #include "config.h"
 #include "conn.h"
 #include "handshake.h"
 #include "log.h"
 #include "lua_vm.h"
 #include "metrics.h"
+#include "msg.h"
 #include "ratelimit.h"
 #include "registry.h"
 #include "reload.h"
@@ -125,6 +127,109 @@ static int ip_rate_ok(hub_conn_t *c)
     return hub_rl_ip_allow((struct sockaddr *)&ss, uv_now(&c->w->loop) * 1000, rate);
 }
 
+static int hex_val(char ch)
+{
+    return ch >= '0' && ch <= '9'   ? ch - '0'
+           : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+           : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                    : -1;
+}
+
+/* The token of an upgrade request: the first non-empty ?token= query
+ * parameter (percent-decoded; '+' stays '+', base64url has none), else
+ * "Authorization: Bearer <token>". *tok gets a malloc'd copy (caller
+ * frees) or NULL when there is none. Returns 0, HUB_EINVAL for a broken
+ * percent escape, HUB_ENOMEM. */
+static int request_token(const hub_http_req_t *r, char **tok, size_t *len)
+{
+    *tok = NULL;
+    *len = 0;
+    const char *q = r->buf + r->query.off, *end = q + r->query.len;
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *pe = amp ? amp : end;
+        if (pe - q > 6 && memcmp(q, "token=", 6) == 0) {
+            const char *v = q + 6;
+            char *out = malloc((size_t)(pe - v) + 1);
+            size_t n = 0;
+            if (out == NULL)
+                return HUB_ENOMEM;
+            for (const char *s = v; s < pe; s++) {
+                if (*s != '%') {
+                    out[n++] = *s;
+                    continue;
+                }
+                int hi = s + 2 < pe ? hex_val(s[1]) : -1, lo = hi >= 0 ? hex_val(s[2]) : -1;
+                if (lo < 0) {
+                    free(out);
+                    return HUB_EINVAL;
+                }
+                out[n++] = (char)(hi << 4 | lo);
+                s += 2;
+            }
+            out[n] = '\0';
+            *tok = out;
+            *len = n;
+            return 0;
+        }
+        q = pe + 1;
+    }
+    hub_span_t a = hub_http_header(r, "Authorization", NULL);
+    if (!hub_span_present(a) || a.len <= 7 || strncasecmp(r->buf + a.off, "Bearer ", 7) != 0)
+        return 0; /* none, or another scheme: not ours */
+    const char *v = r->buf + a.off + 7, *ve = r->buf + a.off + a.len;
+    while (v < ve && (*v == ' ' || *v == '\t'))
+        v++;
+    if (v == ve)
+        return 0;
+    if ((*tok = strndup(v, (size_t)(ve - v))) == NULL)
+        return HUB_ENOMEM;
+    *len = (size_t)(ve - v);
+    return 0;
+}
+
+/* Authentication at the handshake (auth.enabled): a valid token gives
+ * *ident; no token is anonymous when auth.allow_anonymous, else refused
+ * (J12); a bad token is refused with 401 and a short reason (H21). With
+ * auth disabled every token is ignored. Returns 1 to go on, 0 when the
+ * request was answered. */
+static int handshake_auth(hub_conn_t *c, const hub_http_req_t *r, hub_identity_t **ident)
+{
+    *ident = NULL;
+    const hub_auth_t *a = c->w->auth;
+    if (a == NULL)
+        return 1;
+    char *tok;
+    size_t len;
+    hub_auth_reason_t why;
+    int rc = request_token(r, &tok, &len);
+    if (rc == HUB_ENOMEM)
+        why = HUB_AUTH_INTERNAL;
+    else if (rc != 0)
+        why = HUB_AUTH_MALFORMED;
+    else if (tok == NULL)
+        why = c->w->cfg->auth_allow_anonymous ? HUB_AUTH_OK : HUB_AUTH_NO_TOKEN;
+    else
+        why = hub_auth_verify(a, tok, len, hub_now_ms(), ident);
+    free(tok);
+    if (why == HUB_AUTH_OK)
+        return 1;
+    hub_log_info("handshake token refused", "conn=%llu reason=%s", (unsigned long long)c->id,
+                 hub_auth_reason_name(why));
+    if (why == HUB_AUTH_INTERNAL) {
+        hub_routes_error(c, 503, "unavailable", "out of memory", "Retry-After: 1\r\n", 0);
+        return 0;
+    }
+    const char *code = why == HUB_AUTH_NO_TOKEN  ? "token_required"
+                       : why == HUB_AUTH_EXPIRED ? "token_expired"
+                                                 : "invalid_token";
+    const char *extra = why == HUB_AUTH_NO_TOKEN
+                            ? "WWW-Authenticate: Bearer realm=\"gohub\"\r\n"
+                            : "WWW-Authenticate: Bearer realm=\"gohub\", error=\"invalid_token\"\r\n";
+    hub_routes_error(c, 401, code, hub_auth_reason_text(why), extra, 0);
+    return 0;
+}
+
 static void upgrade(hub_conn_t *c, const hub_http_req_t *r, int route, const uint8_t *rest,
                     size_t restlen)
 {
@@ -152,18 +257,24 @@ static void upgrade(hub_conn_t *c, const hub_http_req_t *r, int route, const uin
                          "too many connections from this address", "Retry-After: 1\r\n", 0);
         return;
     }
+    hub_identity_t *ident;
+    if (!handshake_auth(c, r, &ident))
+        return;
     if (atomic_fetch_add(&srv->ws_connections, 1) >= (long)srv->max_connections) {
         atomic_fetch_sub(&srv->ws_connections, 1);
+        hub_identity_free(ident);
         hub_log_warn("connection limit reached", "limit=%u", srv->max_connections);
         hub_routes_error(c, 503, "unavailable", "connection limit reached",
                          "Retry-After: 1\r\n", 0);
         return;
     }
-    if (hub_reg_client_add(c->id, c->w->index, NULL) != 0) {
+    if (hub_reg_client_add(c->id, c->w->index, ident ? ident->user_id : NULL) != 0) {
         atomic_fetch_sub(&srv->ws_connections, 1);
+        hub_identity_free(ident);
         hub_routes_error(c, 503, "unavailable", "out of memory", "Retry-After: 1\r\n", 0);
         return;
     }
+    c->ident = ident; /* the connection owns it from here */
     c->flags |= HUB_CONN_F_COUNTED;
     char resp[256];
     size_t n = hub_handshake_response(accept, resp, sizeof(resp));

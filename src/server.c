@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "config.h"
 #include "log.h"
 #include "lua_vm.h"
@@ -248,6 +249,10 @@ int hub_server_run(hub_config_t *cfg, const char *config_path)
         hub_log_error("unsupported LuaJIT", "reason=%s", err);
         goto out;
     }
+    if (hub_auth_new(cfg, &s->auth, err, sizeof(err)) != 0) {
+        hub_log_error("cannot start: bad auth configuration", "reason=%s", err);
+        goto out;
+    }
     if (hub_reg_init(s->nworkers) != 0)
         goto out;
     reg_ready = 1;
@@ -334,6 +339,7 @@ out:
     if (reg_ready)
         hub_reg_free();
     free(s->workers);
+    hub_auth_free(s->auth);
     hub_config_free(s->cfg);
     free(s);
     return code;

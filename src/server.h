@@ -16,6 +16,10 @@ struct hub_server_s {
     hub_config_t *cfg;            /* current snapshot; replaced by a reload (main
                                      thread), workers follow via their inbox */
     const char *config_path;      /* NULL = built-in defaults + environment */
+    struct hub_auth_s *auth;      /* token verifier built from cfg (auth.h); NULL =
+                                     auth disabled. Owned here; a reload builds a new
+                                     one, workers follow like cfg, the old one is
+                                     freed once every worker moved on */
     char node_id[72];
     uint64_t start_ms;            /* uv_hrtime()/1e6 at start */
     uint32_t max_connections;     /* effective limit on WebSocket connections */

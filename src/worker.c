@@ -166,6 +166,7 @@ int hub_worker_init(hub_worker_t *w, hub_server_t *srv, int index, const int *fd
     w->index = index;
     w->srv = srv;
     w->cfg = cfg;
+    w->auth = srv->auth;
     int r = uv_loop_init(&w->loop);
     if (r != 0)
         return r;

@@ -35,6 +35,8 @@ struct hub_worker_s {
     int index;
     hub_server_t *srv;
     const hub_config_t *cfg;
+    const struct hub_auth_s *auth; /* the server's verifier (NULL = auth disabled);
+                                    swapped together with cfg */
     uv_loop_t loop;
     uv_thread_t thread;
     hub_listener_t listeners[HUB_MAX_LISTENERS];

@@ -44,6 +44,8 @@ local now_ms
 local next_client
 local permissions_override
 local hooks_module
+local tokens         -- token -> claims the fake accepts (fake.add_token)
+local auth_enabled
 local config_data = { rooms = {} }
 
 
@@ -841,6 +843,67 @@ function fake.node_id()
 end
 
 
+local function copy_array(list)
+  local out = {}
+  for i, v in ipairs(list) do
+    out[i] = v
+  end
+  return json.array(out)
+end
+
+
+-- Like the real module: verifies token (here: looks it up among the tokens
+-- of fake.add_token; exp is seconds, compared with gohub.now()) and gives
+-- the client its identity. Returns { user_id, username, permissions,
+-- expires_at } or nil, code, message.
+function fake.authenticate(client, token)
+  local client_id = client
+  if type(client) == "table" then
+    client_id = client.id
+    check_arg("authenticate", 1, client_id, "string")
+  else
+    check_arg("authenticate", 1, client, "string")
+  end
+  check_arg("authenticate", 2, token, "string")
+  if not auth_enabled then
+    return nil, 2000, "authentication is disabled on this server (auth.enabled)"
+  end
+  local target = clients[client_id]
+  if not target then
+    return nil, 4000, "client not found"
+  end
+  local claims = tokens[token]
+  if #token == 0 then
+    return nil, 2003, "token required"
+  elseif not claims then
+    return nil, 2003, "bad token signature"
+  elseif claims.exp and claims.exp * 1000 <= now_ms then
+    return nil, 2002, "token expired"
+  end
+  local user_id = claims.user_id
+  if type(user_id) ~= "string" or user_id == "" then
+    user_id = claims.sub
+  end
+  local permissions
+  if claims.permissions then
+    permissions = copy_array(claims.permissions)
+  else
+    permissions = copy_array(ANON_PERMISSIONS)
+  end
+  target.user_id = user_id
+  target.username = claims.username
+  target.authenticated = true
+  target.claims = claims
+  target.permissions = permissions
+  return {
+    user_id = user_id,
+    username = claims.username,
+    permissions = copy_array(permissions),
+    expires_at = claims.exp or json.null,
+  }
+end
+
+
 --------------------------------------------------------------------------
 -- test helpers (fake.<name>, not part of the gohub API)
 --------------------------------------------------------------------------
@@ -856,6 +919,8 @@ function helpers.reset()
   next_client = 0
   permissions_override = nil
   hooks_module = nil
+  tokens = {}
+  auth_enabled = true
   for key in pairs(config_data.rooms) do
     config_data.rooms[key] = nil
   end
@@ -982,6 +1047,20 @@ function helpers.configure(overrides)
     end
     config_data.rooms[key] = value
   end
+end
+
+
+-- Makes gohub.authenticate accept token with these claims (user_id or
+-- sub, username, permissions, exp in seconds: expired when exp * 1000 <=
+-- gohub.now()). Other tokens are refused with 2003.
+function helpers.add_token(token, claims)
+  tokens[token] = claims
+end
+
+
+-- auth.enabled: false makes gohub.authenticate answer 2000 (default true).
+function helpers.set_auth_enabled(enabled)
+  auth_enabled = enabled
 end
 
 

@@ -715,23 +715,48 @@ def test_cors_headers_on_answers_and_errors(keyed):
     assert r.header("access-control-allow-origin") == ORIGIN, r
 
 
-def test_cors_other_origins_get_nothing(keyed, daemon):
+def test_cors_other_origins_are_refused(keyed, daemon):
+    """A request naming an origin that http.cors_origins does not list is
+    refused (403, no CORS headers), key or not: only browsers send Origin,
+    and a page from elsewhere has no business calling the API."""
     evil = "https://evil.example.com"
     r = api(keyed.port, "OPTIONS", "/api/rooms",
             headers={"Origin": evil, "Access-Control-Request-Method": "POST"})
     err(r, 403, "forbidden")
     assert r.header("access-control-allow-origin") is None, r
     r = api(keyed.port, "GET", "/api/stats", headers={"Origin": evil, "X-API-Key": KEY})
-    ok(r)
+    err(r, 403, "forbidden")
     assert r.header("access-control-allow-origin") is None, r
     # look-alikes do not match
-    for o in (ORIGIN + ".evil.com", ORIGIN + "/", "https://app.example.co"):
+    for o in (ORIGIN + ".evil.com", ORIGIN + "/", "https://app.example.co", "null", ""):
         r = api(keyed.port, "GET", "/api/stats", headers={"Origin": o, "X-API-Key": KEY})
+        err(r, 403, "forbidden")
         assert r.header("access-control-allow-origin") is None, (o, r)
-    # without http.cors_origins there are no CORS headers at all
+    # without http.cors_origins no origin is allowed, and no CORS header is sent
     r = api(daemon.port, "GET", "/api/stats", headers={"Origin": ORIGIN})
-    ok(r)
+    err(r, 403, "forbidden")
     assert r.header("access-control-allow-origin") is None, r
+    ok(api(daemon.port, "GET", "/api/stats"))
+
+
+def test_no_cross_site_request_forgery_on_loopback(daemon, hubs):
+    """Without a key the API trusts loopback peers, and a browser on this
+    host is one. A page elsewhere can make it send a "simple" POST (no
+    preflight: text/plain body); the Origin header it carries gets it
+    refused before anything happens."""
+    a = hubs(daemon.port)
+    room = uid()
+    joined([a], room)
+    a.whoami()
+    page = {"Origin": "https://attacker.example", "Content-Type": "text/plain"}
+    for path, body in (("/api/broadcast", {"message": "pwned"}),
+                       (f"/api/rooms/{room}/messages", {"content": "pwned"}),
+                       (f"/api/clients/{a.client_id}/messages", {"message_type": "pwned"}),
+                       ("/api/rooms", {"id": uid()}), ("/api/reload", None)):
+        err(api(daemon.port, "POST", path, body, headers=page), 403, "forbidden")
+    err(api(daemon.port, "DELETE", f"/api/clients/{a.client_id}", headers=page), 403)
+    a.quiet(lambda m: True, wait=0.3, what="delivery of a forged request")
+    a.ping()
 
 
 def test_cors_any_origin(gohub_bin, start_daemon):

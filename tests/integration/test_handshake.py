@@ -260,9 +260,10 @@ def test_h20_connection_cap_503(start_daemon):
 # ---------------------------------------------------------------- H21
 
 
-@pytest.mark.skip(reason="H21: authentication at the handshake is not implemented yet")
-def test_h21_auth_token():
-    pass
+# H21 (token missing or invalid at the handshake: 401, no upgrade; a token
+# of 8 KiB or more: 431/414/401, no crash) needs auth.enabled, so it lives
+# in test_auth.py: test_j12_h21_no_token_refused_without_anonymous,
+# test_bad_token_refused_at_handshake, test_j10_h21_overlong_tokens.
 
 
 def test_daemon_alive_after_handshake_faults(daemon):

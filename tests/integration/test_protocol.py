@@ -99,10 +99,15 @@ def test_max_safe_message_id(daemon, hubs):
     assert '"request_id":%d' % big in r.raw.replace(" ", ""), r.raw
 
 
-def test_authenticate_invalid_token(daemon, hubs):
+def test_authenticate_with_auth_disabled(daemon, hubs):
+    """The default daemon has auth.enabled false: every connection is
+    anonymous and authenticate is refused with 2000, saying why (the JWT
+    cases are in test_auth.py)."""
     c = hubs(daemon.port)
     r = c.call("authenticate", {"token": "not.a.jwt"})
-    check_error(r, 2003, r["request_id"])
+    check_error(r, 2000, r["request_id"])
+    assert "auth" in r["data"]["message"] and "disabled" in r["data"]["message"], r.raw
+    check_error(c.call("authenticate", {"token": 5}), 1001, c.next_id - 1)
 
 
 def test_each_request_exactly_one_reply(daemon, hubs):
