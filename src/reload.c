@@ -6,6 +6,7 @@
 
 #include <string.h>
 
+#include "auth.h"
 #include "config.h"
 #include "conn.h"
 #include "log.h"
@@ -37,6 +38,7 @@ struct hub_reload_s {
     int want_config;      /* the next start re-reads the config file first */
     hub_config_t *retired;/* the config before the last swap: freed once every
                              worker has moved on (see finish) */
+    hub_auth_t *retired_auth; /* the token verifier of that config, likewise */
     uint32_t gen;
     int prepared, failed;
     uint64_t started_ns;
@@ -66,6 +68,7 @@ typedef struct {
     uint32_t gen;
     uint64_t conn_id;  /* ANSWER */
     const hub_config_t *cfg; /* CONFIG */
+    const hub_auth_t *auth;  /* CONFIG: built from cfg, NULL = auth disabled */
     int ok;
     char err[512];
 } worker_msg_t;
@@ -87,6 +90,7 @@ static int post_worker(hub_server_t *s, int i, int op, uint32_t gen, uint64_t co
     m->conn_id = conn_id;
     m->ok = ok;
     m->cfg = s->cfg;
+    m->auth = s->auth;
     snprintf(m->err, sizeof(m->err), "%s", err ? err : "");
     if (hub_inbox_post(&s->workers[i].inbox, &m->base) != 0) {
         free(m);
@@ -106,6 +110,12 @@ static int apply_config(hub_server_t *s)
     char err[448], kept[512];
     hub_config_t *cfg = hub_config_reload(s->cfg, s->config_path, err, sizeof(err), kept,
                                           sizeof(kept));
+    /* the new verifier (auth.* keys, the public key file read again) */
+    hub_auth_t *auth = NULL;
+    if (cfg != NULL && hub_auth_new(cfg, &auth, err, sizeof(err)) != 0) {
+        hub_config_free(cfg);
+        cfg = NULL;
+    }
     if (cfg == NULL) {
         snprintf(r->err, sizeof(r->err), "config: %s", err);
         hub_log_error("config reload refused: the running config stays", "error=%s", err);
@@ -121,6 +131,8 @@ static int apply_config(hub_server_t *s)
     hub_assert(r->retired == NULL); /* reloads run one at a time */
     r->retired = s->cfg;
     s->cfg = cfg;
+    r->retired_auth = s->auth; /* connections keep the identities they have */
+    s->auth = auth;
     for (int i = 0; i < s->nworkers; i++) {
         /* a worker that missed the message would keep a pointer to the
          * retired snapshot: better to stop than to read freed memory */
@@ -179,6 +191,8 @@ static void finish(hub_server_t *s)
      * FIFO), or the config step failed and nothing was swapped */
     hub_config_free(r->retired);
     r->retired = NULL;
+    hub_auth_free(r->retired_auth);
+    r->retired_auth = NULL;
     for (int i = 0; i < s->nworkers; i++)
         post_worker(s, i, ok ? OP_COMMIT : OP_ABORT, 0, 0, 0, NULL);
     double ms = (double)(uv_hrtime() - r->started_ns) / 1e6;
@@ -277,6 +291,7 @@ static void worker_run(void *owner, hub_inbox_msg_t *m)
     switch (wm->op) {
     case OP_CONFIG:
         w->cfg = wm->cfg;
+        w->auth = wm->auth;
         break;
     case OP_PREPARE: {
         prepared_msg_t *pm = calloc(1, sizeof(*pm));
@@ -368,8 +383,10 @@ int hub_reload_init(hub_server_t *s)
 
 void hub_reload_free(hub_server_t *s)
 {
-    if (s->reload != NULL)
+    if (s->reload != NULL) {
         hub_config_free(s->reload->retired);
+        hub_auth_free(s->reload->retired_auth);
+    }
     free(s->reload);
     s->reload = NULL;
 }

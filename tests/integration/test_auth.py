@@ -18,7 +18,7 @@ import pytest
 
 from gohub_helpers import (
     CONFIG, REPO, Hub, assert_error_body, check_envelope, check_error, clean_env, module_daemon,
-    request, running_daemon, ws_request,
+    reload_lua, request, running_daemon, ws_request,
 )
 
 SECRET = "integration-secret-0123456789abcdef"
@@ -518,6 +518,42 @@ def test_auth_disabled_ignores_tokens(start_daemon):
             check_error(r, 2000, r["request_id"])
         finally:
             h.close()
+
+
+# ---------------------------------------------------------------- config reload
+
+
+def test_reload_swaps_the_auth_keys(start_daemon, tmp_path):
+    """POST /api/reload (like SIGHUP) builds a new verifier: the new secret
+    is in force at once, open connections keep their identities, and a
+    config whose key file is broken is refused while the old keys stay."""
+    cfg = tmp_path / "gohub.yaml"
+    body = ("lua:\n  watch: false\nauth:\n  enabled: true\n  secret_key: {}\n"
+            "  leeway: 0s\n")
+    first, second = "first-secret-0123456789abcdef", "second-secret-0123456789abcdef"
+    cfg.write_text(body.format(first))
+    d = start_daemon(args=["-c", str(cfg)])
+    old_tok, new_tok = hs256(claims("kept"), secret=first), hs256(claims("next"), secret=second)
+    held = connect(d.port, old_tok, "header")
+    try:
+        assert handshake(d.port, old_tok).status == 101
+        refused(d.port, new_tok, "header", "invalid_token", "bad token signature")
+        cfg.write_text(body.format(second))
+        r = reload_lua(d.port)
+        assert r.status == 200, r
+        refused(d.port, old_tok, "header", "invalid_token", "bad token signature")
+        assert handshake(d.port, new_tok).status == 101
+        held.whoami()
+        assert held.user_id == "kept"  # the client table is rebuilt from the C identity
+        r = authenticate(held, old_tok)
+        check_error(r, 2003, r["request_id"])
+        cfg.write_text(body.format(second) + f"  public_key_file: {tmp_path / 'missing.pem'}\n")
+        r = reload_lua(d.port)
+        assert r.status == 422, r
+        assert "auth.public_key_file" in assert_error_body(r)["message"], r
+        assert handshake(d.port, new_tok).status == 101
+    finally:
+        held.close()
 
 
 # ---------------------------------------------------------------- gohub token, start-up
