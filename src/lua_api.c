@@ -12,6 +12,7 @@
 #include "jsonscan.h"
 #include "log.h"
 #include "lua_priv.h"
+#include "metrics.h"
 #include "msg.h"
 #include "registry.h"
 #include "server.h"
@@ -303,6 +304,7 @@ static int l_authenticate(lua_State *L)
         return fail_code(L, 4000, "client not found");
     hub_identity_t *ident = NULL;
     hub_auth_reason_t why = hub_auth_verify(w->auth, tok, n, hub_now_ms(), &ident);
+    hub_metrics_auth(&w->metrics, why == HUB_AUTH_OK, hub_auth_reason_name(why));
     if (why != HUB_AUTH_OK) {
         hub_log_info("authenticate refused", "conn=%llu reason=%s", (unsigned long long)c->id,
                      hub_auth_reason_name(why));

@@ -212,6 +212,9 @@ static int handshake_auth(hub_conn_t *c, const hub_http_req_t *r, hub_identity_t
     else
         why = hub_auth_verify(a, tok, len, hub_now_ms(), ident);
     free(tok);
+    /* an anonymous connection (no token, allowed) is no auth attempt */
+    if (why != HUB_AUTH_OK || *ident != NULL)
+        hub_metrics_auth(&c->w->metrics, why == HUB_AUTH_OK, hub_auth_reason_name(why));
     if (why == HUB_AUTH_OK)
         return 1;
     hub_log_info("handshake token refused", "conn=%llu reason=%s", (unsigned long long)c->id,

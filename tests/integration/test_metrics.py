@@ -5,6 +5,9 @@ compatibility rules and every Grafana dashboard query), metrics.addr and
 metrics.enabled, slow consumers, Lua reloads, and configs/ (dashboard,
 scrape example, rules) checked against what gohub exposes."""
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -17,8 +20,9 @@ import urllib.request
 import pytest
 
 from gohub_helpers import (
-    OP_BINARY, OP_TEXT, REPO, Conn, RawWS, check_envelope, check_error, frame, free_port,
-    http_get, module_daemon, read_response, reload_lua, wait_for, write_lua,
+    OP_BINARY, OP_TEXT, REPO, Conn, Hub, RawWS, check_envelope, check_error, frame, free_port,
+    http_get, module_daemon, read_response, reload_lua, request, wait_for, write_lua,
+    ws_request,
 )
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -318,6 +322,49 @@ def test_lua_reloads_counted_by_result(start_daemon, lua_copy):
     write_lua(lua_copy, "handlers/broken.lua", "local M = {\n")
     assert reload_lua(d.port).status == 422
     assert scrape(d.port).by("gohub_lua_reloads_total", "result") == {"success": 1, "failure": 1}
+
+
+def hs256(claims, secret):
+    def b64u(b):
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    h = b64u(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    p = b64u(json.dumps(claims).encode())
+    sig = hmac.new(secret.encode(), f"{h}.{p}".encode(), hashlib.sha256).digest()
+    return f"{h}.{p}.{b64u(sig)}"
+
+
+def test_auth_counted_by_result_and_reason(start_daemon, hubs):
+    """Tokens at the handshake and in authenticate are counted; an
+    anonymous connection (no token, allowed) is not an auth attempt."""
+    secret = "metrics-test-secret-0123456789abcdef"
+    d = start_daemon(env={"GOHUB_AUTH_ENABLED": "true", "GOHUB_AUTH_SECRET_KEY": secret,
+                          "GOHUB_AUTH_LEEWAY": "0s"})
+    now = int(time.time())
+    good = hs256({"sub": "alice", "exp": now + 3600}, secret)
+    expired = hs256({"sub": "bob", "exp": now - 60}, secret)
+    forged = hs256({"sub": "mallory", "exp": now + 3600}, "another-secret-0123456789abcdef")
+    anon = hubs(d.port, name="anon")
+    anon.ping()
+    s = scrape(d.port)
+    assert s.get("gohub_auth_success_total") == 0
+    assert sum(s.by("gohub_auth_failure_total", "reason").values()) == 0
+    h = Hub(d.port, name="alice", path=f"/ws?token={good}")
+    try:
+        h.ping()
+    finally:
+        h.close()
+    for tok in (expired, forged):
+        r = request(d.port, ws_request(d.port, path=f"/ws?token={tok}"))
+        assert r is not None and r.status == 401, r
+    r = anon.call("authenticate", {"token": "not-a-jwt"})
+    check_error(r, 2003, r["request_id"])
+    assert anon.call("authenticate", {"token": good})["message_type"] == "authenticated"
+    s = scrape(d.port)
+    assert s.get("gohub_auth_success_total") == 2
+    failures = s.by("gohub_auth_failure_total", "reason")
+    want = {"expired": 1, "bad_signature": 1, "malformed": 1}
+    assert failures == {**{k: 0 for k in failures}, **want}, failures
+    assert s.get("gohub_connections_opened_total") == 2  # the 401s never opened
 
 
 # ---------------------------------------------------------------- listeners
