@@ -15,6 +15,7 @@
 #include "frame.h"
 #include "harness.h"
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 #include "worker.h"
 
@@ -47,7 +48,8 @@ static int setup(void)
         getsockname(fd, (struct sockaddr *)&a, &len) != 0)
         return -1;
     port = ntohs(a.sin_port);
-    return hub_worker_init(&w, &srv, 0, fd);
+    uint8_t scope = HUB_SCOPE_WS;
+    return hub_worker_init(&w, &srv, 0, &fd, &scope, 1);
 }
 
 static void teardown(void)
@@ -100,12 +102,18 @@ TEST(shared_frame_refcount_and_bytes)
     ASSERT(fd >= 0);
     hub_frame_t *f = hub_frame_alloc(1000);
     memset(f->data, 'x', 1000);
+    f->kind = HUB_MT_ROOM_MESSAGE;
+    uint64_t sent0 = hub_mc_get(&w.metrics.sent[HUB_MT_ROOM_MESSAGE]);
     for (int i = 0; i < 3; i++)
         ASSERT_EQ(hub_conn_send(c, f), 0);
     ASSERT_EQ(f->refcnt, 4);           /* ours + one per queued copy */
     ASSERT_EQ(c->oq_bytes, 3000);
+    /* the worker's gauge follows the queue; one message per recipient */
+    ASSERT_EQ(hub_mc_get(&w.metrics.queue_bytes), 3000);
+    ASSERT_EQ(hub_mc_get(&w.metrics.sent[HUB_MT_ROOM_MESSAGE]) - sent0, 3);
     spin(5);                           /* prepare phase flushes */
     ASSERT_EQ(c->oq_bytes, 0);
+    ASSERT_EQ(hub_mc_get(&w.metrics.queue_bytes), 0);
     ASSERT_EQ(f->refcnt, 1);           /* every reference came back */
     uint8_t buf[3000];
     ASSERT_EQ(read_all(fd, buf, sizeof(buf)), 3000);
@@ -126,6 +134,10 @@ TEST(limit_closes_a_consumer_that_does_not_read)
     c->state = HUB_CONN_WS; /* as after an upgrade */
     hub_frame_t *f = hub_frame_alloc(16 * 1024);
     memset(f->data, 'y', f->len);
+    f->kind = HUB_MT_BROADCAST;
+    uint64_t slow0 = hub_mc_get(&w.metrics.slow_consumers);
+    uint64_t full0 = hub_mc_get(&w.metrics.dropped[HUB_DROP_QUEUE_FULL]);
+    uint64_t closed0 = hub_mc_get(&w.metrics.dropped[HUB_DROP_CLOSED]);
     int r = 0, sends = 0;
     uint64_t limit = srv.cfg->max_outbound_bytes;
     while (sends < 100000) {
@@ -140,12 +152,18 @@ TEST(limit_closes_a_consumer_that_does_not_read)
     ASSERT_EQ(c->state, HUB_CONN_CLOSING);
     ASSERT(c->flags & HUB_CONN_F_NOMORE);
     ASSERT_EQ(hub_conn_send(c, f), HUB_ECLOSED); /* nothing after the close */
+    ASSERT_EQ(hub_mc_get(&w.metrics.slow_consumers) - slow0, 1);
+    /* the refused frame, plus what was queued but not handed to the kernel */
+    ASSERT(hub_mc_get(&w.metrics.dropped[HUB_DROP_QUEUE_FULL]) - full0 >= 1);
+    ASSERT(hub_mc_get(&w.metrics.dropped[HUB_DROP_CLOSED]) - closed0 >= 1);
+    ASSERT_EQ(hub_mc_get(&w.metrics.queue_bytes), c->oq_bytes);
     /* the lingering close ends at server.close_timeout (100 ms here) */
     for (int i = 0; i < 2000 && w.nconns > 0; i++) {
         spin(1);
         usleep(1000);
     }
     ASSERT_EQ(w.nconns, 0);
+    ASSERT_EQ(hub_mc_get(&w.metrics.queue_bytes), 0);
     ASSERT_EQ(f->refcnt, 1);           /* queued and in-flight references released */
     hub_frame_release(f);
     close(fd);
@@ -161,10 +179,12 @@ TEST(raw_sends_are_exempt_from_the_limit)
     hub_conn_send_raw(c, big);         /* takes our reference */
     ASSERT_EQ(c->state, HUB_CONN_HTTP);
     ASSERT_EQ(c->oq_bytes, srv.cfg->max_outbound_bytes + 1);
+    ASSERT_EQ(hub_mc_get(&w.metrics.queue_bytes), srv.cfg->max_outbound_bytes + 1);
     hub_conn_abort(c);
     for (int i = 0; i < 200 && w.nconns > 0; i++)
         spin(1);
     ASSERT_EQ(w.nconns, 0);
+    ASSERT_EQ(hub_mc_get(&w.metrics.queue_bytes), 0); /* dropped with the connection */
     close(fd);
 }
 
