@@ -110,26 +110,22 @@ static hub_conn_t *of_handle(uv_handle_t *h)
 
 /* ---- outbound ---------------------------------------------------------- */
 
-/* Every change of a queue's byte count goes through here, so the worker's
- * gohub_outbound_queue_bytes stays the sum of its connections' oq_bytes. */
-static inline void oq_account(hub_conn_t *c, int64_t delta)
-{
-    c->oq_bytes += (uint64_t)delta;
-    hub_mc_add(&c->w->metrics.queue_bytes, (uint64_t)delta);
-}
-
 static void enqueue(hub_conn_t *c, hub_outq_node_t *n)
 {
+    /* per recipient of every fan-out: locals, so the atomic store below
+     * does not make the compiler load c->w and n->f again */
+    hub_worker_t *w = c->w;
+    const hub_frame_t *f = n->f;
     n->next = NULL;
     if (c->oq_tail)
         c->oq_tail->next = n;
     else
         c->oq_head = n;
     c->oq_tail = n;
-    oq_account(c, n->f->len);
+    c->oq_bytes += f->len;
     /* kind 0 (HTTP, control frames) has a slot that is never exposed */
-    hub_mc_add(&c->w->metrics.sent[n->f->kind], 1);
-    hub_worker_want_flush(c->w, c);
+    hub_mc_add(&w->metrics.sent[f->kind], 1);
+    hub_worker_want_flush(w, c);
 }
 
 /* Drops every queued node except a partly written head (dropping it would
@@ -145,7 +141,7 @@ static uint64_t drop_unsent(hub_conn_t *c)
     }
     while (n != NULL) {
         hub_outq_node_t *next = n->next;
-        oq_account(c, -(int64_t)n->f->len);
+        c->oq_bytes -= n->f->len;
         msgs += n->f->kind != 0;
         node_put(c->w, n);
         n = next;
@@ -211,7 +207,7 @@ void hub_conn_send_raw(hub_conn_t *c, hub_frame_t *f)
 /* Marks len bytes of the queue head as written, releasing whole nodes. */
 static void consume(hub_conn_t *c, size_t len)
 {
-    oq_account(c, -(int64_t)len);
+    c->oq_bytes -= len;
     while (len > 0) {
         hub_outq_node_t *n = c->oq_head;
         size_t left = n->f->len - c->oq_off;
@@ -250,7 +246,7 @@ static void on_write(uv_write_t *req, int status)
         node_put(w, n);
         n = next;
     }
-    oq_account(c, -(int64_t)wr->bytes);
+    c->oq_bytes -= wr->bytes;
     wreq_put(w, wr);
     c->flags &= (uint16_t)~HUB_CONN_F_WRITING;
     if (status < 0) {
@@ -326,7 +322,7 @@ void hub_conn_flush(hub_conn_t *c)
             node_put(c->w, m);
             m = next;
         }
-        oq_account(c, -(int64_t)wr->bytes);
+        c->oq_bytes -= wr->bytes;
         wreq_put(c->w, wr);
         hub_conn_abort(c);
         return;

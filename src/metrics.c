@@ -475,7 +475,9 @@ char *hub_metrics_format(const hub_metrics_snap_t *s, const hub_proc_stats_t *p,
            "limits.max_outbound_bytes.",
            s->slow_consumers);
     scalar(&b, "gohub_outbound_queue_bytes", "gauge",
-           "Bytes queued to clients and not yet written to the kernel.", s->queue_bytes);
+           "Bytes queued to clients and not yet written to the kernel (sampled by each "
+           "worker's tick, at most 1 s old).",
+           s->queue_bytes);
 
     scalar(&b, "gohub_room_joins_total", "counter", "Room joins.", s->room_joins);
     scalar(&b, "gohub_room_leaves_total", "counter",

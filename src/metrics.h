@@ -80,7 +80,7 @@ typedef struct hub_metrics_s {
     hub_mcounter_t auth_ok;
     hub_mcounter_t auth_failed[HUB_MA_NREASONS];
     hub_mcounter_t reloads_ok, reloads_failed;
-    hub_mcounter_t queue_bytes;                  /* a gauge: wraps, summed as uint64 */
+    hub_mcounter_t queue_bytes;                  /* a gauge, set by the worker's tick */
     hub_mcounter_t size_buckets[HUB_MS_BUCKETS + 1];
     hub_mcounter_t size_sum;                     /* bytes */
     hub_mcounter_t dur_buckets[HUB_MT_COUNT][HUB_MD_BUCKETS + 1];
@@ -114,6 +114,12 @@ static inline void hub_mc_add(hub_mcounter_t *c, uint64_t n)
 {
     atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
                           memory_order_relaxed);
+}
+
+/* Sets a gauge (owning thread only). */
+static inline void hub_mc_set(hub_mcounter_t *c, uint64_t v)
+{
+    atomic_store_explicit(c, v, memory_order_relaxed);
 }
 
 static inline uint64_t hub_mc_get(const hub_mcounter_t *c)

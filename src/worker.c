@@ -101,12 +101,24 @@ void hub_worker_conn_gone(hub_worker_t *w, hub_conn_t *c)
     maybe_finish(w);
 }
 
+void hub_worker_sample_metrics(hub_worker_t *w)
+{
+    uint64_t queued = 0;
+    for (hub_conn_t *c = w->conns; c != NULL; c = c->next)
+        queued += c->oq_bytes;
+    hub_mc_set(&w->metrics.queue_bytes, queued);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     hub_worker_t *w = t->data;
     uint64_t now = uv_now(&w->loop);
-    for (hub_conn_t *c = w->conns; c != NULL; c = c->next)
+    uint64_t queued = 0; /* hub_worker_sample_metrics, in the same walk */
+    for (hub_conn_t *c = w->conns; c != NULL; c = c->next) {
+        queued += c->oq_bytes;
         hub_conn_tick(c, now);
+    }
+    hub_mc_set(&w->metrics.queue_bytes, queued);
 }
 
 static void on_connection(uv_stream_t *server, int status)

@@ -100,6 +100,12 @@ void hub_worker_defer_end(hub_worker_t *w, uint64_t id);
 /* Worker thread: puts c on the flush list. */
 void hub_worker_want_flush(hub_worker_t *w, hub_conn_t *c);
 
+/* Worker thread: samples the gauges that are not kept up to date per
+ * event (gohub_outbound_queue_bytes: the sum of the connections' oq_bytes).
+ * The periodic tick calls it, so a scrape sees values at most one tick
+ * (<= 1 s) old, and the send path pays nothing for them. */
+void hub_worker_sample_metrics(hub_worker_t *w);
+
 /* Worker thread: called from a connection's close callback. */
 void hub_worker_conn_gone(hub_worker_t *w, hub_conn_t *c);
 

@@ -108,11 +108,13 @@ TEST(shared_frame_refcount_and_bytes)
         ASSERT_EQ(hub_conn_send(c, f), 0);
     ASSERT_EQ(f->refcnt, 4);           /* ours + one per queued copy */
     ASSERT_EQ(c->oq_bytes, 3000);
-    /* the worker's gauge follows the queue; one message per recipient */
+    /* the worker's gauge samples the queues; one message per recipient */
+    hub_worker_sample_metrics(&w);
     ASSERT_EQ(hub_mc_get(&w.metrics.queue_bytes), 3000);
     ASSERT_EQ(hub_mc_get(&w.metrics.sent[HUB_MT_ROOM_MESSAGE]) - sent0, 3);
     spin(5);                           /* prepare phase flushes */
     ASSERT_EQ(c->oq_bytes, 0);
+    hub_worker_sample_metrics(&w);
     ASSERT_EQ(hub_mc_get(&w.metrics.queue_bytes), 0);
     ASSERT_EQ(f->refcnt, 1);           /* every reference came back */
     uint8_t buf[3000];
@@ -156,6 +158,7 @@ TEST(limit_closes_a_consumer_that_does_not_read)
     /* the refused frame, plus what was queued but not handed to the kernel */
     ASSERT(hub_mc_get(&w.metrics.dropped[HUB_DROP_QUEUE_FULL]) - full0 >= 1);
     ASSERT(hub_mc_get(&w.metrics.dropped[HUB_DROP_CLOSED]) - closed0 >= 1);
+    hub_worker_sample_metrics(&w);
     ASSERT_EQ(hub_mc_get(&w.metrics.queue_bytes), c->oq_bytes);
     /* the lingering close ends at server.close_timeout (100 ms here) */
     for (int i = 0; i < 2000 && w.nconns > 0; i++) {
@@ -163,6 +166,7 @@ TEST(limit_closes_a_consumer_that_does_not_read)
         usleep(1000);
     }
     ASSERT_EQ(w.nconns, 0);
+    hub_worker_sample_metrics(&w);
     ASSERT_EQ(hub_mc_get(&w.metrics.queue_bytes), 0);
     ASSERT_EQ(f->refcnt, 1);           /* queued and in-flight references released */
     hub_frame_release(f);
@@ -179,11 +183,13 @@ TEST(raw_sends_are_exempt_from_the_limit)
     hub_conn_send_raw(c, big);         /* takes our reference */
     ASSERT_EQ(c->state, HUB_CONN_HTTP);
     ASSERT_EQ(c->oq_bytes, srv.cfg->max_outbound_bytes + 1);
+    hub_worker_sample_metrics(&w);
     ASSERT_EQ(hub_mc_get(&w.metrics.queue_bytes), srv.cfg->max_outbound_bytes + 1);
     hub_conn_abort(c);
     for (int i = 0; i < 200 && w.nconns > 0; i++)
         spin(1);
     ASSERT_EQ(w.nconns, 0);
+    hub_worker_sample_metrics(&w);
     ASSERT_EQ(hub_mc_get(&w.metrics.queue_bytes), 0); /* dropped with the connection */
     close(fd);
 }
