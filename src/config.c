@@ -979,13 +979,13 @@ out_parser:
 
 /* ---- environment ------------------------------------------------------ */
 
-/* Applies one variable to k. A bare port number given to an address key
+/* Applies one variable to k. For an alias of an address key, a bare port
  * (WEBSOCKET_PORT=8080) means ":8080". Returns 0 or -1 + err. */
 static int apply_var(hub_config_t *cfg, const key_desc_t *k, const char *name,
-                     const char *v, char *err, size_t errlen)
+                     const char *v, int alias, char *err, size_t errlen)
 {
     char reason[REASON_MAX], port[16];
-    if (k->check == check_addr || k->check == check_addr_opt) {
+    if (alias && (k->check == check_addr || k->check == check_addr_opt)) {
         size_t n = strlen(v);
         if (n > 0 && n < sizeof(port) - 1 && strspn(v, "0123456789") == n) {
             snprintf(port, sizeof(port), ":%s", v);
@@ -1006,33 +1006,36 @@ static int apply_env(hub_config_t *cfg, char *err, size_t errlen)
     for (size_t i = 0; i < HUB_ARRAY_LEN(keys); i++) {
         const char *alias = keys[i].alias_env;
         const char *v = alias ? getenv(alias) : NULL;
-        if (v != NULL && apply_var(cfg, &keys[i], alias, v, err, errlen) != 0)
+        if (v != NULL && apply_var(cfg, &keys[i], alias, v, 1, err, errlen) != 0)
             return -1;
     }
     for (size_t i = 0; i < HUB_ARRAY_LEN(keys); i++) {
         char name[PATH_MAX_CHARS + 8];
         env_name(&keys[i], name, sizeof(name));
         const char *v = getenv(name);
-        if (v != NULL && apply_var(cfg, &keys[i], name, v, err, errlen) != 0)
+        if (v != NULL && apply_var(cfg, &keys[i], name, v, 0, err, errlen) != 0)
             return -1;
     }
     return 0;
 }
 
-/* Rules that span keys. Returns 0 or -1 + err. */
-static int check_cross(const hub_config_t *cfg, char *err, size_t errlen)
+/* Rules that span keys; errors name the file (path, or NULL for none).
+ * Returns 0 or -1 + err. */
+static int check_cross(const hub_config_t *cfg, const char *path, char *err, size_t errlen)
 {
+    const char *at = path ? path : "config", *sep = ": ";
     if (!cfg->auth_enabled)
         return 0;
     int hs = cfg->auth_secret_key[0] != '\0', pk = cfg->auth_public_key_file[0] != '\0';
     if (!hs && !pk) {
-        set_err(err, errlen, "auth.enabled: needs auth.secret_key or auth.public_key_file");
+        set_err(err, errlen, "%s%sauth.enabled: needs auth.secret_key or auth.public_key_file",
+                at, sep);
         return -1;
     }
     for (size_t i = 0; i < cfg->auth_algorithms.n; i++) {
         const char *a = cfg->auth_algorithms.items[i];
         if (a[0] == 'H' ? !hs : !pk) {
-            set_err(err, errlen, "auth.algorithms: %s needs %s", a,
+            set_err(err, errlen, "%s%sauth.algorithms: %s needs %s", at, sep, a,
                     a[0] == 'H' ? "auth.secret_key" : "auth.public_key_file");
             return -1;
         }
@@ -1062,7 +1065,7 @@ hub_config_t *hub_config_load(const char *path, char *err, size_t errlen)
         goto fail;
     /* per-key rules were checked as each value was applied, so each error
      * names its origin */
-    if (check_cross(cfg, err, errlen) != 0)
+    if (check_cross(cfg, path, err, errlen) != 0)
         goto fail;
     if (err != NULL && errlen > 0)
         err[0] = '\0';
@@ -1158,7 +1161,7 @@ hub_config_t *hub_config_reload(const hub_config_t *old, const char *path, char 
     }
     /* restart-only values came back from old: re-check the rules that span
      * keys on the mix */
-    if (check_cross(cfg, err, errlen) != 0) {
+    if (check_cross(cfg, path, err, errlen) != 0) {
         hub_config_free(cfg);
         return NULL;
     }

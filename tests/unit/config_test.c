@@ -26,7 +26,14 @@ static const char *const all_env[] = {
     "GOHUB_ROOMS_AUTO_CREATE", "GOHUB_ROOMS_DEFAULT_MAX_CLIENTS", "GOHUB_ROOMS_PREDEFINED",
     "GOHUB_ROOMS_PRESENCE_EVENTS", "GOHUB_ROOMS_MEMBERS_ONLY_SEND",
     "GOHUB_ROOMS_ECHO_TO_SENDER", "GOHUB_ROOMS_MAX_ROOMS_PER_CLIENT",
-    "GOHUB_AUTH_ANONYMOUS_PERMISSIONS", "GOHUB_HTTP_API_KEY",
+    "GOHUB_LIMITS_MESSAGES_PER_SECOND", "GOHUB_LIMITS_MESSAGES_BURST",
+    "GOHUB_LIMITS_RATE_LIMIT_CLOSE_AFTER", "GOHUB_LIMITS_CONNECTIONS_PER_SECOND_PER_IP",
+    "GOHUB_AUTH_ENABLED", "GOHUB_AUTH_SECRET_KEY", "GOHUB_AUTH_PUBLIC_KEY_FILE",
+    "GOHUB_AUTH_ALGORITHMS", "GOHUB_AUTH_REQUIRE_EXP", "GOHUB_AUTH_ISSUER",
+    "GOHUB_AUTH_AUDIENCE", "GOHUB_AUTH_LEEWAY", "GOHUB_AUTH_MAX_TOKEN_BYTES",
+    "GOHUB_AUTH_ALLOW_ANONYMOUS", "GOHUB_AUTH_ANONYMOUS_PERMISSIONS",
+    "GOHUB_HTTP_ADDR", "GOHUB_HTTP_API_KEY", "GOHUB_HTTP_CORS_ORIGINS",
+    "GOHUB_METRICS_ENABLED", "GOHUB_METRICS_ADDR",
 };
 
 static void clear_env(void)
@@ -338,7 +345,7 @@ TEST(bool_values)
     /* no key is a bool yet: drive the table path with a test descriptor
      * whose field is an int (bools may live in bool or int fields) */
     static const key_desc_t flag = { "test.flag", KT_BOOL, FIELD(server_workers), "false",
-                                     0, 0, NULL, NULL, "test" };
+                                     0, 0, NULL, NULL, "test", 0, NULL };
     static const char *const yes[] = { "true", "TRUE", "True", "yes", "YES", "on", "On", "1" };
     static const char *const no[] = { "false", "FALSE", "no", "No", "off", "OFF", "0" };
     static const char *const bad[] = { "", "2", "y", "n", "enabled", "truee", " true" };
@@ -818,9 +825,12 @@ TEST(dump_keys_table)
     size_t lines = 0;
     for (size_t i = 0; i < len; i++)
         lines += buf[i] == '\n';
-    int ok = strncmp(buf, "| key | env | type | default | meaning |\n", 41) == 0 &&
-             lines == 2 + HUB_ARRAY_LEN(keys) &&
-             strstr(buf, "| `server.addr` | `GOHUB_SERVER_ADDR` | string | `:8080` |") &&
+    const char *head = "| key | env | type | default | reload | meaning |\n";
+    int ok = strncmp(buf, head, strlen(head)) == 0 && lines == 2 + HUB_ARRAY_LEN(keys) &&
+             strstr(buf, "| `server.addr` | `GOHUB_SERVER_ADDR`, `WEBSOCKET_PORT` | string | "
+                         "`:8080` | restart |") &&
+             strstr(buf, "| `limits.messages_per_second` | `GOHUB_LIMITS_MESSAGES_PER_SECOND` | "
+                         "int 0..10000000 | `100` | live |") &&
              strstr(buf, "| `server.workers` | `GOHUB_SERVER_WORKERS` | int 0..256 | `0` |") &&
              strstr(buf, "| `server.header_timeout` | `GOHUB_SERVER_HEADER_TIMEOUT` | "
                          "duration 100ms..1h | `10s` |") &&
@@ -838,6 +848,94 @@ TEST(dump_keys_table)
         printf("%s", buf);
     free(buf);
     ASSERT(ok);
+}
+
+TEST(reference_system_env_aliases)
+{
+    char err[512];
+    hub_config_t *cfg = load_env("CENTRIFUGO_TOKEN_HMAC_SECRET_KEY", "s3cret", err, sizeof(err));
+    ASSERT(cfg != NULL);
+    ASSERT(strcmp(cfg->auth_secret_key, "s3cret") == 0);
+    hub_config_free(cfg);
+    cfg = load_env("WEBSOCKET_PORT", "9123", err, sizeof(err));
+    ASSERT(cfg != NULL);
+    ASSERT(strcmp(cfg->server_addr, ":9123") == 0); /* a bare port means :PORT */
+    hub_config_free(cfg);
+    cfg = load_env("METRICS_PORT", "2112", err, sizeof(err));
+    ASSERT(cfg != NULL);
+    ASSERT(strcmp(cfg->metrics_addr, ":2112") == 0);
+    hub_config_free(cfg);
+    /* GOHUB_* wins over the alias */
+    setenv("HTTP_PORT", "81", 1);
+    cfg = load_env("GOHUB_HTTP_ADDR", "127.0.0.1:82", err, sizeof(err));
+    unsetenv("HTTP_PORT");
+    ASSERT(cfg != NULL);
+    ASSERT(strcmp(cfg->http_addr, "127.0.0.1:82") == 0);
+    hub_config_free(cfg);
+    ASSERT(env_fails_with("WEBSOCKET_PORT", "http", "expected host:port like :8080, "
+                          "127.0.0.1:8080 or [::1]:8080, got 'http'"));
+}
+
+/* Loads yaml: 1 when it fails with an error containing want (want NULL:
+ * when it loads). */
+static int yaml_result(const char *yaml, const char *want)
+{
+    char path[64], err[512];
+    hub_config_t *cfg = load_yaml(yaml, path, sizeof(path), err, sizeof(err));
+    if (cfg != NULL) {
+        hub_config_free(cfg);
+        return want == NULL;
+    }
+    if (want == NULL || strstr(err, want) == NULL) {
+        printf("  got '%s', want '%s'\n", err, want ? want : "(loaded)");
+        return 0;
+    }
+    return 1;
+}
+
+TEST(auth_needs_a_key_for_its_algorithms)
+{
+    ASSERT(yaml_fails_with("auth:\n  enabled: true\n",
+                           " auth.enabled: needs auth.secret_key or auth.public_key_file"));
+    ASSERT(yaml_fails_with("auth:\n  enabled: true\n  secret_key: k\n  algorithms: [RS256]\n",
+                           " auth.algorithms: RS256 needs auth.public_key_file"));
+    ASSERT(yaml_result("auth:\n  algorithms: [HS256, none]\n", "got 'none'"));
+    ASSERT(yaml_result("auth:\n  enabled: true\n  secret_key: k\n  algorithms: [HS256, HS512]\n",
+                       NULL));
+}
+
+TEST(reload_keeps_restart_only_values)
+{
+    char path[64], err[512], kept[256];
+    hub_config_t *old = load_yaml("server:\n  close_timeout: 3s\nlog:\n  level: info\n", path,
+                                  sizeof(path), err, sizeof(err));
+    ASSERT(old != NULL);
+    FILE *f = fopen(path, "w");
+    ASSERT(f != NULL);
+    fputs("server:\n  close_timeout: 1s\n  allowed_origins: [https://a.example]\n"
+          "log:\n  level: debug\n  format: text\n", f);
+    fclose(f);
+    hub_config_t *cfg = hub_config_reload(old, path, err, sizeof(err), kept, sizeof(kept));
+    ASSERT(cfg != NULL);
+    ASSERT_EQ(cfg->close_timeout_ms, 3000);              /* restart: kept */
+    ASSERT_EQ(cfg->log_format, HUB_LOG_JSON);            /* restart: kept */
+    ASSERT_EQ(cfg->log_level, HUB_LOG_DEBUG);            /* live: applied */
+    ASSERT_EQ(cfg->allowed_origins.n, 1);                /* live: applied */
+    ASSERT(strcmp(kept, "server.close_timeout log.format") == 0);
+    hub_config_free(cfg);
+    /* a bad file: NULL, old untouched */
+    f = fopen(path, "w");
+    ASSERT(f != NULL);
+    fputs("server:\n  close_timeout: soon\n", f);
+    fclose(f);
+    ASSERT(hub_config_reload(old, path, err, sizeof(err), kept, sizeof(kept)) == NULL);
+    ASSERT(strstr(err, "server.close_timeout") != NULL);
+    ASSERT_EQ(old->close_timeout_ms, 3000);
+    unlink(path);
+    hub_config_free(old);
+    ASSERT(hub_config_key_reloadable("limits.messages_per_second"));
+    ASSERT(!hub_config_key_reloadable("server.addr"));
+    ASSERT(!hub_config_key_reloadable("no.such.key"));
 }
 
 int main(void)
@@ -871,6 +969,9 @@ int main(void)
     RUN(env_list_split_and_trim);
     RUN(env_names_follow_paths);
     RUN(dump_keys_table);
+    RUN(reference_system_env_aliases);
+    RUN(auth_needs_a_key_for_its_algorithms);
+    RUN(reload_keeps_restart_only_values);
     clear_env();
     HARNESS_MAIN_END();
 }
