@@ -212,6 +212,33 @@ static ssize_t read_small(const char *path, char *buf, size_t cap)
     return (ssize_t)n;
 }
 
+/* The boot time (seconds since the epoch) from /proc/stat's btime line.
+ * Its "intr" line grows with the machine's interrupt count (kilobytes on
+ * big hosts), so the file is read line by line; the value never changes,
+ * so it is read once (a race only reads it twice). 0 when unknown. */
+static unsigned long long boot_time(void)
+{
+    static _Atomic unsigned long long cached;
+    unsigned long long v = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (v != 0)
+        return v;
+    FILE *f = fopen("/proc/stat", "re");
+    if (f == NULL)
+        return 0;
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) > 0) {
+        if (strncmp(line, "btime ", 6) == 0) {
+            v = strtoull(line + 6, NULL, 10);
+            break;
+        }
+    }
+    free(line);
+    fclose(f);
+    atomic_store_explicit(&cached, v, memory_order_relaxed);
+    return v;
+}
+
 int hub_proc_stats(hub_proc_stats_t *out)
 {
     memset(out, 0, sizeof(*out));
@@ -233,12 +260,7 @@ int hub_proc_stats(hub_proc_stats_t *out)
         out->open_fds = n > 0 ? n - 1 : 0; /* not the one opendir holds */
     }
     char buf[4096];
-    unsigned long long btime = 0;
-    if (read_small("/proc/stat", buf, sizeof(buf)) > 0) {
-        const char *p = strstr(buf, "\nbtime ");
-        if (p != NULL)
-            btime = strtoull(p + 7, NULL, 10);
-    }
+    unsigned long long btime = boot_time();
     if (read_small("/proc/self/stat", buf, sizeof(buf)) <= 0)
         return -1;
     /* the command name (field 2) may hold spaces and parentheses: fields
