@@ -160,14 +160,10 @@ static void set_identity_fields(hub_vm_t *vm, hub_conn_t *c)
     lua_setfield(L, -2, "username");
     lua_pushboolean(L, c->ident != NULL);
     lua_setfield(L, -2, "authenticated");
-    cJSON *claims = c->ident ? cJSON_ParseWithLength(c->ident->claims_json,
-                                                     c->ident->claims_len)
-                             : NULL;
-    if (claims != NULL)
-        hub_lua_push_json(vm, claims);
-    else
+    const char *err;
+    if (c->ident == NULL ||
+        hub_lua_decode(vm, c->ident->claims_json, c->ident->claims_len, &err) != 0)
         lua_newtable(L);
-    cJSON_Delete(claims);
     lua_setfield(L, -2, "claims");
     push_permissions(L, c);
     lua_setfield(L, -2, "permissions");
@@ -576,15 +572,17 @@ static void push_raw(lua_State *L, const char *s, size_t n)
 static int l_raw(lua_State *L)
 {
     const char *key = luaL_checkstring(L, 1);
-    hub_vm_t *vm = hub_vm_of(L);
-    const char *ds, *vs;
-    size_t dl, vl;
-    if (vm->req == NULL || !hub_json_member(vm->req, vm->req_len, "data", &ds, &dl) ||
-        !hub_json_member(ds, dl, key, &vs, &vl)) {
+    const hub_json_env_t *env = hub_vm_of(L)->env;
+    const hub_env_member_t *m = env && env->data ? hub_json_env_member(env, key) : NULL;
+    const char *vs;
+    size_t vl;
+    if (m != NULL)
+        push_raw(L, m->val, m->val_len);
+    else if (env && env->data && env->overflow &&
+             hub_json_member(env->data, env->data_len, key, &vs, &vl))
+        push_raw(L, vs, vl); /* a member the decoder had no room to record */
+    else
         lua_pushnil(L);
-        return 1;
-    }
-    push_raw(L, vs, vl);
     return 1;
 }
 
@@ -681,11 +679,9 @@ static int l_json_decode(lua_State *L)
 {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
-    cJSON *j = cJSON_ParseWithLength(s, n);
-    if (j == NULL)
-        return fail(L, "invalid JSON");
-    hub_lua_push_json(hub_vm_of(L), j);
-    cJSON_Delete(j);
+    const char *err;
+    if (hub_lua_decode(hub_vm_of(L), s, n, &err) != 0)
+        return fail(L, err);
     return 1;
 }
 

@@ -1,4 +1,4 @@
-/* lua_json.c: JSON ↔ Lua for handlers, on cJSON. Arrays decode to tables
+/* lua_json.c: JSON ↔ Lua for handlers, in one pass each way. Arrays decode to tables
  * carrying an array marker so they re-encode as arrays (also when empty);
  * JSON null is the gohub.json.null sentinel; a raw-JSON value (gohub.raw,
  * gohub.json.raw) is emitted verbatim, which is how `content` passes through
@@ -10,34 +10,519 @@
 
 #define MAX_DEPTH 128
 
-void hub_lua_push_json(hub_vm_t *vm, const cJSON *item)
+/* ---- decoder ------------------------------------------------------------ */
+
+/* One pass over the text, straight to Lua values: strict RFC 8259 (no
+ * leading zeros, no "1.", no raw control characters in strings, no lone
+ * surrogates, no trailing commas), nesting up to DECODE_DEPTH. Strings
+ * without escapes are pushed from the source bytes; escaped ones are
+ * decoded into the VM's scratch buffer. Duplicate keys: the last one wins,
+ * in the table and in the recorded spans alike. */
+
+#define DECODE_DEPTH 1000 /* as cJSON's CJSON_NESTING_LIMIT */
+
+typedef struct {
+    hub_vm_t *vm;
+    lua_State *L;
+    const char *p, *end;
+    const char *err;       /* first error, NULL while fine */
+    hub_json_env_t *env;   /* spans to record, or NULL */
+    int depth;
+} dec_t;
+
+static int dec_value(dec_t *d, int push);
+
+static inline void skip_blank(dec_t *d)
+{
+    while (d->p < d->end && (*d->p == ' ' || *d->p == '\n' || *d->p == '\r' || *d->p == '\t'))
+        d->p++;
+}
+
+static int dec_fail(dec_t *d, const char *why)
+{
+    if (d->err == NULL)
+        d->err = why;
+    return -1;
+}
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0'
+         : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                : -1;
+}
+
+/* Reads the 4 hex digits at p (bounds checked by the caller). */
+static long hex4(const char *p)
+{
+    long v = 0;
+    for (int i = 0; i < 4; i++) {
+        int h = hexval(p[i]);
+        if (h < 0)
+            return -1;
+        v = v * 16 + h;
+    }
+    return v;
+}
+
+static int scratch_reserve(hub_vm_t *vm, size_t n)
+{
+    if (n <= vm->scratch_cap)
+        return 0;
+    size_t cap = vm->scratch_cap ? vm->scratch_cap : 256;
+    while (cap < n)
+        cap *= 2;
+    char *b = realloc(vm->scratch, cap);
+    if (b == NULL)
+        return -1;
+    vm->scratch = b;
+    vm->scratch_cap = cap;
+    return 0;
+}
+
+/* d->p at the opening quote. Pushes the string when push; sets *plain when
+ * it had no escapes (its text is then exactly between the quotes). */
+static int dec_string(dec_t *d, int push, int *plain)
+{
+    const char *s = ++d->p, *q = s;
+    while (q < d->end && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20)
+        q++;
+    if (q < d->end && *q == '"') { /* the common case: nothing to decode */
+        d->p = q + 1;
+        if (plain)
+            *plain = 1;
+        if (push)
+            lua_pushlstring(d->L, s, (size_t)(q - s));
+        return 0;
+    }
+    if (plain)
+        *plain = 0;
+    /* escapes: the decoded text is never longer than the source */
+    size_t o = (size_t)(q - s);
+    if (push) {
+        if (scratch_reserve(d->vm, (size_t)(d->end - s)) != 0)
+            return dec_fail(d, "out of memory");
+        memcpy(d->vm->scratch, s, o);
+    }
+    char *out = push ? d->vm->scratch : NULL;
+    while (q < d->end) {
+        unsigned char ch = (unsigned char)*q;
+        if (ch == '"') {
+            d->p = q + 1;
+            if (push)
+                lua_pushlstring(d->L, out, o);
+            return 0;
+        }
+        if (ch < 0x20)
+            return dec_fail(d, "control character in a string");
+        if (ch != '\\') {
+            if (out)
+                out[o] = (char)ch;
+            o++;
+            q++;
+            continue;
+        }
+        if (d->end - q < 2)
+            break;
+        char e = q[1];
+        char c1 = 0;
+        switch (e) {
+        case '"': c1 = '"'; break;
+        case '\\': c1 = '\\'; break;
+        case '/': c1 = '/'; break;
+        case 'b': c1 = '\b'; break;
+        case 'f': c1 = '\f'; break;
+        case 'n': c1 = '\n'; break;
+        case 'r': c1 = '\r'; break;
+        case 't': c1 = '\t'; break;
+        case 'u': break;
+        default: return dec_fail(d, "bad escape in a string");
+        }
+        if (e != 'u') {
+            if (out)
+                out[o] = c1;
+            o++;
+            q += 2;
+            continue;
+        }
+        if (d->end - q < 6)
+            break;
+        long cp = hex4(q + 2);
+        if (cp < 0)
+            return dec_fail(d, "bad \\u escape");
+        q += 6;
+        if (cp >= 0xD800 && cp <= 0xDBFF) { /* a high surrogate needs its low half */
+            long lo = d->end - q >= 6 && q[0] == '\\' && q[1] == 'u' ? hex4(q + 2) : -1;
+            if (lo < 0xDC00 || lo > 0xDFFF)
+                return dec_fail(d, "lone surrogate in a string");
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            q += 6;
+        } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+            return dec_fail(d, "lone surrogate in a string");
+        }
+        if (cp == 0 && d->env)
+            d->env->has_nul = 1;
+        /* UTF-8: at most as long as the escape it replaces */
+        char u[4];
+        int un;
+        if (cp < 0x80) {
+            u[0] = (char)cp;
+            un = 1;
+        } else if (cp < 0x800) {
+            u[0] = (char)(0xC0 | (cp >> 6));
+            u[1] = (char)(0x80 | (cp & 0x3F));
+            un = 2;
+        } else if (cp < 0x10000) {
+            u[0] = (char)(0xE0 | (cp >> 12));
+            u[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+            u[2] = (char)(0x80 | (cp & 0x3F));
+            un = 3;
+        } else {
+            u[0] = (char)(0xF0 | (cp >> 18));
+            u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+            u[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+            u[3] = (char)(0x80 | (cp & 0x3F));
+            un = 4;
+        }
+        if (out)
+            memcpy(out + o, u, (size_t)un);
+        o += (size_t)un;
+    }
+    return dec_fail(d, "unterminated string");
+}
+
+static int dec_number(dec_t *d, int push)
+{
+    const char *s = d->p, *q = s;
+    if (q < d->end && *q == '-')
+        q++;
+    if (q >= d->end || *q < '0' || *q > '9')
+        return dec_fail(d, "bad number");
+    if (*q == '0') {
+        q++;
+    } else {
+        while (q < d->end && *q >= '0' && *q <= '9')
+            q++;
+    }
+    int simple = 1;
+    if (q < d->end && *q == '.') {
+        simple = 0;
+        const char *f = ++q;
+        while (q < d->end && *q >= '0' && *q <= '9')
+            q++;
+        if (q == f)
+            return dec_fail(d, "bad number");
+    }
+    if (q < d->end && (*q == 'e' || *q == 'E')) {
+        simple = 0;
+        q++;
+        if (q < d->end && (*q == '+' || *q == '-'))
+            q++;
+        const char *x = q;
+        while (q < d->end && *q >= '0' && *q <= '9')
+            q++;
+        if (q == x)
+            return dec_fail(d, "bad number");
+    }
+    d->p = q;
+    if (!push)
+        return 0;
+    size_t n = (size_t)(q - s);
+    int neg = *s == '-';
+    if (simple && n - (size_t)neg <= 19) {
+        /* fits a uint64, and converting one to double rounds to nearest,
+         * exactly as strtod would */
+        uint64_t v = 0;
+        for (const char *c = s + neg; c < q; c++)
+            v = v * 10 + (uint64_t)(*c - '0');
+        lua_pushnumber(d->L, neg ? -(lua_Number)v : (lua_Number)v);
+        return 0;
+    }
+    /* strtod needs a terminated copy: the text may end right after */
+    char tmp[64];
+    char *buf = n < sizeof(tmp) ? tmp : malloc(n + 1);
+    if (buf == NULL)
+        return dec_fail(d, "out of memory");
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    lua_pushnumber(d->L, strtod(buf, NULL));
+    if (buf != tmp)
+        free(buf);
+    return 0;
+}
+
+static int dec_literal(dec_t *d, const char *word, size_t n)
+{
+    if ((size_t)(d->end - d->p) < n || memcmp(d->p, word, n) != 0)
+        return dec_fail(d, "invalid literal");
+    d->p += n;
+    return 0;
+}
+
+/* d->p at '{'. When env is set and this is the envelope (depth 1) or its
+ * data object (depth 2, env->in_data), member spans are recorded. */
+static int dec_object(dec_t *d, int push, int record)
+{
+    lua_State *L = d->L;
+    d->p++;
+    if (push)
+        lua_createtable(L, 0, 4);
+    skip_blank(d);
+    if (d->p < d->end && *d->p == '}') {
+        d->p++;
+        return 0;
+    }
+    for (;;) {
+        skip_blank(d);
+        if (d->p >= d->end || *d->p != '"')
+            return dec_fail(d, "expected a member name");
+        const char *ks = d->p + 1;
+        int plain;
+        if (dec_string(d, push, &plain) != 0)
+            return -1;
+        size_t kl = (size_t)(d->p - 1 - ks);
+        skip_blank(d);
+        if (d->p >= d->end || *d->p != ':')
+            return dec_fail(d, "expected ':'");
+        d->p++;
+        skip_blank(d);
+        const char *vs = d->p;
+        if (dec_value(d, push) != 0)
+            return -1;
+        if (record && plain && d->env->nmembers < HUB_JSON_MEMBERS) {
+            hub_env_member_t *m = &d->env->members[d->env->nmembers++];
+            m->key = ks;
+            m->key_len = kl;
+            m->val = vs;
+            m->val_len = (size_t)(d->p - vs);
+        } else if (record) {
+            d->env->overflow = 1;
+        }
+        if (push)
+            lua_rawset(L, -3);
+        skip_blank(d);
+        if (d->p < d->end && *d->p == ',') {
+            d->p++;
+            continue;
+        }
+        if (d->p < d->end && *d->p == '}') {
+            d->p++;
+            return 0;
+        }
+        return dec_fail(d, "expected ',' or '}'");
+    }
+}
+
+static int dec_array(dec_t *d, int push)
+{
+    lua_State *L = d->L;
+    d->p++;
+    if (push)
+        lua_createtable(L, 0, 0);
+    skip_blank(d);
+    int i = 0;
+    if (d->p < d->end && *d->p == ']') {
+        d->p++;
+    } else {
+        for (;;) {
+            skip_blank(d);
+            if (dec_value(d, push) != 0)
+                return -1;
+            if (push)
+                lua_rawseti(L, -2, ++i);
+            skip_blank(d);
+            if (d->p < d->end && *d->p == ',') {
+                d->p++;
+                continue;
+            }
+            if (d->p < d->end && *d->p == ']') {
+                d->p++;
+                break;
+            }
+            return dec_fail(d, "expected ',' or ']'");
+        }
+    }
+    if (push) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, d->vm->array_mt_ref);
+        lua_setmetatable(L, -2);
+    }
+    return 0;
+}
+
+static int dec_value(dec_t *d, int push)
+{
+    if (d->p >= d->end)
+        return dec_fail(d, "unexpected end");
+    switch (*d->p) {
+    case '{':
+    case '[': {
+        if (++d->depth > DECODE_DEPTH)
+            return dec_fail(d, "nested too deeply");
+        if (push && !lua_checkstack(d->L, 4))
+            return dec_fail(d, "nested too deeply");
+        int r = *d->p == '{' ? dec_object(d, push, 0) : dec_array(d, push);
+        d->depth--;
+        return r;
+    }
+    case '"':
+        return dec_string(d, push, NULL);
+    case 't':
+        if (dec_literal(d, "true", 4) != 0)
+            return -1;
+        if (push)
+            lua_pushboolean(d->L, 1);
+        return 0;
+    case 'f':
+        if (dec_literal(d, "false", 5) != 0)
+            return -1;
+        if (push)
+            lua_pushboolean(d->L, 0);
+        return 0;
+    case 'n':
+        if (dec_literal(d, "null", 4) != 0)
+            return -1;
+        if (push)
+            lua_rawgeti(d->L, LUA_REGISTRYINDEX, d->vm->null_ref);
+        return 0;
+    default:
+        return dec_number(d, push);
+    }
+}
+
+/* Only blanks may follow the value. */
+static int dec_end(dec_t *d)
+{
+    skip_blank(d);
+    return d->p == d->end ? 0 : dec_fail(d, "text after the JSON value");
+}
+
+int hub_lua_decode(hub_vm_t *vm, const char *s, size_t n, const char **err)
+{
+    dec_t d = { vm, vm->L, s, s + n, NULL, NULL, 0 };
+    int top = lua_gettop(vm->L);
+    skip_blank(&d);
+    if (dec_value(&d, 1) != 0 || dec_end(&d) != 0) {
+        lua_settop(vm->L, top);
+        *err = d.err;
+        return -1;
+    }
+    return 0;
+}
+
+/* True when key..key+kl spells name. */
+static int key_is(const char *key, size_t kl, const char *name, size_t nl)
+{
+    return kl == nl && memcmp(key, name, nl) == 0;
+}
+
+int hub_lua_decode_envelope(hub_vm_t *vm, const char *s, size_t n, hub_json_env_t *env)
 {
     lua_State *L = vm->L;
-    luaL_checkstack(L, 4, "JSON too deep");
-    if (cJSON_IsObject(item)) {
-        lua_createtable(L, 0, cJSON_GetArraySize(item));
-        for (const cJSON *e = item->child; e; e = e->next) {
-            hub_lua_push_json(vm, e);
-            lua_setfield(L, -2, e->string);
-        }
-    } else if (cJSON_IsArray(item)) {
-        int n = cJSON_GetArraySize(item), i = 1;
-        lua_createtable(L, n, 0);
-        for (const cJSON *e = item->child; e; e = e->next) {
-            hub_lua_push_json(vm, e);
-            lua_rawseti(L, -2, i++);
-        }
-        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->array_mt_ref);
-        lua_setmetatable(L, -2);
-    } else if (cJSON_IsString(item)) {
-        lua_pushstring(L, item->valuestring);
-    } else if (cJSON_IsNumber(item)) {
-        lua_pushnumber(L, item->valuedouble);
-    } else if (cJSON_IsBool(item)) {
-        lua_pushboolean(L, cJSON_IsTrue(item));
-    } else {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->null_ref);
+    memset(env, 0, offsetof(hub_json_env_t, members));
+    dec_t d = { vm, L, s, s + n, NULL, env, 1 };
+    int top = lua_gettop(L);
+    skip_blank(&d);
+    if (d.p >= d.end || *d.p != '{') {
+        /* still tell "not JSON" from "not an object" */
+        env->not_object = dec_value(&d, 0) == 0 && dec_end(&d) == 0;
+        env->err = env->not_object ? "message must be a JSON object" : d.err;
+        return -1;
     }
+    d.p++;
+    skip_blank(&d);
+    int have_data = 0;
+    if (d.p < d.end && *d.p == '}') {
+        d.p++;
+    } else {
+        for (;;) {
+            skip_blank(&d);
+            if (d.p >= d.end || *d.p != '"') {
+                dec_fail(&d, "expected a member name");
+                goto bad;
+            }
+            const char *ks = d.p + 1;
+            int plain;
+            if (dec_string(&d, 0, &plain) != 0)
+                goto bad;
+            size_t kl = (size_t)(d.p - 1 - ks);
+            skip_blank(&d);
+            if (d.p >= d.end || *d.p != ':') {
+                dec_fail(&d, "expected ':'");
+                goto bad;
+            }
+            d.p++;
+            skip_blank(&d);
+            const char *vs = d.p;
+            int r;
+            if (plain && key_is(ks, kl, "data", 4)) {
+                if (have_data)
+                    lua_settop(L, top); /* a later "data" replaces it */
+                env->nmembers = 0;
+                env->overflow = 0;
+                if (d.p < d.end && *d.p == '{') {
+                    if (!lua_checkstack(L, 4)) {
+                        dec_fail(&d, "out of memory");
+                        goto bad;
+                    }
+                    d.depth++;
+                    r = dec_object(&d, 1, 1);
+                    d.depth--;
+                } else {
+                    r = dec_value(&d, 1);
+                }
+                have_data = 1;
+                env->data = vs;
+            } else if (plain && key_is(ks, kl, "message_type", 12)) {
+                env->type_is_string = d.p < d.end && *d.p == '"';
+                r = dec_value(&d, 0);
+                env->type = vs;
+            } else if (plain && key_is(ks, kl, "message_id", 10)) {
+                r = dec_value(&d, 0);
+                env->id = vs;
+            } else {
+                r = dec_value(&d, 0);
+            }
+            if (r != 0)
+                goto bad;
+            size_t vl = (size_t)(d.p - vs);
+            if (vs == env->data)
+                env->data_len = vl;
+            else if (vs == env->type)
+                env->type_len = vl;
+            else if (vs == env->id)
+                env->id_len = vl;
+            skip_blank(&d);
+            if (d.p < d.end && *d.p == ',') {
+                d.p++;
+                continue;
+            }
+            if (d.p < d.end && *d.p == '}') {
+                d.p++;
+                break;
+            }
+            dec_fail(&d, "expected ',' or '}'");
+            goto bad;
+        }
+    }
+    if (dec_end(&d) != 0)
+        goto bad;
+    if (!have_data)
+        lua_newtable(L);
+    return 0;
+bad:
+    lua_settop(L, top);
+    env->err = d.err;
+    return -1;
+}
+
+const hub_env_member_t *hub_json_env_member(const hub_json_env_t *env, const char *key)
+{
+    size_t kl = strlen(key);
+    for (size_t i = env->nmembers; i-- > 0;) /* the last one wins */
+        if (key_is(env->members[i].key, env->members[i].key_len, key, kl))
+            return &env->members[i];
+    return NULL;
 }
 
 /* The encoder writes JSON text straight from Lua values into a growing
@@ -76,6 +561,17 @@ static int put(enc_t *e, const char *s, size_t n)
     return 0;
 }
 
+/* 1 for the bytes a JSON string cannot hold as they are: controls, '"'
+ * and '\\' (rows of 16 from 0x00; the rest are 0) */
+static const unsigned char needs_escape[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+};
+
 static int put_string(enc_t *e, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -85,7 +581,7 @@ static int put_string(enc_t *e, const char *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         /* copy the run of bytes that need no escape in one go */
         size_t j = i;
-        while (j < n && (unsigned char)s[j] >= 0x20 && s[j] != '"' && s[j] != '\\')
+        while (j < n && !needs_escape[(unsigned char)s[j]])
             j++;
         if (j > i) {
             if (grow(e, j - i + 1) != 0)

@@ -4,7 +4,6 @@
 #ifndef HUB_LUA_PRIV_H
 #define HUB_LUA_PRIV_H
 
-#include <cjson/cJSON.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -26,12 +25,34 @@ struct hub_vm_s {
     int raw_mt_ref;           /* metatable of raw-JSON values */
     int config_ref;           /* gohub.config */
     char *lua_path;           /* copy of lua.path */
+    int dispatch_ref;         /* the C function that decodes and runs a message */
+    char *scratch;            /* decoder buffer for escaped strings (grows) */
+    size_t scratch_cap;
     /* the message being handled (gohub.raw, logs) */
     hub_conn_t *cur;
-    const char *req;          /* raw message text */
-    size_t req_len;
+    const struct hub_json_env_s *env; /* its member spans */
     const char *cur_type;
 };
+
+/* What the envelope decoder learned about a message besides `data` (all
+ * spans point into the message text). */
+#define HUB_JSON_MEMBERS 16
+typedef struct {
+    const char *key, *val;    /* key without quotes; value as sent */
+    size_t key_len, val_len;
+} hub_env_member_t;
+
+typedef struct hub_json_env_s {
+    const char *err;          /* why the text was refused */
+    int not_object;           /* valid JSON, but not an object */
+    const char *id, *type, *data; /* message_id, message_type, data (NULL: absent) */
+    size_t id_len, type_len, data_len;
+    int type_is_string;
+    int has_nul;              /* a string contains \u0000 */
+    int overflow;             /* data had members not recorded below */
+    size_t nmembers;          /* data's members, when data is an object */
+    hub_env_member_t members[HUB_JSON_MEMBERS]; /* must stay last */
+} hub_json_env_t;
 
 /* The VM owning L (the allocator's user data). */
 hub_vm_t *hub_vm_of(lua_State *L);
@@ -42,9 +63,20 @@ void hub_lua_open_gohub(hub_vm_t *vm);
 /* Pushes c's client table (creating it on first use in this VM). */
 void hub_lua_push_client(hub_vm_t *vm, hub_conn_t *c);
 
-/* Pushes the Lua value of a cJSON item (arrays get the array marker, null
- * is gohub.json.null). Stack: +1. */
-void hub_lua_push_json(hub_vm_t *vm, const cJSON *item);
+/* Decodes the JSON text s..s+n and pushes its Lua value (arrays get the
+ * array marker, null is gohub.json.null). Returns 0 (stack +1) or -1 with
+ * a reason in *err (stack unchanged). May raise a Lua memory error. */
+int hub_lua_decode(hub_vm_t *vm, const char *s, size_t n, const char **err);
+
+/* Decodes a message envelope: pushes the value of its `data` member (an
+ * empty table when absent) and records the spans of message_id,
+ * message_type and data's members in env. Returns 0 (stack +1) or -1 with
+ * env->err (stack unchanged). May raise a Lua memory error. */
+int hub_lua_decode_envelope(hub_vm_t *vm, const char *s, size_t n, hub_json_env_t *env);
+
+/* data's member key as recorded by the envelope decoder (the last one of
+ * that name), or NULL (absent, or not recorded: see env->overflow). */
+const hub_env_member_t *hub_json_env_member(const hub_json_env_t *env, const char *key);
 
 /* Encodes the value at idx as JSON text: *out is malloc'd (caller frees).
  * Returns 0, or -1 with a reason in err (cycles/depth, bad keys, NaN). */

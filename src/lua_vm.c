@@ -225,6 +225,8 @@ static int require_module(hub_vm_t *vm, const char *name, char *err, size_t errl
     return 0;
 }
 
+static int run_message(lua_State *L);
+
 static int valid_handler_name(const char *s, size_t n)
 {
     if (n == 0 || n > 64)
@@ -334,6 +336,8 @@ static int boot(lua_State *L)
     lua_getfield(L, -1, "traceback");
     vm->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
+    lua_pushcfunction(L, run_message);
+    vm->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     hub_lua_open_gohub(vm);
     if (luaL_loadbuffer(L, bootstrap, sizeof(bootstrap) - 1, "=gohub.sandbox") != 0)
         return lua_error(L);
@@ -425,6 +429,7 @@ void hub_vm_free(hub_vm_t *vm)
     if (vm->L)
         lua_close(vm->L);
     free(vm->lua_path);
+    free(vm->scratch);
     free(vm);
 }
 
@@ -661,101 +666,123 @@ void hub_vm_refuse(hub_conn_t *c, const uint8_t *p, size_t n, int code, const ch
     send_error(c, code, message, rid, NULL);
 }
 
+/* One message on its way through Lua. The protected part (run_message)
+ * decodes the envelope, finds the handler and calls it; a message refused
+ * before its handler runs leaves the error in code. */
+typedef struct {
+    hub_vm_t *vm;
+    hub_conn_t *c;
+    const char *text;
+    size_t n;
+    int code;                 /* protocol error to answer; 0 = the handler ran */
+    const char *message;
+    int64_t rid;
+    char type[65];            /* handler name, once known */
+    int mtype;                /* its metrics label (HUB_MT_*) */
+    hub_json_env_t env;
+} dispatch_t;
+
+static int refuse(dispatch_t *d, int code, const char *message)
+{
+    d->code = code;
+    d->message = message;
+    return 0;
+}
+
+/* Runs under hub_vm_pcall, so a memory error while decoding is caught
+ * like one in the handler. Returns the handler's results. */
+static int run_message(lua_State *L)
+{
+    dispatch_t *d = lua_touserdata(L, 1);
+    hub_vm_t *vm = d->vm;
+    hub_json_env_t *env = &d->env;
+    if (hub_lua_decode_envelope(vm, d->text, d->n, env) != 0)
+        return refuse(d, 1001, env->not_object ? "message must be a JSON object"
+                                               : "message is not valid JSON");
+    /* stack: d, data. A message_id is judged on its text: plain digits
+     * (no exponent or fraction) up to 2^53 */
+    if (env->id != NULL && !exact_id(env->id, env->id_len, &d->rid)) {
+        d->rid = 0;
+        return refuse(d, 1002, "message_id must be an integer from 0 to 2^53");
+    }
+    if (env->type == NULL || !env->type_is_string)
+        return refuse(d, 1001, "message_type must be a string");
+    /* a valid name needs no escapes: an escaped spelling (or one with
+     * \u0000) of a handler name is not that handler */
+    const char *tn = env->type + 1;
+    size_t tl = env->type_len - 2;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->handlers_ref);
+    d->mtype = HUB_MT_OTHER;
+    if (valid_handler_name(tn, tl)) {
+        d->mtype = hub_metrics_type(tn, tl);
+        memcpy(d->type, tn, tl);
+        d->type[tl] = '\0';
+        lua_getfield(L, -1, d->type);
+    } else {
+        lua_pushnil(L);
+    }
+    if (!lua_isfunction(L, -1))
+        return refuse(d, 1006, "unknown message type");
+    if (env->has_nul)
+        return refuse(d, 1001, "strings must not contain NUL (\\u0000)");
+    lua_replace(L, 1);                 /* fn, data, handlers */
+    lua_pop(L, 1);                     /* fn, data */
+    hub_lua_push_client(vm, d->c);     /* fn, data, client */
+    lua_insert(L, 2);                  /* fn, client, data */
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, d->type);
+    lua_setfield(L, -2, "type");
+    lua_pushnumber(L, (lua_Number)d->rid);
+    lua_setfield(L, -2, "id");
+    vm->cur = d->c;
+    vm->env = env;
+    vm->cur_type = d->type;
+    lua_call(L, 3, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
 void hub_vm_dispatch(hub_vm_t *vm, hub_conn_t *c, const uint8_t *p, size_t n)
 {
     lua_State *L = vm->L;
     uint64_t t0 = uv_hrtime();
-    int mtype = HUB_MT_INVALID; /* the metrics label, once message_type is read */
-    int64_t rid = 0;
-    const char *text = (const char *)p, *end = NULL, *raw = NULL;
-    size_t rawlen = 0;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, n, &end, 0);
-    if (root == NULL || !hub_json_blank(end, n - (size_t)(end - text))) {
-        send_error(c, 1001, "message is not valid JSON", 0, NULL);
-        goto out;
-    }
-    if (!cJSON_IsObject(root)) {
-        send_error(c, 1001, "message must be a JSON object", 0, NULL);
-        goto out;
-    }
-    /* cJSON cuts strings at \u0000 and reads numbers as doubles: both are
-     * judged on the source text instead */
-    if (cJSON_GetObjectItemCaseSensitive(root, "message_id") != NULL) {
-        hub_json_member(text, n, "message_id", &raw, &rawlen);
-        if (!exact_id(raw, rawlen, &rid)) {
-            send_error(c, 1002, "message_id must be an integer from 0 to 2^53", 0, NULL);
-            goto out;
-        }
-    }
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "message_type");
-    if (!cJSON_IsString(type)) {
-        send_error(c, 1001, "message_type must be a string", rid, NULL);
-        goto out;
-    }
-    const char *tname = type->valuestring;
     int top = lua_gettop(L);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->handlers_ref);
-    /* a valid name needs no escapes: judge the source text, so an escaped
-     * spelling (or one with \u0000) of a handler name is not that handler */
-    hub_json_member(text, n, "message_type", &raw, &rawlen);
-    mtype = HUB_MT_OTHER;
-    if (rawlen >= 2 && valid_handler_name(raw + 1, rawlen - 2)) {
-        mtype = hub_metrics_type(raw + 1, rawlen - 2);
-        lua_getfield(L, -1, tname);
-    } else {
-        lua_pushnil(L);
-    }
-    if (!lua_isfunction(L, -1)) {
-        lua_settop(L, top);
-        send_error(c, 1006, "unknown message type", rid, NULL);
-        goto out;
-    }
-    if (hub_json_has_nul(text, n)) {
-        lua_settop(L, top);
-        send_error(c, 1001, "strings must not contain NUL (\\u0000)", rid, NULL);
-        goto out;
-    }
-    lua_remove(L, -2);
-    hub_lua_push_client(vm, c);
-    const cJSON *data = cJSON_GetObjectItemCaseSensitive(root, "data");
-    if (data != NULL)
-        hub_lua_push_json(vm, data);
-    else
-        lua_newtable(L);
-    lua_createtable(L, 0, 2);
-    lua_pushstring(L, tname);
-    lua_setfield(L, -2, "type");
-    lua_pushnumber(L, (lua_Number)rid);
-    lua_setfield(L, -2, "id");
-
-    vm->cur = c;
-    vm->req = (const char *)p;
-    vm->req_len = n;
-    vm->cur_type = tname;
+    dispatch_t d;
+    d.vm = vm;
+    d.c = c;
+    d.text = (const char *)p;
+    d.n = n;
+    d.code = 0;
+    d.message = NULL;
+    d.rid = 0;
+    d.type[0] = '\0';
+    d.mtype = HUB_MT_INVALID;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->dispatch_ref);
+    lua_pushlightuserdata(L, &d);
     int timed_out = 0;
-    int rc = hub_vm_pcall(vm, 3, LUA_MULTRET, &timed_out);
+    int rc = hub_vm_pcall(vm, 1, LUA_MULTRET, &timed_out);
+    const char *tname = d.type[0] ? d.type : "?";
     if (rc == 0) {
-        if (!(c->flags & HUB_CONN_F_CLOSED))
-            reply_from_results(vm, c, top, rid);
+        if (d.code != 0)
+            send_error(c, d.code, d.message, d.rid, NULL);
+        else if (!(c->flags & HUB_CONN_F_CLOSED))
+            reply_from_results(vm, c, top, d.rid);
     } else if (timed_out) {
         hub_log_warn("handler stopped at the time limit", "handler=%s limit_ms=%d", tname,
                      vm->w->cfg->lua_time_limit_ms);
-        send_error(c, 1004, "handler timed out", rid, NULL);
+        send_error(c, 1004, "handler timed out", d.rid, NULL);
     } else {
         const char *m = lua_tostring(L, -1);
         char cid[HUB_CLIENT_ID_MAX];
         hub_conn_client_id(c, cid, sizeof(cid));
         hub_log_error("handler failed", "handler=%s client_id=%s memory=%s error=%s", tname, cid,
                       rc == LUA_ERRMEM ? "exhausted" : "ok", m ? m : "(non-string error)");
-        send_error(c, 1003, NULL, rid, NULL);
+        send_error(c, 1003, NULL, d.rid, NULL);
     }
     vm->cur = NULL;
-    vm->req = NULL;
+    vm->env = NULL;
     vm->cur_type = NULL;
     lua_settop(L, top);
-out:
-    cJSON_Delete(root);
-    hub_metrics_handled(&vm->w->metrics, mtype, uv_hrtime() - t0);
+    hub_metrics_handled(&vm->w->metrics, d.mtype, uv_hrtime() - t0);
 }
 
 /* ---- connection events ------------------------------------------------- */
