@@ -70,6 +70,9 @@ _Static_assert(HUB_LOG_JSON == 0 && HUB_LOG_TEXT == 1,
                "log_formats[] must follow HUB_LOG_JSON, HUB_LOG_TEXT");
 static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
 static const char *const log_formats[] = { "json", "text", NULL };
+_Static_assert(HUB_BUS_TYPE_NOOP == 0 && HUB_BUS_TYPE_REDIS == 1 && HUB_BUS_TYPE_NATS == 2,
+               "bus_types[] must follow HUB_BUS_TYPE_*");
+static const char *const bus_types[] = { "noop", "redis", "nats", NULL };
 
 #define FIELD(f) offsetof(hub_config_t, f), sizeof(((hub_config_t *)0)->f)
 
@@ -189,6 +192,41 @@ static const key_desc_t keys[] = {
     { "metrics.addr", KT_STRING, FIELD(metrics_addr), "", 0, 0, NULL, check_addr_opt,
       "separate listen address for /metrics, e.g. :2112; empty = on server.addr", 0,
       "METRICS_PORT" },
+    { "cluster.enabled", KT_BOOL, FIELD(cluster_enabled), "false", 0, 0, NULL, NULL,
+      "join a cluster through cluster.bus_type", 0, NULL },
+    { "cluster.bus_type", KT_ENUM, FIELD(cluster_bus_type), "noop", 0, 0, bus_types, NULL,
+      "the bus between nodes (noop = single node)", 0, NULL },
+    { "cluster.node_id", KT_STRING, FIELD(cluster_node_id), "", 0, 0, NULL, check_node_id,
+      "this node's id (same rules as server.node_id, which it must agree with); empty = generated",
+      0, NULL },
+    { "cluster.redis.addrs", KT_LIST, FIELD(redis_addrs), "127.0.0.1:6379", 0, 0, NULL,
+      check_nonempty, "Redis server: host:port or redis://[:password@]host:port (the first is used)",
+      0, "REDIS_URL" },
+    { "cluster.redis.key_prefix", KT_STRING, FIELD(redis_key_prefix), "gohub", 0, 0, NULL,
+      check_nonempty, "prefix of every Redis channel gohub uses", 0, NULL },
+    { "cluster.redis.password", KT_STRING, FIELD(redis_password), "", 0, 0, NULL, NULL,
+      "Redis AUTH password (or in the redis:// address)", 0, NULL },
+    { "cluster.nats.urls", KT_LIST, FIELD(nats_urls), "nats://127.0.0.1:4222", 0, 0, NULL,
+      check_nonempty, "NATS servers", 0, NULL },
+    { "cluster.nats.stream_name", KT_STRING, FIELD(nats_stream_name), "GOHUB", 0, 0, NULL,
+      check_nonempty, "JetStream stream (and subject prefix) of gohub's messages", 0, NULL },
+    { "cluster.nats.use_jetstream", KT_BOOL, FIELD(nats_use_jetstream), "false", 0, 0, NULL,
+      NULL, "publish through JetStream: a node briefly away gets what it missed", 0, NULL },
+    { "cluster.nats.message_retention", KT_DURATION, FIELD(nats_message_retention_ms), "1m",
+      1 * MS_S, 24 * MS_H, NULL, NULL, "how long JetStream keeps messages for nodes that were away",
+      0, NULL },
+    { "cluster.connect_timeout", KT_DURATION, FIELD(cluster_connect_timeout_ms), "2s", 100,
+      1 * MS_M, NULL, NULL, "bus connection attempt timeout", 0, NULL },
+    { "cluster.reconnect_max_backoff", KT_DURATION, FIELD(cluster_reconnect_max_backoff_ms),
+      "5s", 100, 5 * MS_M, NULL, NULL, "longest wait between bus reconnect attempts", 0, NULL },
+    { "cluster.publish_buffer", KT_SIZE, FIELD(cluster_publish_buffer), "1MiB", 0, 1 * GIB,
+      NULL, NULL, "bytes of publishes kept while the bus is down (beyond: dropped, counted)", 0,
+      NULL },
+    { "cluster.heartbeat_interval", KT_DURATION, FIELD(cluster_heartbeat_ms), "2s", 100,
+      1 * MS_M, NULL, NULL, "how often a node announces itself", 0, NULL },
+    { "cluster.node_timeout", KT_DURATION, FIELD(cluster_node_timeout_ms), "7s", 300,
+      10 * MS_M, NULL, NULL, "a node silent this long is dead: its clients leave every room", 0,
+      NULL },
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -1024,6 +1062,17 @@ static int apply_env(hub_config_t *cfg, char *err, size_t errlen)
 static int check_cross(const hub_config_t *cfg, const char *path, char *err, size_t errlen)
 {
     const char *at = path ? path : "config", *sep = ": ";
+    if (cfg->cluster_node_id[0] && cfg->server_node_id[0] &&
+        strcmp(cfg->cluster_node_id, cfg->server_node_id) != 0) {
+        set_err(err, errlen, "%s%scluster.node_id: differs from server.node_id (set one)", at,
+                sep);
+        return -1;
+    }
+    if (cfg->cluster_node_timeout_ms <= 2 * cfg->cluster_heartbeat_ms) {
+        set_err(err, errlen, "%s%scluster.node_timeout: must be more than twice "
+                "cluster.heartbeat_interval", at, sep);
+        return -1;
+    }
     if (!cfg->auth_enabled)
         return 0;
     int hs = cfg->auth_secret_key[0] != '\0', pk = cfg->auth_public_key_file[0] != '\0';

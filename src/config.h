@@ -73,7 +73,25 @@ struct hub_config_s {
     /* metrics.* */
     int metrics_enabled;
     char *metrics_addr;           /* "" = /metrics is served on server.addr */
+    /* cluster.* */
+    int cluster_enabled;
+    int cluster_bus_type;         /* HUB_BUS_TYPE_* */
+    char *cluster_node_id;        /* "" = server.node_id, else generated */
+    hub_strlist_t redis_addrs;    /* host:port or redis://[:password@]host:port */
+    char *redis_key_prefix;
+    char *redis_password;
+    hub_strlist_t nats_urls;
+    char *nats_stream_name;
+    int nats_use_jetstream;
+    uint32_t nats_message_retention_ms;
+    uint32_t cluster_connect_timeout_ms;
+    uint32_t cluster_reconnect_max_backoff_ms;
+    uint64_t cluster_publish_buffer;
+    uint32_t cluster_heartbeat_ms;
+    uint32_t cluster_node_timeout_ms;
 };
+
+enum { HUB_BUS_TYPE_NOOP = 0, HUB_BUS_TYPE_REDIS, HUB_BUS_TYPE_NATS };
 
 /* Builds a config: defaults, then the YAML file at path (NULL: none), then
  * GOHUB_* overrides from the environment. Returns NULL on any error and
