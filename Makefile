@@ -21,7 +21,7 @@ WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes 
 # third-party headers as -isystem, so -Werror never fires inside them;
 # recursive (=) so pkg-config only runs once a compile needs it
 DEPS_CFLAGS = $(patsubst -I%,-isystem %,$(shell pkg-config --cflags $(PKGS))) -isystem $(LLHTTP_INC)
-DEPS_LIBS   = $(shell pkg-config --libs libuv libcjson yaml-0.1 luajit libjwt libcrypto) -lwslay -lpthread -lm
+DEPS_LIBS   = $(shell pkg-config --libs libuv libcjson yaml-0.1 luajit libjwt libcrypto hiredis libnats) -lwslay -lpthread -lm
 
 OPT_release := -O2 -g
 OPT_debug   := -O0 -g
