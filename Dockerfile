@@ -8,7 +8,7 @@ FROM debian:12 AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential pkg-config libuv1-dev libwslay-dev node-llhttp libcjson-dev \
-      libhiredis-dev libnats-dev libjwt-dev libluajit-5.1-dev libyaml-dev \
+      libhiredis-dev libnats-dev libjwt-dev libssl-dev libluajit-5.1-dev libyaml-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Makefile ./
@@ -19,7 +19,7 @@ FROM debian:12-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libuv1 libwslay1 libcjson1 libyaml-0-2 libluajit-5.1-2 libhiredis0.14 \
-      libjwt0 libnats3.4 ca-certificates \
+      libjwt0 libssl3 libnats3.4 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home --shell /usr/sbin/nologin gohub
 COPY --from=build /src/build/release/gohub /usr/local/bin/gohub
