@@ -348,14 +348,14 @@ static cJSON *room_json(api_req_t *q, const hub_room_info_t *r, uint32_t member_
 }
 
 /* The client id and user id (anonymous: "anon-<client id>") of a
- * connection of this node. */
+ * connection of this node (uid holds HUB_USER_ID_MAX). */
 static void ids_of(api_req_t *q, uint64_t conn_id, const char *user_id, char *cid, char *uid)
 {
     hub_client_id_format(q->w->srv, conn_id, cid, HUB_CLIENT_ID_MAX);
     if (user_id)
-        snprintf(uid, HUB_CLIENT_ID_MAX + 8, "%s", user_id);
+        snprintf(uid, HUB_USER_ID_MAX, "%s", user_id);
     else
-        hub_anon_user_id(q->w->srv, conn_id, uid, HUB_CLIENT_ID_MAX + 8);
+        hub_anon_user_id(q->w->srv, conn_id, uid, HUB_USER_ID_MAX);
 }
 
 /* ---- request bodies -------------------------------------------------------- */
@@ -661,7 +661,7 @@ static void room_get(api_req_t *q)
     cJSON *o = room_json(q, &r, (uint32_t)n);
     cJSON *a = put(q, o, "members", cJSON_CreateArray());
     for (size_t i = 0; i < n && !q->oom; i++) {
-        char cid[HUB_CLIENT_ID_MAX], uid[HUB_CLIENT_ID_MAX + 8];
+        char cid[HUB_CLIENT_ID_MAX], uid[HUB_USER_ID_MAX];
         ids_of(q, m[i].conn_id, m[i].user_id, cid, uid);
         cJSON *e = put(q, a, NULL, cJSON_CreateObject());
         put(q, e, "client_id", cJSON_CreateString(cid));
@@ -775,7 +775,7 @@ static void clients_list(api_req_t *q)
     put(q, o, "total_clients", cJSON_CreateNumber((double)total));
     cJSON *a = put(q, o, "clients", cJSON_CreateArray());
     for (size_t i = 0; i < n && !q->oom; i++) {
-        char cid[HUB_CLIENT_ID_MAX], uid[HUB_CLIENT_ID_MAX + 8];
+        char cid[HUB_CLIENT_ID_MAX], uid[HUB_USER_ID_MAX];
         ids_of(q, v[i].conn_id, v[i].user_id, cid, uid);
         cJSON *c = put(q, a, NULL, cJSON_CreateObject());
         put(q, c, "client_id", cJSON_CreateString(cid));
