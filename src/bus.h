@@ -48,8 +48,14 @@ typedef struct hub_bus_transport_s {
      * it until close). Returns 0 or HUB_E* for a bad configuration only:
      * an unreachable server is not an error (the node starts degraded). */
     int (*open)(hub_bus_t *bus, uv_loop_t *loop, const hub_config_t *cfg, void **impl);
-    /* Sends p..p+n on subject (the transport copies what it keeps). */
-    void (*publish)(void *impl, const char *subject, const uint8_t *p, size_t n);
+    /* Sends p..p+n on subject (the transport copies what it keeps).
+     * msg_id, when not NULL, is a cluster-unique id of this message (the
+     * core's origin node id + sequence, printable ASCII, no blanks, at most
+     * 128 bytes): NATS with JetStream sends it as the Nats-Msg-Id header so
+     * the server stores a re-published message once; transports without
+     * server-side dedupe (core NATS, Redis) ignore it. */
+    void (*publish)(void *impl, const char *subject, const uint8_t *p, size_t n,
+                    const char *msg_id);
     void (*subscribe)(void *impl, const char *subject);
     void (*unsubscribe)(void *impl, const char *subject);
     void (*close)(void *impl);
