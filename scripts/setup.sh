@@ -9,7 +9,7 @@ libuv1-dev libwslay-dev node-llhttp libcjson-dev libhiredis-dev libnats-dev
 libjwt-dev libssl-dev libluajit-5.1-dev luajit libyaml-dev
 lua-busted
 redis-server nats-server prometheus
-python3 python3-websockets python3-pytest openssl
+python3 python3-websockets python3-pytest python3-yaml openssl
 procps curl ca-certificates"
 
 missing=""

@@ -3,10 +3,9 @@
  * answered as a preflight → access check → method check (405 + Allow) →
  * the endpoint, which reads the registry and delivers through fanout.c.
  *
- * Single node for now: every answer is this node's view (node_count 1,
- * cluster_mode false) and every delivery is local. A cluster bus slots in
- * at the deliver_* and view helpers below (publish after the local
- * fan-out, merge the nodes' views), without touching the endpoints.
+ * Deliveries go through fanout.c, which also publishes them on the cluster
+ * bus. /api/stats lists the live nodes (with their heartbeat client
+ * counts); rooms and clients are this node's view.
  * Worker thread (the connection's owner). */
 #include "api.h"
 
@@ -17,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cluster.h"
 #include "config.h"
 #include "conn.h"
 #include "fanout.h"
@@ -566,14 +566,26 @@ static void stats(api_req_t *q)
     size_t clients, rooms;
     hub_reg_counts(&clients, &rooms);
     cJSON *o = cJSON_CreateObject();
-    put(q, o, "client_count", cJSON_CreateNumber((double)clients));
+    /* the nodes' client counts come from their heartbeats; rooms are still
+     * this node's view */
+    hub_cluster_node_t nv[64];
+    size_t nn = hub_cluster_nodes(nv, HUB_ARRAY_LEN(nv));
+    if (nn > HUB_ARRAY_LEN(nv))
+        nn = HUB_ARRAY_LEN(nv);
+    double total = nn ? 0 : (double)clients;
+    for (size_t i = 0; i < nn; i++)
+        total += nv[i].self ? (double)clients : nv[i].clients;
+    put(q, o, "client_count", cJSON_CreateNumber(total));
     put(q, o, "room_count", cJSON_CreateNumber((double)rooms));
-    put(q, o, "node_count", cJSON_CreateNumber(1));
+    put(q, o, "node_count", cJSON_CreateNumber(nn ? (double)nn : 1));
     cJSON *nodes = put(q, o, "nodes", cJSON_CreateArray());
-    cJSON *node = put(q, nodes, NULL, cJSON_CreateObject());
-    put(q, node, "node_id", cJSON_CreateString(q->w->srv->node_id));
-    put(q, node, "client_count", cJSON_CreateNumber((double)clients));
-    put(q, o, "cluster_mode", cJSON_CreateBool(0));
+    for (size_t i = 0; i < (nn ? nn : 1); i++) {
+        cJSON *node = put(q, nodes, NULL, cJSON_CreateObject());
+        put(q, node, "node_id", cJSON_CreateString(nn ? nv[i].node_id : q->w->srv->node_id));
+        put(q, node, "client_count",
+            cJSON_CreateNumber(!nn || nv[i].self ? (double)clients : nv[i].clients));
+    }
+    put(q, o, "cluster_mode", cJSON_CreateBool(hub_cluster_enabled()));
     put(q, o, "timestamp", cJSON_CreateNumber((double)hub_now_ms()));
     respond_json(q, 200, NULL, o);
 }
@@ -824,6 +836,16 @@ static void client_message(api_req_t *q)
     if ((f = envelope(q, type, raw, rawlen)) == NULL)
         goto out;
     uint64_t id = path_client(q);
+    if (id == 0 && q->path.id_len < 96) {
+        char cid[96]; /* another live node's client: through the bus */
+        memcpy(cid, q->path.id, q->path.id_len);
+        cid[q->path.id_len] = '\0';
+        if (hub_cluster_client_reachable(cid)) {
+            hub_cluster_publish(HUB_CL_CONN, cid, f);
+            respond_ok(q);
+            goto out;
+        }
+    }
     if (id == 0 || hub_fanout_conn(q->w, id, f) != 0) {
         fail(q, 404, "client_not_found", "no such client connected", NULL);
         goto out;

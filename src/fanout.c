@@ -6,6 +6,7 @@
 
 #include <string.h>
 
+#include "cluster.h"
 #include "conn.h"
 #include "frame.h"
 #include "inbox.h"
@@ -144,6 +145,9 @@ int hub_fanout_room(hub_worker_t *w, const char *room_id, hub_frame_t *f, uint64
     int nw = w->srv->nworkers;
     uint32_t per_worker[256];
     visit_t v = { w, f, exclude, 0 };
+    /* the members on other nodes, even when none is left here (a last
+     * local member's member_left) */
+    hub_cluster_publish(HUB_CL_ROOM, room_id, f);
     int total = hub_reg_room_visit(room_id, w->index, exclude, send_to_id, &v, per_worker);
     if (total < 0)
         return total;
@@ -175,6 +179,7 @@ int hub_fanout_room(hub_worker_t *w, const char *room_id, hub_frame_t *f, uint64
 int hub_fanout_all(hub_worker_t *w, hub_frame_t *f, uint64_t exclude)
 {
     int nw = w->srv->nworkers;
+    hub_cluster_publish(HUB_CL_ALL, NULL, f);
     if (nw > 1) {
         hub_blob_t *b = hub_blob_from_frame(f, (unsigned)(nw - 1));
         for (int i = 0; b != NULL && i < nw; i++) {
@@ -249,6 +254,8 @@ int hub_fanout_user(hub_worker_t *w, const char *user_id, hub_frame_t *f)
         workers[i] = local[i].worker;
     }
     hub_fanout_ids(w, ids, workers, n, f);
+    if (hub_cluster_user_remote(user_id))
+        hub_cluster_publish(HUB_CL_USER, user_id, f); /* its connections on other nodes */
     return (int)n;
 }
 
@@ -327,4 +334,138 @@ int hub_fanout_close(hub_worker_t *w, uint64_t conn_id, uint16_t code, const cha
     if (hub_inbox_post(inbox_of(w, owner), &m->base) != 0)
         free(m);
     return 0;
+}
+
+/* ---- from other nodes (the bus thread) --------------------------------- */
+
+/* Posts one message built by make(i, blob) to each worker i with want[i]. */
+static void post_remote(hub_server_t *srv, const uint8_t *p, size_t n, uint8_t mtype,
+                        const int *want, hub_inbox_msg_t *(*make)(int, hub_blob_t *, void *),
+                        void *arg)
+{
+    unsigned refs = 0;
+    for (int i = 0; i < srv->nworkers; i++)
+        refs += want[i] != 0;
+    if (refs == 0)
+        return;
+    hub_blob_t *b = malloc(sizeof(*b) + n);
+    if (b == NULL)
+        return;
+    atomic_init(&b->refcnt, refs);
+    b->len = (uint32_t)n;
+    b->kind = mtype;
+    memcpy(b->data, p, n);
+    for (int i = 0; i < srv->nworkers; i++) {
+        if (!want[i])
+            continue;
+        hub_inbox_msg_t *m = make(i, b, arg);
+        if (m == NULL || hub_inbox_post(&srv->workers[i].inbox, m) != 0) {
+            free(m);
+            hub_blob_release(b);
+        }
+    }
+}
+
+static hub_inbox_msg_t *make_room(int i, hub_blob_t *b, void *arg)
+{
+    HUB_UNUSED(i);
+    size_t rl = strlen(arg) + 1;
+    room_msg_t *m = malloc(sizeof(*m) + rl);
+    if (m == NULL)
+        return NULL;
+    m->base.run = run_room;
+    m->blob = b;
+    m->exclude = 0;
+    memcpy(m->room, arg, rl);
+    return &m->base;
+}
+
+static hub_inbox_msg_t *make_all(int i, hub_blob_t *b, void *arg)
+{
+    HUB_UNUSED(i);
+    HUB_UNUSED(arg);
+    all_msg_t *m = malloc(sizeof(*m));
+    if (m == NULL)
+        return NULL;
+    m->base.run = run_all;
+    m->blob = b;
+    m->exclude = 0;
+    return &m->base;
+}
+
+typedef struct {
+    const uint64_t *ids;
+    const int *workers;
+    size_t n;
+} id_list_t;
+
+static hub_inbox_msg_t *make_ids(int i, hub_blob_t *b, void *arg)
+{
+    id_list_t *l = arg;
+    size_t k = 0;
+    for (size_t j = 0; j < l->n; j++)
+        k += l->workers[j] == i;
+    ids_msg_t *m = malloc(sizeof(*m) + k * sizeof(uint64_t));
+    if (m == NULL)
+        return NULL;
+    m->base.run = run_ids;
+    m->blob = b;
+    m->n = 0;
+    for (size_t j = 0; j < l->n; j++)
+        if (l->workers[j] == i)
+            m->ids[m->n++] = l->ids[j];
+    return &m->base;
+}
+
+void hub_fanout_remote(hub_server_t *srv, int kind, const char *arg, const uint8_t *p, size_t n,
+                       uint8_t mtype)
+{
+    int want[256] = { 0 };
+    uint64_t ids[64];
+    int workers[64];
+    id_list_t l = { ids, workers, 0 };
+    switch (kind) {
+    case HUB_CL_ROOM: {
+        uint32_t per_worker[256];
+        if (hub_reg_room_visit(arg, -1, 0, NULL, NULL, per_worker) <= 0)
+            return;
+        for (int i = 0; i < srv->nworkers; i++)
+            want[i] = per_worker[i] > 0;
+        post_remote(srv, p, n, mtype, want, make_room, (void *)arg);
+        return;
+    }
+    case HUB_CL_ALL:
+        for (int i = 0; i < srv->nworkers; i++)
+            want[i] = 1;
+        post_remote(srv, p, n, mtype, want, make_all, NULL);
+        return;
+    case HUB_CL_CONN: {
+        uint64_t id = hub_client_id_parse(srv, arg, strlen(arg));
+        int owner = id ? hub_reg_client_worker(id) : -1;
+        if (owner < 0)
+            return;
+        ids[0] = id;
+        workers[0] = owner;
+        l.n = 1;
+        want[owner] = 1;
+        post_remote(srv, p, n, mtype, want, make_ids, &l);
+        return;
+    }
+    case HUB_CL_USER: {
+        hub_member_t local[64];
+        size_t k = hub_reg_user_conns(arg, local, HUB_ARRAY_LEN(local));
+        if (k > HUB_ARRAY_LEN(local))
+            k = HUB_ARRAY_LEN(local);
+        for (size_t j = 0; j < k; j++) {
+            ids[j] = local[j].conn_id;
+            workers[j] = local[j].worker;
+            want[workers[j]] = 1;
+        }
+        l.n = k;
+        post_remote(srv, p, n, mtype, want, make_ids, &l);
+        return;
+    }
+    default:
+        return;
+    }
 }

@@ -43,4 +43,10 @@ int hub_fanout_presence(hub_worker_t *w, const char *type, const char *room, uin
  * HUB_EOFFLINE. */
 int hub_fanout_close(hub_worker_t *w, uint64_t conn_id, uint16_t code, const char *reason);
 
+/* Any thread (the bus thread): delivers frame bytes p..p+n that another
+ * node published for kind (HUB_CL_ROOM / ALL / CONN / USER, cluster.h) and
+ * arg to this node's recipients, through the workers' inboxes. */
+void hub_fanout_remote(hub_server_t *srv, int kind, const char *arg, const uint8_t *p, size_t n,
+                       uint8_t mtype);
+
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "auth.h"
+#include "cluster.h"
 #include "config.h"
 #include "conn.h"
 #include "fanout.h"
@@ -196,8 +197,17 @@ static int l_send(lua_State *L)
 {
     uint64_t id = check_client(L, 1);
     const char *type = luaL_checkstring(L, 2);
-    if (id == 0)
-        return fail(L, "offline");
+    if (id == 0) {
+        /* another node's client: through the bus while that node is alive */
+        const char *cid = lua_tostring(L, 1);
+        if (!hub_cluster_client_reachable(cid))
+            return fail(L, "offline");
+        hub_frame_t *f = build(L, type, 3);
+        hub_cluster_publish(HUB_CL_CONN, cid, f);
+        hub_frame_release(f);
+        lua_pushboolean(L, 1);
+        return 1;
+    }
     hub_frame_t *f = build(L, type, 3);
     int rc = hub_fanout_conn(worker_of(L), id, f);
     hub_frame_release(f);
@@ -225,12 +235,20 @@ static int l_send_user(lua_State *L)
                         hub_fanout_conn(w, id, f) == 0
                     ? 1
                     : 0;
+        if (id == 0 && hub_cluster_client_reachable(uid + 5)) {
+            hub_cluster_publish(HUB_CL_CONN, uid + 5, f); /* another node's client */
+            count = -1;
+        }
     } else {
         count = hub_fanout_user(w, uid, f);
+        if (count == 0 && hub_cluster_user_remote(uid))
+            count = -1; /* forwarded: its connections on other nodes get it */
     }
     hub_frame_release(f);
     if (count == 0)
         return fail(L, "offline");
+    if (count < 0)
+        count = 0; /* none here; sent to the cluster */
     lua_pushinteger(L, count);
     return 1;
 }
@@ -424,7 +442,7 @@ static int l_room_leave(lua_State *L)
     int rc = cid ? hub_reg_room_leave(room, cid, &deleted) : HUB_ENOTMEMBER;
     if (rc != 0)
         return fail(L, reason_of(rc));
-    if (!deleted)
+    if (!deleted || hub_cluster_enabled()) /* other nodes may still have members */
         presence(w, "member_left", room, cid);
     hub_conn_t *c = hub_worker_conn(w, cid);
     if (c != NULL)

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "config.h"
 #include "conn.h"
 #include "fanout.h"
@@ -828,7 +829,10 @@ void hub_vm_on_close(hub_vm_t *vm, hub_conn_t *c)
     hub_conn_user_id(c, uid, sizeof(uid));
     for (size_t i = 0; i < n; i++) {
         /* at shutdown every member is leaving: nobody to tell */
-        if (w->cfg->rooms_presence_events && !deleted[i] && !w->stopping)
+        /* a room deleted here with its last local member may still have
+         * members on other nodes */
+        if (w->cfg->rooms_presence_events && (!deleted[i] || hub_cluster_enabled()) &&
+            !w->stopping)
             hub_fanout_presence(w, "member_left", rooms[i], c->id, uid);
         hub_vm_hook(vm, c, "on_leave", rooms[i], 0);
     }

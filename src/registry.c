@@ -7,6 +7,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "cluster.h"
 #include "hmap.h"
 #include "metrics.h"
 #include "msg.h"
@@ -151,6 +152,8 @@ static int user_add_locked(const char *user_id, uint64_t conn_id)
         }
         return HUB_ENOMEM;
     }
+    if (v->n == 1)
+        hub_cluster_user_use(user_id, +1); /* the other nodes' directories */
     return 0;
 }
 
@@ -163,6 +166,7 @@ static void user_remove_locked(const char *user_id, uint64_t conn_id)
         return;
     idvec_remove(v, conn_id);
     if (v->n == 0) {
+        hub_cluster_user_use(user_id, -1);
         hub_strmap_del(&R.users, user_id);
         free(v->ids);
         free(v);
@@ -199,7 +203,8 @@ static int leave_locked(room_t *r, client_t *c)
     if (!idvec_remove(&r->pw[c->worker], c->conn_id))
         return 0;
     hub_mc_add(&hub_metrics_here()->room_leaves, 1);
-    r->count--;
+    if (--r->count == 0)
+        hub_cluster_room_use(r->id, -1); /* no local member left: unsubscribe */
     for (uint32_t i = 0; i < c->nrooms; i++) {
         if (c->rooms[i] == r) {
             c->rooms[i] = c->rooms[--c->nrooms];
@@ -294,6 +299,19 @@ int hub_reg_client_worker(uint64_t conn_id)
     int w = c ? c->worker : -1;
     uv_mutex_unlock(&R.mu);
     return w;
+}
+
+size_t hub_reg_users(char ***out)
+{
+    uv_mutex_lock(&R.mu);
+    size_t n = 0, it;
+    *out = calloc(R.users.n ? R.users.n : 1, sizeof(char *));
+    for (hub_strmap_entry_t *e = hub_strmap_first(&R.users, &it); *out && e;
+         e = hub_strmap_next(&R.users, e, &it))
+        if (((*out)[n] = strdup(e->key)) != NULL)
+            n++;
+    uv_mutex_unlock(&R.mu);
+    return n;
 }
 
 size_t hub_reg_user_conns(const char *user_id, hub_member_t *out, size_t max)
@@ -486,8 +504,10 @@ int hub_reg_room_delete(const char *id, hub_member_t **members, size_t *n)
         return HUB_ENOTFOUND;
     }
     hub_mc_add(&hub_metrics_here()->room_leaves, r->count);
-    if (r->count > 0)
+    if (r->count > 0) {
         *members = calloc(r->count, sizeof(hub_member_t));
+        hub_cluster_room_use(r->id, -1);
+    }
     size_t k = 0;
     for (int w = 0; w < R.nworkers; w++) {
         for (uint32_t i = 0; i < r->pw[w].n; i++) {
@@ -549,6 +569,8 @@ int hub_reg_room_join(const char *id, uint64_t conn_id, int auto_create, uint32_
             }
             c->rooms[c->nrooms++] = r;
             rc = (int)++r->count;
+            if (rc == 1)
+                hub_cluster_room_use(r->id, +1); /* the first local member: subscribe */
             hub_mc_add(&hub_metrics_here()->room_joins, 1);
         }
     }

@@ -49,6 +49,9 @@ int hub_reg_client_user(uint64_t conn_id, char *buf, size_t len);
 /* Returns the worker owning conn_id, or -1 when it is not registered. */
 int hub_reg_client_worker(uint64_t conn_id);
 /* Connection ids of user_id into out (up to max); returns how many exist. */
+/* Every user id with a connection on this node: *out is malloc'd (free
+ * with hub_reg_strv_free(*out, n)); returns n. */
+size_t hub_reg_users(char ***out);
 size_t hub_reg_user_conns(const char *user_id, hub_member_t *out, size_t max);
 /* Room ids of a client (caller frees with hub_reg_strv_free). */
 size_t hub_reg_client_rooms(uint64_t conn_id, char ***out);

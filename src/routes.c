@@ -10,6 +10,8 @@
 
 #include "api.h"
 #include "auth.h"
+#include "bus.h"
+#include "cluster.h"
 #include "config.h"
 #include "conn.h"
 #include "handshake.h"
@@ -88,15 +90,20 @@ static void health(hub_conn_t *c, const hub_http_req_t *r, int keep_alive)
                          keep_alive);
         return;
     }
+    /* a configured bus that is down: local traffic is served, the cluster
+     * is not, so a load balancer should prefer other nodes */
+    int bus = hub_cluster_state();
+    int down = bus == HUB_BUS_DOWN;
     char body[512];
     int n = snprintf(body, sizeof(body),
-                     "{\"status\":\"ok\",\"version\":\"%s\",\"node_id\":\"%s\","
-                     "\"uptime_s\":%llu,\"connections\":%ld,\"bus\":\"disabled\"}",
-                     GOHUB_VERSION, srv->node_id,
+                     "{\"status\":\"%s\",\"version\":\"%s\",\"node_id\":\"%s\","
+                     "\"uptime_s\":%llu,\"connections\":%ld,\"bus\":\"%s\"}",
+                     down ? "degraded" : "ok", GOHUB_VERSION, srv->node_id,
                      (unsigned long long)hub_server_uptime_s(srv),
-                     atomic_load(&srv->ws_connections));
-    hub_routes_respond(c, 200, "Cache-Control: no-store\r\n", "application/json", body, (size_t)n,
-            keep_alive, r->method == HUB_HTTP_HEAD);
+                     atomic_load(&srv->ws_connections),
+                     bus == HUB_BUS_CONNECTED ? "connected" : down ? "down" : "disabled");
+    hub_routes_respond(c, down ? 503 : 200, "Cache-Control: no-store\r\n", "application/json",
+                       body, (size_t)n, keep_alive, r->method == HUB_HTTP_HEAD);
 }
 
 static void reload(hub_conn_t *c, const hub_http_req_t *r, int keep_alive)

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "cluster.h"
 #include "config.h"
 #include "log.h"
 #include "lua_vm.h"
@@ -119,8 +120,10 @@ static void apply_fd_limit(hub_server_t *s)
 
 static void make_node_id(hub_server_t *s)
 {
-    if (s->cfg->server_node_id[0]) {
-        snprintf(s->node_id, sizeof(s->node_id), "%s", s->cfg->server_node_id);
+    const char *id = s->cfg->cluster_node_id[0] ? s->cfg->cluster_node_id
+                                                 : s->cfg->server_node_id;
+    if (id[0]) {
+        snprintf(s->node_id, sizeof(s->node_id), "%s", id);
         return;
     }
     unsigned char rnd[4] = { 0 };
@@ -306,6 +309,9 @@ int hub_server_run(hub_config_t *cfg, const char *config_path)
         }
     }
     free(fds);
+    /* the bus thread delivers into the workers' inboxes, which exist now */
+    if (hub_cluster_start(s) != 0)
+        _exit(1);
     for (int i = 0; i < s->nworkers; i++) {
         if (hub_worker_start(&s->workers[i]) != 0) {
             hub_log_error("cannot start worker thread", "worker=%d", i);
@@ -326,6 +332,9 @@ int hub_server_run(hub_config_t *cfg, const char *config_path)
                      lsn[i].scope & HUB_SCOPE_METRICS ? "/metrics" : "");
 
     uv_run(&s->loop, UV_RUN_DEFAULT);
+    /* every worker loop has ended (inboxes closed, nothing left to publish):
+     * the bus goes before the workers' inboxes are destroyed */
+    hub_cluster_stop();
     for (int i = 0; i < started; i++)
         hub_worker_join(&s->workers[i]);
     uv_run(&s->loop, UV_RUN_NOWAIT); /* let the closed handles finish */

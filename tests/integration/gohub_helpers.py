@@ -159,7 +159,9 @@ class Daemon:
                     break
                 try:
                     r = http_get(self.port, "/health", timeout=1.0)
-                    if r is not None and r.status == 200:
+                    # 503 "degraded": serving, with a configured bus down
+                    if r is not None and (r.status == 200 or (
+                            r.status == 503 and r.json().get("bus") == "down")):
                         return self
                 except (OSError, Timeout, ValueError):
                     pass

@@ -1,0 +1,694 @@
+/* cluster.c: see cluster.h. The bus thread owns the transport, the subject
+ * table and the dedupe windows; the node table is shared with workers under
+ * a mutex (they ask whether a node is alive and list the nodes).
+ *
+ * A bus message is a header line then the frame bytes:
+ *   "GH1 <kind> <origin> <epoch hex> <seq> <mtype> <arg length>\n<arg><frame>"
+ * origin is the sender's node id, epoch a random number drawn at its start
+ * (a restarted node is a new identity even with the same id), seq counts the
+ * sender's messages from 1, mtype is the frame's metrics label. */
+#include "cluster.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "bus.h"
+#include "config.h"
+#include "conn.h"
+#include "fanout.h"
+#include "frame.h"
+#include "hmap.h"
+#include "inbox.h"
+#include "log.h"
+#include "registry.h"
+#include "server.h"
+
+#define WINDOW_WORDS 16                 /* dedupe window: 1,024 sequence numbers */
+#define WINDOW_BITS  (WINDOW_WORDS * 64)
+#define MAX_NODES    1024               /* a node table larger than this is an attack */
+#define HEADER_MAX   512
+
+typedef struct {
+    char id[72];
+    uint64_t epoch;
+    uint64_t last_ms;            /* bus loop time of its last message */
+    uint32_t clients;
+    uint64_t max_seq;            /* highest sequence seen */
+    uint64_t seen[WINDOW_WORDS]; /* bit i: max_seq - 1 - i was seen */
+    hub_strmap_t users;          /* user ids connected to it (values unused) */
+} node_t;
+
+struct hub_bus_s {
+    hub_server_t *srv;
+    const hub_config_t *cfg;     /* the boot snapshot: cluster.* keys need a restart */
+    const hub_bus_transport_t *tr;
+    void *impl;
+    uv_thread_t thread;
+    uv_loop_t loop;
+    hub_inbox_t inbox;
+    uv_timer_t beat, sweep;
+    atomic_int state;
+    uint64_t epoch;
+    uint64_t seq;
+    hub_strmap_t subjects;       /* subject -> use count (intptr_t) */
+    uv_mutex_t nodes_mu;         /* guards nodes (workers read it) */
+    node_t *nodes;
+    size_t nnodes;
+    int snapshot_due;            /* a node appeared: tell it our users */
+    int stopping;
+};
+
+static hub_bus_t *B; /* set by hub_cluster_start, cleared by stop */
+
+/* ---- subjects ------------------------------------------------------------- */
+
+/* Appends id with '.' as '~'; returns the new length or 0 on overflow. */
+static size_t put_id(char *out, size_t j, size_t outlen, const char *id)
+{
+    for (const char *p = id; *p; p++) {
+        if (j + 1 >= outlen)
+            return 0;
+        out[j++] = *p == '.' ? '~' : *p;
+    }
+    out[j] = '\0';
+    return j;
+}
+
+size_t hub_cluster_subject(int kind, const char *arg, char *out, size_t outlen)
+{
+    int ctl = kind == HUB_CL_BEAT || kind == HUB_CL_BYE || kind == HUB_CL_USER_ON ||
+              kind == HUB_CL_USER_OFF || kind == HUB_CL_USERS;
+    const char *fixed = kind == HUB_CL_ALL ? "all" : kind == HUB_CL_USER ? "user" : ctl ? "ctl" : NULL;
+    if (fixed != NULL) {
+        int n = snprintf(out, outlen, "%s", fixed);
+        return n > 0 && (size_t)n < outlen ? (size_t)n : 0;
+    }
+    const char *pre = kind == HUB_CL_ROOM ? "room." : kind == HUB_CL_CONN ? "node." : NULL;
+    if (pre == NULL || arg == NULL || outlen < 6)
+        return 0;
+    size_t j = (size_t)snprintf(out, outlen, "%s", pre);
+    if (kind == HUB_CL_CONN) {
+        /* a client id is "<node id>-<hex>": the subject names the node */
+        const char *dash = strrchr(arg, '-');
+        char node[72];
+        size_t nl = dash ? (size_t)(dash - arg) : 0;
+        if (nl == 0 || nl >= sizeof(node))
+            return 0;
+        memcpy(node, arg, nl);
+        node[nl] = '\0';
+        return put_id(out, j, outlen, node);
+    }
+    return put_id(out, j, outlen, arg);
+}
+
+/* ---- messages from workers --------------------------------------------- */
+
+typedef struct {
+    hub_inbox_msg_t base;
+    int kind;
+    uint8_t mtype;
+    size_t arglen, len;
+    uint8_t bytes[];   /* arg, then the frame */
+} pub_msg_t;
+
+typedef struct {
+    hub_inbox_msg_t base;
+    int delta;
+    char room[];
+} use_msg_t;
+
+typedef struct {
+    hub_inbox_msg_t base;
+} stop_msg_t;
+
+typedef struct {
+    hub_inbox_msg_t base;
+    int delta;
+    char user[];
+} user_msg_t;
+
+/* Bus thread: numbers and sends one message. */
+static void send_now(hub_bus_t *b, int kind, uint8_t mtype, const char *arg, size_t arglen,
+                     const uint8_t *p, size_t n)
+{
+    char subject[300], argz[300];
+    if (arglen >= sizeof(argz))
+        return;
+    memcpy(argz, arg, arglen);
+    argz[arglen] = '\0';
+    if (hub_cluster_subject(kind, argz, subject, sizeof(subject)) == 0)
+        return;
+    char head[HEADER_MAX], msg_id[128];
+    uint64_t seq = ++b->seq;
+    int hl = snprintf(head, sizeof(head), "GH1 %c %s %llx %llu %u %zu\n", kind, b->srv->node_id,
+                      (unsigned long long)b->epoch, (unsigned long long)seq, mtype, arglen);
+    snprintf(msg_id, sizeof(msg_id), "%s-%llx-%llu", b->srv->node_id,
+             (unsigned long long)b->epoch, (unsigned long long)seq);
+    if (hl <= 0 || (size_t)hl >= sizeof(head))
+        return;
+    size_t total = (size_t)hl + arglen + n;
+    uint8_t *buf = malloc(total);
+    if (buf == NULL) {
+        hub_bus_transport_dropped(b, "out_of_memory");
+        return;
+    }
+    memcpy(buf, head, (size_t)hl);
+    if (arglen > 0)
+        memcpy(buf + hl, arg, arglen);
+    if (n > 0) /* heartbeats carry no frame: p may be NULL */
+        memcpy(buf + hl + arglen, p, n);
+    b->tr->publish(b->impl, subject, buf, total, msg_id);
+    free(buf);
+}
+
+static void run_pub(void *owner, hub_inbox_msg_t *m)
+{
+    hub_bus_t *b = owner;
+    pub_msg_t *pm = (pub_msg_t *)m;
+    if (!b->stopping)
+        send_now(b, pm->kind, pm->mtype, (const char *)pm->bytes, pm->arglen,
+                 pm->bytes + pm->arglen, pm->len);
+    free(pm);
+}
+
+/* Bus thread: counts one more (or one less) use of subject. */
+static void use_subject(hub_bus_t *b, const char *subject, int delta)
+{
+    intptr_t n = (intptr_t)hub_strmap_get(&b->subjects, subject) + delta;
+    if (n <= 0) {
+        if (hub_strmap_del(&b->subjects, subject) != NULL)
+            b->tr->unsubscribe(b->impl, subject);
+        return;
+    }
+    int fresh = hub_strmap_get(&b->subjects, subject) == NULL;
+    if (hub_strmap_put(&b->subjects, subject, (void *)n) != 0) {
+        hub_log_error("cluster: out of memory subscribing", "subject=%s", subject);
+        return;
+    }
+    if (fresh)
+        b->tr->subscribe(b->impl, subject);
+}
+
+static void run_use(void *owner, hub_inbox_msg_t *m)
+{
+    hub_bus_t *b = owner;
+    use_msg_t *um = (use_msg_t *)m;
+    char subject[300];
+    if (!b->stopping && hub_cluster_subject(HUB_CL_ROOM, um->room, subject, sizeof(subject)))
+        use_subject(b, subject, um->delta);
+    free(um);
+}
+
+static void run_user(void *owner, hub_inbox_msg_t *m)
+{
+    hub_bus_t *b = owner;
+    user_msg_t *um = (user_msg_t *)m;
+    if (!b->stopping)
+        send_now(b, um->delta > 0 ? HUB_CL_USER_ON : HUB_CL_USER_OFF, 0, um->user,
+                 strlen(um->user), NULL, 0);
+    free(um);
+}
+
+/* Bus thread: every local user id, in messages of up to 32 KiB. */
+static void send_snapshot(hub_bus_t *b)
+{
+    char **ids;
+    size_t n = hub_reg_users(&ids);
+    size_t cap = 32768, len = 0;
+    uint8_t *buf = malloc(cap);
+    for (size_t i = 0; buf != NULL && i <= n; i++) {
+        size_t l = i < n ? strlen(ids[i]) : 0;
+        if (i == n || len + l + 1 > cap) {
+            if (len > 0 || (i == n && n == 0))
+                send_now(b, HUB_CL_USERS, 0, "", 0, buf, len);
+            len = 0;
+        }
+        if (i < n && l + 1 <= cap) {
+            memcpy(buf + len, ids[i], l);
+            buf[len + l] = '\n';
+            len += l + 1;
+        }
+    }
+    free(buf);
+    hub_reg_strv_free(ids, n);
+}
+
+/* ---- public, any thread ----------------------------------------------------- */
+
+int hub_cluster_enabled(void)
+{
+    return B != NULL;
+}
+
+int hub_cluster_state(void)
+{
+    return B ? atomic_load(&B->state) : HUB_BUS_DISABLED;
+}
+
+void hub_cluster_publish(int kind, const char *arg, const hub_frame_t *f)
+{
+    if (B == NULL)
+        return;
+    size_t al = arg ? strlen(arg) : 0;
+    pub_msg_t *m = malloc(sizeof(*m) + al + f->len);
+    if (m == NULL) {
+        hub_log_warn("cluster: publish dropped (out of memory)", "");
+        return;
+    }
+    m->base.run = run_pub;
+    m->kind = kind;
+    m->mtype = f->kind;
+    m->arglen = al;
+    m->len = f->len;
+    if (al)
+        memcpy(m->bytes, arg, al);
+    memcpy(m->bytes + al, f->data, f->len);
+    if (hub_inbox_post(&B->inbox, &m->base) != 0)
+        free(m);
+}
+
+void hub_cluster_room_use(const char *room_id, int delta)
+{
+    if (B == NULL)
+        return;
+    size_t l = strlen(room_id) + 1;
+    use_msg_t *m = malloc(sizeof(*m) + l);
+    if (m == NULL)
+        return;
+    m->base.run = run_use;
+    m->delta = delta;
+    memcpy(m->room, room_id, l);
+    if (hub_inbox_post(&B->inbox, &m->base) != 0)
+        free(m);
+}
+
+void hub_cluster_user_use(const char *user_id, int delta)
+{
+    if (B == NULL)
+        return;
+    size_t l = strlen(user_id) + 1;
+    user_msg_t *m = malloc(sizeof(*m) + l);
+    if (m == NULL)
+        return;
+    m->base.run = run_user;
+    m->delta = delta;
+    memcpy(m->user, user_id, l);
+    if (hub_inbox_post(&B->inbox, &m->base) != 0)
+        free(m);
+}
+
+int hub_cluster_user_remote(const char *user_id)
+{
+    if (B == NULL)
+        return 0;
+    int found = 0;
+    uv_mutex_lock(&B->nodes_mu);
+    for (size_t i = 0; i < B->nnodes && !found; i++)
+        found = hub_strmap_get(&B->nodes[i].users, user_id) != NULL;
+    uv_mutex_unlock(&B->nodes_mu);
+    return found;
+}
+
+int hub_cluster_node_alive(const char *node_id, size_t len)
+{
+    if (B == NULL)
+        return 0;
+    if (strlen(B->srv->node_id) == len && memcmp(B->srv->node_id, node_id, len) == 0)
+        return 1;
+    int alive = 0;
+    uv_mutex_lock(&B->nodes_mu);
+    for (size_t i = 0; i < B->nnodes && !alive; i++)
+        alive = strlen(B->nodes[i].id) == len && memcmp(B->nodes[i].id, node_id, len) == 0;
+    uv_mutex_unlock(&B->nodes_mu);
+    return alive;
+}
+
+int hub_cluster_client_reachable(const char *client_id)
+{
+    const char *dash = client_id ? strrchr(client_id, '-') : NULL;
+    if (B == NULL || dash == NULL || dash == client_id || dash[1] == '\0')
+        return 0;
+    size_t nl = (size_t)(dash - client_id);
+    if (strlen(B->srv->node_id) == nl && memcmp(B->srv->node_id, client_id, nl) == 0)
+        return 0; /* ours: the caller already knows it is not here */
+    return hub_cluster_node_alive(client_id, nl);
+}
+
+size_t hub_cluster_nodes(hub_cluster_node_t *out, size_t max)
+{
+    if (B == NULL)
+        return 0;
+    size_t n = 0;
+    if (max > 0) {
+        snprintf(out[0].node_id, sizeof(out[0].node_id), "%s", B->srv->node_id);
+        out[0].clients = (uint32_t)atomic_load(&B->srv->ws_connections);
+        out[0].self = 1;
+    }
+    n = 1;
+    uv_mutex_lock(&B->nodes_mu);
+    for (size_t i = 0; i < B->nnodes; i++, n++) {
+        if (n < max) {
+            memcpy(out[n].node_id, B->nodes[i].id, sizeof(out[n].node_id));
+            out[n].clients = B->nodes[i].clients;
+            out[n].self = 0;
+        }
+    }
+    uv_mutex_unlock(&B->nodes_mu);
+    return n;
+}
+
+/* ---- inbound, bus thread ------------------------------------------------------ */
+
+/* The node record for (id, epoch), created when new. NULL when the table
+ * is full. Caller holds nodes_mu. */
+static node_t *node_get(hub_bus_t *b, const char *id, uint64_t epoch)
+{
+    for (size_t i = 0; i < b->nnodes; i++) {
+        node_t *nd = &b->nodes[i];
+        if (strcmp(nd->id, id) != 0)
+            continue;
+        if (nd->epoch != epoch) {
+            /* restarted: a new identity under the same id */
+            hub_log_info("cluster: node restarted", "node_id=%s", id);
+            hub_strmap_free(&nd->users);
+            memset(nd, 0, sizeof(*nd));
+            snprintf(nd->id, sizeof(nd->id), "%s", id);
+            nd->epoch = epoch;
+            hub_strmap_init(&nd->users);
+            b->snapshot_due = 1;
+        }
+        return nd;
+    }
+    if (b->nnodes >= MAX_NODES)
+        return NULL;
+    node_t *v = realloc(b->nodes, (b->nnodes + 1) * sizeof(*v));
+    if (v == NULL)
+        return NULL;
+    b->nodes = v;
+    node_t *nd = &v[b->nnodes++];
+    memset(nd, 0, sizeof(*nd));
+    snprintf(nd->id, sizeof(nd->id), "%s", id);
+    nd->epoch = epoch;
+    hub_strmap_init(&nd->users);
+    b->snapshot_due = 1;
+    hub_log_info("cluster: node joined", "node_id=%s nodes=%zu", id, b->nnodes + 1);
+    return nd;
+}
+
+static void node_remove(hub_bus_t *b, size_t i, const char *why)
+{
+    hub_log_info("cluster: node left", "node_id=%s reason=%s nodes=%zu", b->nodes[i].id, why,
+                 b->nnodes);
+    hub_strmap_free(&b->nodes[i].users);
+    b->nodes[i] = b->nodes[--b->nnodes];
+}
+
+/* Records seq from nd; returns 1 when it is new, 0 for a duplicate (or one
+ * too old to tell). */
+static int seq_fresh(node_t *nd, uint64_t seq)
+{
+    if (seq > nd->max_seq) {
+        uint64_t shift = seq - nd->max_seq;
+        if (nd->max_seq != 0 && shift <= WINDOW_BITS) {
+            /* bit i+shift <- bit i; then mark the old max (bit shift-1) */
+            uint64_t ws = shift / 64, bs = shift % 64;
+            for (int i = WINDOW_WORDS - 1; i >= 0; i--) {
+                uint64_t lo = (uint64_t)i >= ws ? nd->seen[i - ws] : 0;
+                uint64_t lo2 = (uint64_t)i >= ws + 1 ? nd->seen[i - ws - 1] : 0;
+                nd->seen[i] = bs ? (lo << bs) | (lo2 >> (64 - bs)) : lo;
+            }
+            uint64_t bit = shift - 1;
+            nd->seen[bit / 64] |= 1ULL << (bit % 64);
+        } else {
+            memset(nd->seen, 0, sizeof(nd->seen));
+        }
+        nd->max_seq = seq;
+        return 1;
+    }
+    if (seq == nd->max_seq || nd->max_seq - seq > WINDOW_BITS)
+        return 0;
+    uint64_t bit = nd->max_seq - seq - 1;
+    uint64_t mask = 1ULL << (bit % 64);
+    if (nd->seen[bit / 64] & mask)
+        return 0;
+    nd->seen[bit / 64] |= mask;
+    return 1;
+}
+
+/* Adds the '\n'-separated user ids of a snapshot to nd's set. */
+static void add_users(node_t *nd, const char *p, size_t n)
+{
+    const char *end = p + n;
+    char id[300];
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t l = (size_t)((nl ? nl : end) - p);
+        if (l > 0 && l < sizeof(id)) {
+            memcpy(id, p, l);
+            id[l] = '\0';
+            hub_strmap_put(&nd->users, id, nd);
+        }
+        p += l + 1;
+    }
+}
+
+/* Parses the unsigned decimal or hex number at *p up to a space. */
+static int parse_num(const char **p, const char *end, int base, uint64_t *out)
+{
+    uint64_t v = 0;
+    const char *s = *p;
+    for (; *p < end && **p != ' ' && **p != '\n'; (*p)++) {
+        char c = **p;
+        int d = c >= '0' && c <= '9' ? c - '0'
+                : base == 16 && c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                                     : -1;
+        if (d < 0 || v > (UINT64_MAX - (uint64_t)d) / (uint64_t)base)
+            return -1;
+        v = v * (uint64_t)base + (uint64_t)d;
+    }
+    if (*p == s || *p >= end)
+        return -1;
+    (*p)++; /* the separator */
+    *out = v;
+    return 0;
+}
+
+void hub_bus_transport_message(hub_bus_t *b, const char *subject, size_t slen, const uint8_t *p,
+                               size_t n)
+{
+    HUB_UNUSED(subject);
+    HUB_UNUSED(slen);
+    const char *s = (const char *)p, *end = s + n;
+    uint64_t epoch, seq, mtype, arglen;
+    if (n < 8 || memcmp(s, "GH1 ", 4) != 0 || s[5] != ' ')
+        goto bad;
+    int kind = s[4];
+    const char *q = s + 6, *origin = q;
+    while (q < end && *q != ' ')
+        q++;
+    size_t ol = (size_t)(q - origin);
+    if (q >= end || ol == 0 || ol >= sizeof(((node_t *)0)->id))
+        goto bad;
+    q++;
+    if (parse_num(&q, end, 16, &epoch) || parse_num(&q, end, 10, &seq) ||
+        parse_num(&q, end, 10, &mtype) || parse_num(&q, end, 10, &arglen) || q[-1] != '\n' ||
+        arglen >= 300 || (uint64_t)(end - q) < arglen)
+        goto bad;
+    char id[72], arg[300];
+    memcpy(id, origin, ol);
+    id[ol] = '\0';
+    memcpy(arg, q, arglen);
+    arg[arglen] = '\0';
+    const uint8_t *frame = (const uint8_t *)q + arglen;
+    size_t flen = (size_t)(end - q) - arglen;
+    if (strcmp(id, b->srv->node_id) == 0 && epoch == b->epoch)
+        return; /* our own echo */
+
+    uv_mutex_lock(&b->nodes_mu);
+    node_t *nd = node_get(b, id, epoch);
+    int fresh = nd != NULL && seq_fresh(nd, seq);
+    if (nd != NULL && fresh) {
+        nd->last_ms = uv_now(&b->loop);
+        if (kind == HUB_CL_BEAT)
+            nd->clients = (uint32_t)strtoul(arg, NULL, 10);
+        else if (kind == HUB_CL_USER_ON)
+            hub_strmap_put(&nd->users, arg, nd); /* a set: the value is unused */
+        else if (kind == HUB_CL_USER_OFF)
+            hub_strmap_del(&nd->users, arg);
+        else if (kind == HUB_CL_USERS)
+            add_users(nd, (const char *)frame, flen);
+        else if (kind == HUB_CL_BYE)
+            node_remove(b, (size_t)(nd - b->nodes), "goodbye");
+    }
+    int snapshot = b->snapshot_due;
+    b->snapshot_due = 0;
+    uv_mutex_unlock(&b->nodes_mu);
+    if (snapshot)
+        send_snapshot(b);
+    if (!fresh)
+        return; /* a duplicate, or a node table full of strangers */
+    switch (kind) {
+    case HUB_CL_ROOM:
+    case HUB_CL_ALL:
+    case HUB_CL_CONN:
+    case HUB_CL_USER:
+        hub_fanout_remote(b->srv, kind, arg, frame, flen, (uint8_t)mtype);
+        break;
+    default:
+        break;
+    }
+    return;
+bad:
+    hub_log_warn("cluster: malformed bus message dropped", "bytes=%zu", n);
+}
+
+void hub_bus_transport_dropped(hub_bus_t *b, const char *why)
+{
+    HUB_UNUSED(b);
+    hub_log_warn("cluster: bus message dropped", "reason=%s", why);
+}
+
+void hub_bus_transport_state(hub_bus_t *b, int connected)
+{
+    int was = atomic_exchange(&b->state, connected ? HUB_BUS_CONNECTED : HUB_BUS_DOWN);
+    if (connected && was != HUB_BUS_CONNECTED) {
+        hub_log_info("cluster: bus connected", "bus=%s subjects=%zu", b->tr->name,
+                     b->subjects.n);
+        size_t it;
+        for (hub_strmap_entry_t *e = hub_strmap_first(&b->subjects, &it); e;
+             e = hub_strmap_next(&b->subjects, e, &it))
+            b->tr->subscribe(b->impl, e->key);
+    } else if (!connected && was == HUB_BUS_CONNECTED) {
+        hub_log_warn("cluster: bus down: serving local traffic, reconnecting", "bus=%s",
+                     b->tr->name);
+    }
+}
+
+/* ---- timers ----------------------------------------------------------------- */
+
+static void on_beat(uv_timer_t *t)
+{
+    hub_bus_t *b = t->data;
+    char n[24];
+    int l = snprintf(n, sizeof(n), "%ld", atomic_load(&b->srv->ws_connections));
+    send_now(b, HUB_CL_BEAT, 0, n, (size_t)l, NULL, 0);
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    hub_bus_t *b = t->data;
+    uint64_t now = uv_now(&b->loop);
+    uv_mutex_lock(&b->nodes_mu);
+    for (size_t i = 0; i < b->nnodes;) {
+        if (now - b->nodes[i].last_ms > b->cfg->cluster_node_timeout_ms)
+            node_remove(b, i, "timeout");
+        else
+            i++;
+    }
+    uv_mutex_unlock(&b->nodes_mu);
+}
+
+/* ---- thread ----------------------------------------------------------------- */
+
+static void run_stop(void *owner, hub_inbox_msg_t *m)
+{
+    hub_bus_t *b = owner;
+    free(m);
+    /* goodbye first, so the others drop this node now, not at the timeout */
+    send_now(b, HUB_CL_BYE, 0, "", 0, NULL, 0);
+    b->stopping = 1;
+    uv_timer_stop(&b->beat);
+    uv_timer_stop(&b->sweep);
+    uv_close((uv_handle_t *)&b->beat, NULL);
+    uv_close((uv_handle_t *)&b->sweep, NULL);
+    b->tr->close(b->impl);
+    b->impl = NULL;
+    hub_inbox_close(&b->inbox, NULL);
+}
+
+static void bus_main(void *arg)
+{
+    hub_bus_t *b = arg;
+    uv_run(&b->loop, UV_RUN_DEFAULT);
+}
+
+int hub_cluster_start(hub_server_t *srv)
+{
+    const hub_config_t *cfg = srv->cfg;
+    if (!cfg->cluster_enabled || cfg->cluster_bus_type == HUB_BUS_TYPE_NOOP)
+        return 0;
+    hub_bus_t *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return HUB_ENOMEM;
+    b->srv = srv;
+    b->cfg = cfg;
+    b->tr = cfg->cluster_bus_type == HUB_BUS_TYPE_REDIS ? &hub_bus_redis : &hub_bus_nats;
+    atomic_init(&b->state, HUB_BUS_DOWN);
+    if (uv_random(NULL, NULL, &b->epoch, sizeof(b->epoch), 0, NULL) != 0)
+        b->epoch = uv_hrtime() ^ ((uint64_t)srv->start_ms << 20);
+    hub_strmap_init(&b->subjects);
+    uv_mutex_init(&b->nodes_mu);
+    uv_loop_init(&b->loop);
+    hub_inbox_init(&b->inbox, &b->loop, b);
+    uv_timer_init(&b->loop, &b->beat);
+    uv_timer_init(&b->loop, &b->sweep);
+    b->beat.data = b->sweep.data = b;
+    int rc = b->tr->open(b, &b->loop, cfg, &b->impl);
+    if (rc != 0) {
+        hub_log_error("cluster: bad bus configuration", "bus=%s", b->tr->name);
+        uv_close((uv_handle_t *)&b->beat, NULL);
+        uv_close((uv_handle_t *)&b->sweep, NULL);
+        hub_inbox_close(&b->inbox, NULL);
+        uv_run(&b->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&b->loop);
+        hub_inbox_destroy(&b->inbox);
+        uv_mutex_destroy(&b->nodes_mu);
+        hub_strmap_free(&b->subjects);
+        free(b);
+        return rc;
+    }
+    /* subjects every node listens on for its whole life */
+    char subject[300];
+    use_subject(b, "all", 1);
+    use_subject(b, "user", 1);
+    use_subject(b, "ctl", 1);
+    char cid[96];
+    snprintf(cid, sizeof(cid), "%s-0", srv->node_id);
+    if (hub_cluster_subject(HUB_CL_CONN, cid, subject, sizeof(subject)))
+        use_subject(b, subject, 1);
+    uv_timer_start(&b->beat, on_beat, 0, cfg->cluster_heartbeat_ms);
+    uv_timer_start(&b->sweep, on_sweep, 1000, 1000);
+    B = b;
+    if (uv_thread_create(&b->thread, bus_main, b) != 0) {
+        B = NULL;
+        hub_log_error("cluster: cannot start the bus thread", "");
+        return HUB_ENOMEM;
+    }
+    hub_log_info("cluster: started", "bus=%s node_id=%s epoch=%llx", b->tr->name,
+                 srv->node_id, (unsigned long long)b->epoch);
+    return 0;
+}
+
+void hub_cluster_stop(void)
+{
+    hub_bus_t *b = B;
+    if (b == NULL)
+        return;
+    stop_msg_t *m = malloc(sizeof(*m));
+    if (m != NULL) {
+        m->base.run = run_stop;
+        if (hub_inbox_post(&b->inbox, &m->base) != 0)
+            free(m);
+    }
+    uv_thread_join(&b->thread);
+    B = NULL;
+    uv_loop_close(&b->loop);
+    hub_inbox_destroy(&b->inbox);
+    uv_mutex_destroy(&b->nodes_mu);
+    hub_strmap_free(&b->subjects);
+    for (size_t i = 0; i < b->nnodes; i++)
+        hub_strmap_free(&b->nodes[i].users);
+    free(b->nodes);
+    free(b);
+}
