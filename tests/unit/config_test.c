@@ -221,7 +221,14 @@ TEST(shipped_example_full_loads)
              c->max_connections == 50000 && c->max_message_bytes == 256 * 1024 &&
              c->max_outbound_bytes == 4 * 1024 * 1024 && c->max_request_line == 4096 &&
              c->max_header_bytes == 32768 && c->max_body_bytes == 512 * 1024 &&
-             c->log_level == HUB_LOG_DEBUG && c->log_format == HUB_LOG_TEXT;
+             c->log_level == HUB_LOG_DEBUG && c->log_format == HUB_LOG_TEXT &&
+             c->messages_per_second == 20 && c->connections_per_second_per_ip == 10 &&
+             c->auth_enabled && !c->auth_allow_anonymous && c->auth_leeway_ms == 10000 &&
+             strcmp(c->http_addr, "127.0.0.1:9001") == 0 &&
+             strcmp(c->metrics_addr, "127.0.0.1:2112") == 0 &&
+             c->cluster_enabled && c->cluster_bus_type == HUB_BUS_TYPE_NATS &&
+             c->nats_urls.n == 2 && c->nats_use_jetstream &&
+             c->nats_message_retention_ms == 300000 && c->cluster_node_timeout_ms == 5000;
     hub_config_free(c);
     ASSERT(ok);
 }
