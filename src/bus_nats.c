@@ -42,8 +42,8 @@
  * I/O thread's queue while the stream is not ready and then go out as plain
  * NATS publishes with a Nats-Msg-Id header (the core's msg_id), so the
  * server stores a re-published message once. Each subscribed subject is a
- * durable push consumer with explicit acks, DeliverNew, MaxDeliver 5 and
- * InactiveThreshold = retention; its name is derived from this node's id,
+ * durable push consumer with explicit acks, DeliverNew, MaxDeliver 5,
+ * AckWait 2 s, MaxAckPending 1,000 and InactiveThreshold = retention; its name is derived from this node's id,
  * a per-process nonce and the subject. The consumer survives a lost
  * connection and a transport close()/open() in the same process, so a node
  * away for less than the retention gets what it missed; a restarted
@@ -79,7 +79,9 @@ static struct {
     uint32_t close_wait_ms;    /* how long close() waits for nats.c's threads */
     uint32_t sub_retry_ms;     /* retry of failed JetStream subscribes/deletes */
     int64_t max_deliver;       /* JetStream MaxDeliver */
-} tune = { 64u << 20, 65536, 256u << 10, 10000, 1000, 5 };
+    uint32_t ack_wait_ms;      /* JetStream AckWait (the server's default is 30 s) */
+    int64_t max_ack_pending;   /* JetStream MaxAckPending, below the core's window */
+} tune = { 64u << 20, 65536, 256u << 10, 10000, 1000, 5, 2000, 1000 };
 
 #define MSG_ID_MAX 128
 #define MSG_ID_HDR "Nats-Msg-Id"
@@ -630,6 +632,13 @@ static void try_subscribe(nats_t *t, const char *subject, sub_entry_t *e)
         so.Config.DeliverPolicy = js_DeliverNew;
         so.Config.AckPolicy = js_AckExplicit;
         so.Config.MaxDeliver = tune.max_deliver;
+        /* a message the server delivered but the node never got (the
+         * server was killed with it in its write buffer) comes back after
+         * AckWait: 2 s, not the server's 30 s */
+        so.Config.AckWait = (int64_t)tune.ack_wait_ms * 1000000;
+        /* bounds how far behind the newest delivery a redelivery can be,
+         * so it stays inside the core's 1,024-message dedupe window */
+        so.Config.MaxAckPending = tune.max_ack_pending;
         so.Config.InactiveThreshold = (int64_t)t->retention_ms * 1000000;
         jsErrCode jerr = 0;
         s = js_Subscribe(&e->sub, t->jsc, wire, on_msg, t, &jo, &so, &jerr);
