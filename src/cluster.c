@@ -6,7 +6,16 @@
  *   "GH1 <kind> <origin> <epoch hex> <seq> <mtype> <arg length>\n<arg><frame>"
  * origin is the sender's node id, epoch a random number drawn at its start
  * (a restarted node is a new identity even with the same id), seq counts the
- * sender's messages from 1, mtype is the frame's metrics label. */
+ * sender's messages from 1, mtype is the frame's metrics label.
+ *
+ * The membership directory (kinds C D J L m on "ctl"): each node announces
+ * its rooms and their members as they change, and its whole list to a node
+ * it sees join, so every node keeps, per live node, that node's rooms and
+ * members (bounded per node). Fields of those payloads are
+ * "<decimal length>:<bytes>", so any byte may appear in a name or user id.
+ * When a node leaves (goodbye, timeout, restart) or deletes a room, its
+ * members are buried: after the node lock is released, this node's members
+ * of those rooms get member_left for each of them. */
 #include "cluster.h"
 
 #include <stdatomic.h>
@@ -21,6 +30,7 @@
 #include "hmap.h"
 #include "inbox.h"
 #include "log.h"
+#include "msg.h"
 #include "registry.h"
 #include "server.h"
 
@@ -28,6 +38,24 @@
 #define WINDOW_BITS  (WINDOW_WORDS * 64)
 #define MAX_NODES    1024               /* a node table larger than this is an attack */
 #define HEADER_MAX   512
+#define REMOTE_ROOMS_MAX   65536    /* per node: more rooms from one node are dropped, counted */
+#define REMOTE_MEMBERS_MAX 262144   /* per node: members likewise */
+#define NAME_MAX_BYTES     1024     /* a longer room name crosses the bus as the room id */
+
+/* A room of another node as it announced it. */
+typedef struct {
+    char *name;
+    uint32_t max_clients;
+    hub_strmap_t members;        /* client id -> user id (malloc'd; "" = anonymous) */
+} rroom_t;
+
+/* A room whose remote members left (their node died or deleted it): told
+ * to the local members after the node lock is released. */
+typedef struct dead_s {
+    struct dead_s *next;
+    rroom_t *room;               /* owned */
+    char id[];
+} dead_t;
 
 typedef struct {
     char id[72];
@@ -37,6 +65,9 @@ typedef struct {
     uint64_t max_seq;            /* highest sequence seen */
     uint64_t seen[WINDOW_WORDS]; /* bit i: max_seq - 1 - i was seen */
     hub_strmap_t users;          /* user ids connected to it (values unused) */
+    hub_strmap_t rooms;          /* room id -> rroom_t (owned) */
+    size_t nmembers;             /* entries in all its rooms */
+    uint64_t dropped;            /* directory entries refused (caps) */
 } node_t;
 
 struct hub_bus_s {
@@ -55,7 +86,9 @@ struct hub_bus_s {
     uv_mutex_t nodes_mu;         /* guards nodes (workers read it) */
     node_t *nodes;
     size_t nnodes;
-    int snapshot_due;            /* a node appeared: tell it our users */
+    int snapshot_due;            /* a node appeared: tell it our users and rooms */
+    char snapshot_ask[72];       /* a node we met after its snapshot: ask it for one */
+    dead_t *dead;                /* bus thread: buried rooms, see flush_dead */
     int stopping;
 };
 
@@ -78,7 +111,9 @@ static size_t put_id(char *out, size_t j, size_t outlen, const char *id)
 size_t hub_cluster_subject(int kind, const char *arg, char *out, size_t outlen)
 {
     int ctl = kind == HUB_CL_BEAT || kind == HUB_CL_BYE || kind == HUB_CL_USER_ON ||
-              kind == HUB_CL_USER_OFF || kind == HUB_CL_USERS;
+              kind == HUB_CL_USER_OFF || kind == HUB_CL_USERS || kind == HUB_CL_ROOM_ON ||
+              kind == HUB_CL_ROOM_OFF || kind == HUB_CL_JOIN || kind == HUB_CL_LEAVE ||
+              kind == HUB_CL_ROOMS || kind == HUB_CL_SNAP_ASK;
     const char *fixed = kind == HUB_CL_ALL ? "all" : kind == HUB_CL_USER ? "user" : ctl ? "ctl" : NULL;
     if (fixed != NULL) {
         int n = snprintf(out, outlen, "%s", fixed);
@@ -234,6 +269,308 @@ static void send_snapshot(hub_bus_t *b)
     hub_reg_strv_free(ids, n);
 }
 
+/* ---- the membership directory -------------------------------------------------- */
+
+/* Appends the field "<n>:<s>" to buf (cap bytes); returns the new length,
+ * or 0 when it does not fit. */
+static size_t put_field(uint8_t *buf, size_t len, size_t cap, const char *s, size_t n)
+{
+    char num[24];
+    int k = snprintf(num, sizeof(num), "%zu:", n);
+    if (k <= 0 || len + (size_t)k + n > cap)
+        return 0;
+    memcpy(buf + len, num, (size_t)k);
+    if (n > 0)
+        memcpy(buf + len + k, s, n);
+    return len + (size_t)k + n;
+}
+
+/* Reads the field at *p into out (NUL-terminated). 0, or -1 when it is
+ * malformed or does not fit in outlen. */
+static int get_field(const uint8_t **p, const uint8_t *end, char *out, size_t outlen)
+{
+    const uint8_t *q = *p;
+    size_t n = 0;
+    while (q < end && *q >= '0' && *q <= '9' && n < 1000000)
+        n = n * 10 + (size_t)(*q++ - '0');
+    if (q == *p || q >= end || *q != ':')
+        return -1;
+    q++;
+    if ((size_t)(end - q) < n || n >= outlen)
+        return -1;
+    memcpy(out, q, n);
+    out[n] = '\0';
+    *p = q + n;
+    return 0;
+}
+
+static void rroom_free(rroom_t *r)
+{
+    size_t it;
+    for (hub_strmap_entry_t *e = hub_strmap_first(&r->members, &it); e;
+         e = hub_strmap_next(&r->members, e, &it))
+        free(e->val);
+    hub_strmap_free(&r->members);
+    free(r->name);
+    free(r);
+}
+
+static void note_drop(node_t *nd, const char *what)
+{
+    if (nd->dropped++ == 0)
+        hub_log_warn("cluster: membership directory full for a node: dropping entries",
+                     "node_id=%s what=%s", nd->id, what);
+}
+
+/* nd's room id, created (name = id, unlimited) when create is set. NULL
+ * when absent, at the cap or out of memory. Caller holds nodes_mu. */
+static rroom_t *rroom_get(node_t *nd, const char *id, int create)
+{
+    rroom_t *r = hub_strmap_get(&nd->rooms, id);
+    if (r != NULL || !create)
+        return r;
+    if (nd->rooms.n >= REMOTE_ROOMS_MAX) {
+        note_drop(nd, "room");
+        return NULL;
+    }
+    if ((r = calloc(1, sizeof(*r))) == NULL)
+        return NULL;
+    hub_strmap_init(&r->members);
+    if ((r->name = strdup(id)) == NULL || hub_strmap_put(&nd->rooms, id, r) != 0) {
+        free(r->name);
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+static void rroom_set(rroom_t *r, const char *name, const char *max)
+{
+    char *n = strdup(name);
+    if (n != NULL) {
+        free(r->name);
+        r->name = n;
+    }
+    r->max_clients = (uint32_t)strtoul(max, NULL, 10);
+}
+
+/* Adds or updates member cid of r (nd's). Caller holds nodes_mu. */
+static void member_put(node_t *nd, rroom_t *r, const char *cid, const char *uid)
+{
+    char *old = hub_strmap_get(&r->members, cid);
+    if (old == NULL && nd->nmembers >= REMOTE_MEMBERS_MAX) {
+        note_drop(nd, "member");
+        return;
+    }
+    char *u = strdup(uid);
+    if (u == NULL || hub_strmap_put(&r->members, cid, u) != 0) {
+        free(u);
+        return;
+    }
+    if (old != NULL)
+        free(old);
+    else
+        nd->nmembers++;
+}
+
+static void member_del(node_t *nd, rroom_t *r, const char *cid)
+{
+    char *u = hub_strmap_del(&r->members, cid);
+    if (u != NULL) {
+        free(u);
+        nd->nmembers--;
+    }
+}
+
+/* Takes r (removed from its node by the caller): its members are told
+ * gone by flush_dead. Bus thread. */
+static void bury(hub_bus_t *b, const char *id, rroom_t *r)
+{
+    size_t l = strlen(id) + 1;
+    dead_t *d = r->members.n > 0 ? malloc(sizeof(*d) + l) : NULL;
+    if (d == NULL) {
+        rroom_free(r);
+        return;
+    }
+    memcpy(d->id, id, l);
+    d->room = r;
+    d->next = b->dead;
+    b->dead = d;
+}
+
+/* Empties nd's directory: its members are buried (bury_them) or just
+ * forgotten (a snapshot replaces them). Caller holds nodes_mu. */
+static void rooms_clear(hub_bus_t *b, node_t *nd, int bury_them)
+{
+    size_t it;
+    for (hub_strmap_entry_t *e = hub_strmap_first(&nd->rooms, &it); e;
+         e = hub_strmap_next(&nd->rooms, e, &it)) {
+        if (bury_them)
+            bury(b, e->key, e->val);
+        else
+            rroom_free(e->val);
+    }
+    hub_strmap_free(&nd->rooms);
+    hub_strmap_init(&nd->rooms);
+    nd->nmembers = 0;
+}
+
+/* Applies one record-free delta (C D J L) from nd. Caller holds nodes_mu. */
+static void apply_delta(hub_bus_t *b, node_t *nd, int kind, const char *room, const uint8_t *p,
+                        size_t n)
+{
+    const uint8_t *end = p + n;
+    char a[NAME_MAX_BYTES + 1], c[HUB_USER_ID_MAX + 8];
+    rroom_t *r;
+    switch (kind) {
+    case HUB_CL_ROOM_ON:
+        if (get_field(&p, end, a, sizeof(a)) == 0 && get_field(&p, end, c, sizeof(c)) == 0 &&
+            (r = rroom_get(nd, room, 1)) != NULL)
+            rroom_set(r, a, c);
+        break;
+    case HUB_CL_ROOM_OFF:
+        if ((r = hub_strmap_del(&nd->rooms, room)) != NULL) {
+            nd->nmembers -= r->members.n;
+            bury(b, room, r);
+        }
+        break;
+    case HUB_CL_JOIN:
+        if (get_field(&p, end, a, sizeof(a)) == 0 && get_field(&p, end, c, sizeof(c)) == 0 &&
+            (r = rroom_get(nd, room, 1)) != NULL)
+            member_put(nd, r, a, c);
+        break;
+    case HUB_CL_LEAVE:
+        if (get_field(&p, end, a, sizeof(a)) == 0 && (r = rroom_get(nd, room, 0)) != NULL)
+            member_del(nd, r, a);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Applies a snapshot message from nd: 'R' and 'M' records; the first
+ * message of a snapshot (arg "1") replaces what nd had. Caller holds
+ * nodes_mu. */
+static void apply_rooms(hub_bus_t *b, node_t *nd, const char *arg, const uint8_t *p, size_t n)
+{
+    const uint8_t *end = p + n;
+    char room[300], a[NAME_MAX_BYTES + 1], c[HUB_USER_ID_MAX + 8];
+    if (arg[0] == '1')
+        rooms_clear(b, nd, 0);
+    while (p < end) {
+        int tag = *p++;
+        rroom_t *r;
+        if ((tag != 'R' && tag != 'M') || get_field(&p, end, room, sizeof(room)) != 0 ||
+            get_field(&p, end, a, sizeof(a)) != 0 || get_field(&p, end, c, sizeof(c)) != 0) {
+            hub_log_warn("cluster: malformed room snapshot dropped", "node_id=%s", nd->id);
+            return;
+        }
+        if ((r = rroom_get(nd, room, 1)) == NULL)
+            continue;
+        if (tag == 'R')
+            rroom_set(r, a, c);
+        else
+            member_put(nd, r, a, c);
+    }
+}
+
+/* Bus thread: every local room and member, in messages of up to 32 KiB;
+ * the first carries arg "1" (even when there is nothing to tell). */
+static void send_rooms_snapshot(hub_bus_t *b)
+{
+    hub_room_info_t *v;
+    size_t n = hub_reg_room_list(&v);
+    size_t cap = 32768, len = 0;
+    int first = 1;
+    uint8_t *buf = malloc(cap), rec[2048];
+    for (size_t i = 0; buf != NULL && i < n; i++) {
+        hub_member_t *m = NULL;
+        size_t k = 0;
+        if (v[i].member_count > 0 && hub_reg_room_members(v[i].id, &m, &k) != 0)
+            k = 0;
+        for (size_t j = 0; j <= k; j++) {
+            /* j == 0: the room; then its members m[j - 1] */
+            char field[HUB_USER_ID_MAX + 8];
+            const char *id = v[i].id;
+            size_t rl = 1;
+            rec[0] = j == 0 ? 'R' : 'M';
+            rl = put_field(rec, rl, sizeof(rec), id, strlen(id));
+            if (j == 0) {
+                const char *name = strlen(v[i].name) <= NAME_MAX_BYTES ? v[i].name : id;
+                int fl = snprintf(field, sizeof(field), "%u", v[i].max_clients);
+                rl = rl ? put_field(rec, rl, sizeof(rec), name, strlen(name)) : 0;
+                rl = rl ? put_field(rec, rl, sizeof(rec), field, (size_t)fl) : 0;
+            } else {
+                size_t cl = hub_client_id_format(b->srv, m[j - 1].conn_id, field, sizeof(field));
+                const char *uid = m[j - 1].user_id ? m[j - 1].user_id : "";
+                rl = rl ? put_field(rec, rl, sizeof(rec), field, cl) : 0;
+                rl = rl ? put_field(rec, rl, sizeof(rec), uid, strlen(uid)) : 0;
+            }
+            if (rl == 0)
+                continue;
+            if (len + rl > cap) {
+                send_now(b, HUB_CL_ROOMS, 0, first ? "1" : "", first ? 1 : 0, buf, len);
+                first = 0;
+                len = 0;
+            }
+            memcpy(buf + len, rec, rl);
+            len += rl;
+        }
+        hub_reg_members_free(m, k);
+    }
+    if (buf != NULL && (len > 0 || first))
+        send_now(b, HUB_CL_ROOMS, 0, first ? "1" : "", first ? 1 : 0, buf, len);
+    free(buf);
+    hub_reg_rooms_free(v, n);
+}
+
+/* Bus thread, without nodes_mu: member_left {room_id, client_id, user_id}
+ * from a dead room to this node's members of that room. */
+static void send_left(hub_bus_t *b, const char *room, const char *cid, const char *uid)
+{
+    char data[800], anon[HUB_USER_ID_MAX + 8];
+    if (*uid == '\0') {
+        snprintf(anon, sizeof(anon), "anon-%s", cid);
+        uid = anon;
+    }
+    size_t l = (size_t)snprintf(data, sizeof(data), "{\"room_id\":");
+    l = hub_json_quote(data, l, sizeof(data), room, strlen(room));
+    if (l != (size_t)-1)
+        l = hub_json_quote(data, l + (size_t)snprintf(data + l, sizeof(data) - l, ",\"client_id\":"),
+                           sizeof(data), cid, strlen(cid));
+    if (l != (size_t)-1)
+        l = hub_json_quote(data, l + (size_t)snprintf(data + l, sizeof(data) - l, ",\"user_id\":"),
+                           sizeof(data) - 1, uid, strlen(uid));
+    if (l == (size_t)-1)
+        return;
+    data[l++] = '}';
+    hub_frame_t *f = hub_msg_frame("member_left", data, l, hub_msg_next_id(), HUB_NO_REQUEST);
+    if (f == NULL)
+        return;
+    hub_fanout_remote(b->srv, HUB_CL_ROOM, room, f->data, f->len, f->kind);
+    hub_frame_release(f);
+}
+
+/* Bus thread, without nodes_mu: tells and frees the buried rooms. */
+static void flush_dead(hub_bus_t *b)
+{
+    dead_t *d = b->dead;
+    b->dead = NULL;
+    while (d != NULL) {
+        dead_t *next = d->next;
+        if (!b->stopping && b->cfg->rooms_presence_events &&
+            hub_reg_room_visit(d->id, -1, 0, NULL, NULL, NULL) > 0) {
+            size_t it;
+            for (hub_strmap_entry_t *e = hub_strmap_first(&d->room->members, &it); e;
+                 e = hub_strmap_next(&d->room->members, e, &it))
+                send_left(b, d->id, e->key, e->val);
+        }
+        rroom_free(d->room);
+        free(d);
+        d = next;
+    }
+}
+
 /* ---- public, any thread ----------------------------------------------------- */
 
 int hub_cluster_enabled(void)
@@ -298,6 +635,187 @@ void hub_cluster_user_use(const char *user_id, int delta)
         free(m);
 }
 
+void hub_cluster_room_event(int kind, const char *room_id, uint64_t conn_id, const char *user_id,
+                            const char *name, uint32_t max_clients)
+{
+    if (B == NULL)
+        return;
+    char cid[HUB_CLIENT_ID_MAX], num[16];
+    const char *f1 = NULL, *f2 = NULL;
+    size_t l1 = 0, l2 = 0;
+    if (kind == HUB_CL_ROOM_ON) {
+        f1 = name && strlen(name) <= NAME_MAX_BYTES ? name : room_id;
+        l1 = strlen(f1);
+        f2 = num;
+        l2 = (size_t)snprintf(num, sizeof(num), "%u", max_clients);
+    } else if (kind == HUB_CL_JOIN || kind == HUB_CL_LEAVE) {
+        f1 = cid;
+        l1 = hub_client_id_format(B->srv, conn_id, cid, sizeof(cid));
+        if (kind == HUB_CL_JOIN) {
+            f2 = user_id ? user_id : "";
+            l2 = strlen(f2);
+        }
+    }
+    size_t al = strlen(room_id), cap = l1 + l2 + 48;
+    pub_msg_t *m = malloc(sizeof(*m) + al + cap);
+    if (m == NULL) {
+        hub_log_warn("cluster: membership delta dropped (out of memory)", "room=%s", room_id);
+        return;
+    }
+    m->base.run = run_pub;
+    m->kind = kind;
+    m->mtype = 0;
+    m->arglen = al;
+    memcpy(m->bytes, room_id, al);
+    size_t n = 0;
+    if (f1 != NULL)
+        n = put_field(m->bytes + al, n, cap, f1, l1);
+    if (f2 != NULL)
+        n = put_field(m->bytes + al, n, cap, f2, l2);
+    m->len = n;
+    if (hub_inbox_post(&B->inbox, &m->base) != 0)
+        free(m);
+}
+
+size_t hub_cluster_room_members(const char *room_id, hub_cluster_member_t **out)
+{
+    *out = NULL;
+    if (B == NULL)
+        return 0;
+    size_t n = 0, total = 0;
+    uv_mutex_lock(&B->nodes_mu);
+    for (size_t i = 0; i < B->nnodes; i++) {
+        rroom_t *r = hub_strmap_get(&B->nodes[i].rooms, room_id);
+        total += r ? r->members.n : 0;
+    }
+    hub_cluster_member_t *v = total ? calloc(total, sizeof(*v)) : NULL;
+    for (size_t i = 0; v != NULL && i < B->nnodes; i++) {
+        rroom_t *r = hub_strmap_get(&B->nodes[i].rooms, room_id);
+        size_t it;
+        for (hub_strmap_entry_t *e = r ? hub_strmap_first(&r->members, &it) : NULL; e;
+             e = hub_strmap_next(&r->members, e, &it)) {
+            const char *uid = e->val;
+            size_t ul = *uid ? strlen(uid) + 1 : strlen(e->key) + 6;
+            v[n].client_id = strdup(e->key);
+            v[n].user_id = malloc(ul);
+            if (v[n].user_id != NULL)
+                snprintf(v[n].user_id, ul, "%s%s", *uid ? "" : "anon-", *uid ? uid : e->key);
+            if (v[n].client_id == NULL || v[n].user_id == NULL) {
+                free(v[n].client_id);
+                free(v[n].user_id);
+                continue;
+            }
+            n++;
+        }
+    }
+    uv_mutex_unlock(&B->nodes_mu);
+    if (n == 0) {
+        free(v);
+        v = NULL;
+    }
+    *out = v;
+    return n;
+}
+
+void hub_cluster_members_free(hub_cluster_member_t *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++) {
+        free(v[i].client_id);
+        free(v[i].user_id);
+    }
+    free(v);
+}
+
+uint32_t hub_cluster_room_count(const char *room_id)
+{
+    if (B == NULL)
+        return 0;
+    size_t n = 0;
+    uv_mutex_lock(&B->nodes_mu);
+    for (size_t i = 0; i < B->nnodes; i++) {
+        rroom_t *r = hub_strmap_get(&B->nodes[i].rooms, room_id);
+        n += r ? r->members.n : 0;
+    }
+    uv_mutex_unlock(&B->nodes_mu);
+    return (uint32_t)n;
+}
+
+int hub_cluster_room_info(const char *room_id, hub_room_info_t *out)
+{
+    if (B == NULL)
+        return 0;
+    int found = 0;
+    memset(out, 0, sizeof(*out));
+    uv_mutex_lock(&B->nodes_mu);
+    for (size_t i = 0; i < B->nnodes; i++) {
+        rroom_t *r = hub_strmap_get(&B->nodes[i].rooms, room_id);
+        if (r == NULL)
+            continue;
+        if (!found) {
+            out->name = strdup(r->name);
+            out->max_clients = r->max_clients;
+        }
+        found = 1;
+        out->member_count += (uint32_t)r->members.n;
+    }
+    uv_mutex_unlock(&B->nodes_mu);
+    if (found && (out->id = strdup(room_id)) == NULL) {
+        hub_reg_info_free(out);
+        return 0;
+    }
+    if (found && out->name == NULL && (out->name = strdup(room_id)) == NULL) {
+        hub_reg_info_free(out);
+        return 0;
+    }
+    return found;
+}
+
+size_t hub_cluster_rooms_merge(hub_room_info_t **v, size_t n)
+{
+    if (B == NULL)
+        return n;
+    hub_strmap_t index; /* room id -> its position + 1 */
+    hub_strmap_init(&index);
+    for (size_t i = 0; i < n; i++)
+        hub_strmap_put(&index, (*v)[i].id, (void *)(uintptr_t)(i + 1));
+    size_t cap = n;
+    uv_mutex_lock(&B->nodes_mu);
+    for (size_t i = 0; i < B->nnodes; i++) {
+        size_t it;
+        for (hub_strmap_entry_t *e = hub_strmap_first(&B->nodes[i].rooms, &it); e;
+             e = hub_strmap_next(&B->nodes[i].rooms, e, &it)) {
+            rroom_t *r = e->val;
+            uintptr_t at = (uintptr_t)hub_strmap_get(&index, e->key);
+            if (at != 0) {
+                (*v)[at - 1].member_count += (uint32_t)r->members.n;
+                continue;
+            }
+            if (n == cap) {
+                size_t nc = cap ? cap * 2 : 16;
+                hub_room_info_t *nv = realloc(*v, nc * sizeof(*nv));
+                if (nv == NULL)
+                    break;
+                *v = nv;
+                cap = nc;
+            }
+            hub_room_info_t *ri = &(*v)[n];
+            ri->id = strdup(e->key);
+            ri->name = strdup(r->name);
+            ri->max_clients = r->max_clients;
+            ri->member_count = (uint32_t)r->members.n;
+            if (ri->id == NULL || ri->name == NULL ||
+                hub_strmap_put(&index, e->key, (void *)(uintptr_t)(n + 1)) != 0) {
+                hub_reg_info_free(ri);
+                continue;
+            }
+            n++;
+        }
+    }
+    uv_mutex_unlock(&B->nodes_mu);
+    hub_strmap_free(&index);
+    return n;
+}
+
 int hub_cluster_user_remote(const char *user_id)
 {
     if (B == NULL)
@@ -360,10 +878,12 @@ size_t hub_cluster_nodes(hub_cluster_node_t *out, size_t max)
 
 /* ---- inbound, bus thread ------------------------------------------------------ */
 
-/* The node record for (id, epoch), created when new. NULL when the table
- * is full. Caller holds nodes_mu. */
-static node_t *node_get(hub_bus_t *b, const char *id, uint64_t epoch)
+/* The node record for (id, epoch), created when new (*created = 1). NULL
+ * when the table is full. A restarted node's members of the old identity
+ * are buried. Caller holds nodes_mu. */
+static node_t *node_get(hub_bus_t *b, const char *id, uint64_t epoch, int *created)
 {
+    *created = 0;
     for (size_t i = 0; i < b->nnodes; i++) {
         node_t *nd = &b->nodes[i];
         if (strcmp(nd->id, id) != 0)
@@ -372,11 +892,14 @@ static node_t *node_get(hub_bus_t *b, const char *id, uint64_t epoch)
             /* restarted: a new identity under the same id */
             hub_log_info("cluster: node restarted", "node_id=%s", id);
             hub_strmap_free(&nd->users);
+            rooms_clear(b, nd, 1);
             memset(nd, 0, sizeof(*nd));
             snprintf(nd->id, sizeof(nd->id), "%s", id);
             nd->epoch = epoch;
             hub_strmap_init(&nd->users);
+            hub_strmap_init(&nd->rooms);
             b->snapshot_due = 1;
+            *created = 1;
         }
         return nd;
     }
@@ -391,7 +914,9 @@ static node_t *node_get(hub_bus_t *b, const char *id, uint64_t epoch)
     snprintf(nd->id, sizeof(nd->id), "%s", id);
     nd->epoch = epoch;
     hub_strmap_init(&nd->users);
+    hub_strmap_init(&nd->rooms);
     b->snapshot_due = 1;
+    *created = 1;
     hub_log_info("cluster: node joined", "node_id=%s nodes=%zu", id, b->nnodes + 1);
     return nd;
 }
@@ -401,6 +926,8 @@ static void node_remove(hub_bus_t *b, size_t i, const char *why)
     hub_log_info("cluster: node left", "node_id=%s reason=%s nodes=%zu", b->nodes[i].id, why,
                  b->nnodes);
     hub_strmap_free(&b->nodes[i].users);
+    rooms_clear(b, &b->nodes[i], 1); /* its members leave every room: flush_dead */
+    hub_strmap_free(&b->nodes[i].rooms);
     b->nodes[i] = b->nodes[--b->nnodes];
 }
 
@@ -506,8 +1033,12 @@ void hub_bus_transport_message(hub_bus_t *b, const char *subject, size_t slen, c
         return; /* our own echo */
 
     uv_mutex_lock(&b->nodes_mu);
-    node_t *nd = node_get(b, id, epoch);
+    int created;
+    node_t *nd = node_get(b, id, epoch, &created);
     int fresh = nd != NULL && seq_fresh(nd, seq);
+    /* met through something else than its snapshot (which starts with its
+     * users): it sent that before we listened, so ask again */
+    int ask = created && fresh && kind != HUB_CL_USERS && kind != HUB_CL_BYE;
     if (nd != NULL && fresh) {
         nd->last_ms = uv_now(&b->loop);
         if (kind == HUB_CL_BEAT)
@@ -518,14 +1049,26 @@ void hub_bus_transport_message(hub_bus_t *b, const char *subject, size_t slen, c
             hub_strmap_del(&nd->users, arg);
         else if (kind == HUB_CL_USERS)
             add_users(nd, (const char *)frame, flen);
+        else if (kind == HUB_CL_ROOM_ON || kind == HUB_CL_ROOM_OFF || kind == HUB_CL_JOIN ||
+                 kind == HUB_CL_LEAVE)
+            apply_delta(b, nd, kind, arg, frame, flen);
+        else if (kind == HUB_CL_ROOMS)
+            apply_rooms(b, nd, arg, frame, flen);
+        else if (kind == HUB_CL_SNAP_ASK && strcmp(arg, b->srv->node_id) == 0)
+            b->snapshot_due = 1;
         else if (kind == HUB_CL_BYE)
             node_remove(b, (size_t)(nd - b->nodes), "goodbye");
     }
     int snapshot = b->snapshot_due;
     b->snapshot_due = 0;
     uv_mutex_unlock(&b->nodes_mu);
-    if (snapshot)
+    flush_dead(b);
+    if (ask)
+        send_now(b, HUB_CL_SNAP_ASK, 0, id, strlen(id), NULL, 0);
+    if (snapshot) {
         send_snapshot(b);
+        send_rooms_snapshot(b);
+    }
     if (!fresh)
         return; /* a duplicate, or a node table full of strangers */
     switch (kind) {
@@ -587,6 +1130,7 @@ static void on_sweep(uv_timer_t *t)
             i++;
     }
     uv_mutex_unlock(&b->nodes_mu);
+    flush_dead(b);
 }
 
 /* ---- thread ----------------------------------------------------------------- */
@@ -687,8 +1231,12 @@ void hub_cluster_stop(void)
     hub_inbox_destroy(&b->inbox);
     uv_mutex_destroy(&b->nodes_mu);
     hub_strmap_free(&b->subjects);
-    for (size_t i = 0; i < b->nnodes; i++)
+    for (size_t i = 0; i < b->nnodes; i++) {
         hub_strmap_free(&b->nodes[i].users);
+        rooms_clear(b, &b->nodes[i], 0);
+        hub_strmap_free(&b->nodes[i].rooms);
+    }
+    flush_dead(b); /* stopping: frees without telling */
     free(b->nodes);
     free(b);
 }

@@ -8,7 +8,9 @@
  * What crosses the bus: a room's messages (subject room.<id>, subscribed
  * only while the node has local members), broadcasts, messages to one
  * client of another node (node.<id>), messages to a user's connections
- * (every node delivers to its own), and heartbeats. The bytes are the
+ * (every node delivers to its own), heartbeats, and the user and
+ * membership directories (which users, rooms and room members each node
+ * has; queried below). The bytes are the
  * encoded WebSocket frame, so a message is encoded once in the cluster.
  *
  * Without a cluster every function is a cheap no-op. Threads: start/stop on
@@ -20,6 +22,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "registry.h"
 
 /* What a bus message asks the receiving node to do. */
 enum {
@@ -32,6 +35,15 @@ enum {
     HUB_CL_USER_ON = '+',  /* arg: a user id now connected to the sender */
     HUB_CL_USER_OFF = '-', /* arg: a user id no longer connected to the sender */
     HUB_CL_USERS = 's',    /* payload: user ids connected to the sender, '\n'-separated */
+    /* the membership directory: fields are "<decimal length>:<bytes>" */
+    HUB_CL_ROOM_ON = 'C',  /* arg: room id; payload: name, max_clients (decimal) */
+    HUB_CL_ROOM_OFF = 'D', /* arg: room id; the room and its members left the sender */
+    HUB_CL_JOIN = 'J',     /* arg: room id; payload: client id, user id ("" = anonymous) */
+    HUB_CL_LEAVE = 'L',    /* arg: room id; payload: client id */
+    HUB_CL_ROOMS = 'm',    /* arg: "1" on a snapshot's first message (the receiver drops
+                            * what it knew of the sender); payload: records
+                            * 'R' room, name, max_clients | 'M' room, client id, user id */
+    HUB_CL_SNAP_ASK = 'q', /* arg: a node id; that node sends its snapshots again */
 };
 
 /* Main thread, before the workers start: starts the bus thread when the
@@ -72,6 +84,39 @@ int hub_cluster_node_alive(const char *node_id, size_t len);
  * a message to it goes through the bus (best effort: that node drops it
  * when the client has gone). */
 int hub_cluster_client_reachable(const char *client_id);
+
+/* Registry hooks, called with the registry lock held (they only post to the
+ * bus thread, in the registry's order): a room appeared on this node
+ * (HUB_CL_ROOM_ON, with name and max_clients) or went away (HUB_CL_ROOM_OFF),
+ * a connection joined (HUB_CL_JOIN, user_id NULL = anonymous) or left
+ * (HUB_CL_LEAVE). No-op without a cluster. */
+void hub_cluster_room_event(int kind, const char *room_id, uint64_t conn_id, const char *user_id,
+                            const char *name, uint32_t max_clients);
+
+/* A member of a room on another node (both strings owned). */
+typedef struct {
+    char *client_id;
+    char *user_id;   /* "anon-<client id>" for an anonymous connection */
+} hub_cluster_member_t;
+
+/* The members of room_id on other live nodes: *out is malloc'd (free with
+ * hub_cluster_members_free); returns how many (0: *out NULL). */
+size_t hub_cluster_room_members(const char *room_id, hub_cluster_member_t **out);
+void hub_cluster_members_free(hub_cluster_member_t *v, size_t n);
+
+/* The number of members of room_id on other live nodes. */
+uint32_t hub_cluster_room_count(const char *room_id);
+
+/* 1 when some other live node has room_id: fills out (id and name owned,
+ * free with hub_reg_info_free) with the name and max_clients the first such
+ * node announced and the remote member count. 0 otherwise. */
+int hub_cluster_room_info(const char *room_id, hub_room_info_t *out);
+
+/* Turns this node's room list (hub_reg_room_list: *v, n) into the cluster's:
+ * adds the remote members to each room's member_count and appends the rooms
+ * that exist only on other nodes. Returns the new count (*v may move; on
+ * out of memory the rooms that fit). */
+size_t hub_cluster_rooms_merge(hub_room_info_t **v, size_t n);
 
 typedef struct {
     char node_id[72];

@@ -203,6 +203,7 @@ static int leave_locked(room_t *r, client_t *c)
     if (!idvec_remove(&r->pw[c->worker], c->conn_id))
         return 0;
     hub_mc_add(&hub_metrics_here()->room_leaves, 1);
+    hub_cluster_room_event(HUB_CL_LEAVE, r->id, c->conn_id, NULL, NULL, 0);
     if (--r->count == 0)
         hub_cluster_room_use(r->id, -1); /* no local member left: unsubscribe */
     for (uint32_t i = 0; i < c->nrooms; i++) {
@@ -212,6 +213,7 @@ static int leave_locked(room_t *r, client_t *c)
         }
     }
     if (r->count == 0 && r->auto_created) {
+        hub_cluster_room_event(HUB_CL_ROOM_OFF, r->id, 0, NULL, NULL, 0);
         hub_strmap_del(&R.rooms, r->id);
         room_free(r);
         return 1;
@@ -275,6 +277,8 @@ int hub_reg_client_set_user(uint64_t conn_id, const char *user_id)
         char *old = c->user_id;
         c->user_id = dup;
         dup = old;
+        for (uint32_t i = 0; i < c->nrooms; i++) /* the other nodes' member lists */
+            hub_cluster_room_event(HUB_CL_JOIN, c->rooms[i]->id, conn_id, c->user_id, NULL, 0);
     }
     uv_mutex_unlock(&R.mu);
     free(dup);
@@ -474,6 +478,7 @@ static room_t *room_new(const char *id, const char *name, uint32_t max, int auto
         free(r);
         return NULL;
     }
+    hub_cluster_room_event(HUB_CL_ROOM_ON, r->id, 0, NULL, r->name, r->max_clients);
     return r;
 }
 
@@ -504,6 +509,7 @@ int hub_reg_room_delete(const char *id, hub_member_t **members, size_t *n)
         return HUB_ENOTFOUND;
     }
     hub_mc_add(&hub_metrics_here()->room_leaves, r->count);
+    hub_cluster_room_event(HUB_CL_ROOM_OFF, r->id, 0, NULL, NULL, 0); /* with its members */
     if (r->count > 0) {
         *members = calloc(r->count, sizeof(hub_member_t));
         hub_cluster_room_use(r->id, -1);
@@ -539,22 +545,32 @@ int hub_reg_room_join(const char *id, uint64_t conn_id, int auto_create, uint32_
                       uint32_t max_per_client)
 {
     int rc;
+    hub_room_info_t remote = { 0 };
     uv_mutex_lock(&R.mu);
     client_t *c = hub_idmap_get(&R.clients, conn_id);
     room_t *r = hub_strmap_get(&R.rooms, id);
+    /* a room that exists only on other nodes is joined here as they
+     * announced it (lock order: registry, then the cluster's node table) */
+    int elsewhere = c != NULL && r == NULL && hub_cluster_room_info(id, &remote);
+    uint32_t max = r ? r->max_clients : elsewhere ? remote.max_clients : default_max;
+    /* other nodes' members count against max_clients: best effort, two
+     * nodes admitting the last seat at once can overfill the room */
+    uint32_t others = 0;
+    if (max && c != NULL)
+        others = elsewhere ? remote.member_count : hub_cluster_room_count(id);
     if (c == NULL) {
         rc = HUB_EOFFLINE;
-    } else if (r == NULL && !auto_create) {
+    } else if (r == NULL && !auto_create && !elsewhere) {
         rc = HUB_ENOTFOUND;
     } else if (r != NULL && idvec_has(&r->pw[c->worker], conn_id)) {
         rc = HUB_EALREADY;
-    } else if (r != NULL && r->max_clients && r->count >= r->max_clients) {
+    } else if (max && (r ? r->count : 0) + others >= max) {
         rc = HUB_EROOMFULL;
     } else if (max_per_client && c->nrooms >= max_per_client) {
         rc = HUB_ETOOMANY;
     } else {
         if (r == NULL)
-            r = room_new(id, NULL, default_max, 1);
+            r = room_new(id, elsewhere ? remote.name : NULL, max, 1);
         rc = HUB_ENOMEM;
         if (r != NULL && idvec_push(&r->pw[c->worker], conn_id) == 0) {
             if (c->nrooms == c->cap) {
@@ -571,15 +587,18 @@ int hub_reg_room_join(const char *id, uint64_t conn_id, int auto_create, uint32_
             rc = (int)++r->count;
             if (rc == 1)
                 hub_cluster_room_use(r->id, +1); /* the first local member: subscribe */
+            hub_cluster_room_event(HUB_CL_JOIN, r->id, conn_id, c->user_id, NULL, 0);
             hub_mc_add(&hub_metrics_here()->room_joins, 1);
         }
     }
 out:
     if (rc < 0 && r != NULL && r->count == 0 && r->auto_created) {
+        hub_cluster_room_event(HUB_CL_ROOM_OFF, r->id, 0, NULL, NULL, 0);
         hub_strmap_del(&R.rooms, r->id);
         room_free(r);
     }
     uv_mutex_unlock(&R.mu);
+    hub_reg_info_free(&remote);
     return rc;
 }
 

@@ -84,9 +84,12 @@ int hub_reg_room_create(const char *id, const char *name, uint32_t max_clients,
 /* Deletes a room; *members gets its members (caller frees with
  * hub_reg_members_free). HUB_ENOTFOUND if absent. */
 int hub_reg_room_delete(const char *id, hub_member_t **members, size_t *n);
-/* Joins; creates the room when auto_create (with default_max). Returns the
- * member count (> 0) or HUB_ENOTFOUND, HUB_EALREADY, HUB_EROOMFULL,
- * HUB_ETOOMANY, HUB_EOFFLINE (client not registered). */
+/* Joins; creates the room when auto_create (with default_max), or when
+ * another node of the cluster has it (with that node's name and
+ * max_clients). max_clients counts the other nodes' members too (best
+ * effort across nodes). Returns this node's member count (> 0) or
+ * HUB_ENOTFOUND, HUB_EALREADY, HUB_EROOMFULL, HUB_ETOOMANY, HUB_EOFFLINE
+ * (client not registered). */
 int hub_reg_room_join(const char *id, uint64_t conn_id, int auto_create, uint32_t default_max,
                       uint32_t max_per_client);
 /* Leaves; *deleted = 1 when an auto-created room became empty and is gone.
