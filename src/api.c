@@ -565,9 +565,15 @@ static void stats(api_req_t *q)
 {
     size_t clients, rooms;
     hub_reg_counts(&clients, &rooms);
+    if (hub_cluster_enabled()) { /* rooms of every node, each counted once */
+        hub_room_info_t *v;
+        size_t n = hub_reg_room_list(&v);
+        rooms = hub_cluster_rooms_merge(&v, n);
+        hub_reg_rooms_free(v, rooms);
+    }
     cJSON *o = cJSON_CreateObject();
-    /* the nodes' client counts come from their heartbeats; rooms are still
-     * this node's view */
+    /* the nodes' client counts come from their heartbeats, the rooms from
+     * the cluster's membership directory */
     hub_cluster_node_t nv[64];
     size_t nn = hub_cluster_nodes(nv, HUB_ARRAY_LEN(nv));
     if (nn > HUB_ARRAY_LEN(nv))
@@ -595,11 +601,12 @@ static int room_cmp(const void *a, const void *b)
     return strcmp(((const hub_room_info_t *)a)->id, ((const hub_room_info_t *)b)->id);
 }
 
-/* GET /api/rooms: every room, ordered by id */
+/* GET /api/rooms: every room of the cluster, ordered by id */
 static void rooms_list(api_req_t *q)
 {
     hub_room_info_t *v;
     size_t n = hub_reg_room_list(&v);
+    n = hub_cluster_rooms_merge(&v, n);
     if (n > 1)
         qsort(v, n, sizeof(*v), room_cmp);
     cJSON *a = cJSON_CreateArray();
@@ -652,7 +659,8 @@ out:
     cJSON_Delete(j);
 }
 
-/* GET /api/rooms/{id}: the room and its members */
+/* GET /api/rooms/{id}: the room and its members on every node (a room
+ * only other nodes have as they announced it) */
 static void room_get(api_req_t *q)
 {
     if (!path_room_id(q))
@@ -660,17 +668,20 @@ static void room_get(api_req_t *q)
     hub_room_info_t r;
     hub_member_t *m = NULL;
     size_t n = 0;
-    if (hub_reg_room_get(q->path.id, &r) != 0) {
+    int here = hub_reg_room_get(q->path.id, &r) == 0;
+    if (!here && !hub_cluster_room_info(q->path.id, &r)) {
         fail(q, 404, "room_not_found", "no such room", NULL);
         return;
     }
-    if (hub_reg_room_members(q->path.id, &m, &n) != 0) { /* deleted in between */
+    if (here && hub_reg_room_members(q->path.id, &m, &n) != 0) { /* deleted in between */
         hub_reg_info_free(&r);
         fail(q, 404, "room_not_found", "no such room", NULL);
         return;
     }
-    /* two registry reads: the count is the listed members' */
-    cJSON *o = room_json(q, &r, (uint32_t)n);
+    hub_cluster_member_t *rm;
+    size_t rn = hub_cluster_room_members(q->path.id, &rm);
+    /* several reads: the count is the listed members' */
+    cJSON *o = room_json(q, &r, (uint32_t)(n + rn));
     cJSON *a = put(q, o, "members", cJSON_CreateArray());
     for (size_t i = 0; i < n && !q->oom; i++) {
         char cid[HUB_CLIENT_ID_MAX], uid[HUB_USER_ID_MAX];
@@ -679,6 +690,12 @@ static void room_get(api_req_t *q)
         put(q, e, "client_id", cJSON_CreateString(cid));
         put(q, e, "user_id", cJSON_CreateString(uid));
     }
+    for (size_t i = 0; i < rn && !q->oom; i++) {
+        cJSON *e = put(q, a, NULL, cJSON_CreateObject());
+        put(q, e, "client_id", cJSON_CreateString(rm[i].client_id));
+        put(q, e, "user_id", cJSON_CreateString(rm[i].user_id));
+    }
+    hub_cluster_members_free(rm, rn);
     hub_reg_members_free(m, n);
     hub_reg_info_free(&r);
     respond_json(q, 200, NULL, o);

@@ -422,6 +422,7 @@ static int l_room_join(lua_State *L)
                                w->cfg->rooms_default_max_clients, w->cfg->rooms_max_per_client);
     if (rc < 0)
         return fail(L, reason_of(rc));
+    rc += (int)hub_cluster_room_count(room); /* the cluster's member count */
     presence(w, "member_joined", room, cid);
     hub_conn_t *c = hub_worker_conn(w, cid);
     if (c != NULL)
@@ -451,12 +452,24 @@ static int l_room_leave(lua_State *L)
     return 1;
 }
 
+/* A room as the cluster knows it: this node's (with every node's member
+ * count) or, when only other nodes have it, as they announced it. 0 or
+ * HUB_ENOTFOUND; free out with hub_reg_info_free. */
+static int cluster_room(const char *id, hub_room_info_t *out)
+{
+    if (hub_reg_room_get(id, out) == 0) {
+        out->member_count += hub_cluster_room_count(id);
+        return 0;
+    }
+    return hub_cluster_room_info(id, out) ? 0 : HUB_ENOTFOUND;
+}
+
 static int l_room_get(lua_State *L)
 {
     int valid;
     const char *id = check_room(L, 1, &valid);
     hub_room_info_t r;
-    if (!valid || hub_reg_room_get(id, &r) != 0)
+    if (!valid || cluster_room(id, &r) != 0)
         return fail(L, "not_found");
     push_room(L, &r);
     hub_reg_info_free(&r);
@@ -466,7 +479,7 @@ static int l_room_get(lua_State *L)
 static int l_room_list(lua_State *L)
 {
     hub_room_info_t *v;
-    size_t n = hub_reg_room_list(&v);
+    size_t n = hub_cluster_rooms_merge(&v, hub_reg_room_list(&v));
     lua_createtable(L, (int)n, 0);
     for (size_t i = 0; i < n; i++) {
         push_room(L, &v[i]);
@@ -482,16 +495,35 @@ static int l_room_members(lua_State *L)
     int valid;
     const char *id = check_room(L, 1, &valid);
     hub_worker_t *w = worker_of(L);
-    hub_member_t *m;
-    size_t n;
-    if (!valid || hub_reg_room_members(id, &m, &n) != 0)
+    hub_member_t *m = NULL;
+    size_t n = 0;
+    hub_room_info_t r;
+    if (!valid)
         return fail(L, "not_found");
-    lua_createtable(L, (int)n, 0);
+    /* this node's members, then the other nodes' */
+    int here = hub_reg_room_members(id, &m, &n) == 0;
+    hub_cluster_member_t *rm;
+    size_t rn = hub_cluster_room_members(id, &rm);
+    if (!here && rn == 0) {
+        if (!hub_cluster_room_info(id, &r)) /* another node's room may be empty */
+            return fail(L, "not_found");
+        hub_reg_info_free(&r);
+    }
+    lua_createtable(L, (int)(n + rn), 0);
     for (size_t i = 0; i < n; i++) {
         push_member(L, w->srv, m[i].conn_id, m[i].user_id);
         lua_rawseti(L, -2, (int)i + 1);
     }
+    for (size_t i = 0; i < rn; i++) {
+        lua_createtable(L, 0, 2);
+        lua_pushstring(L, rm[i].client_id);
+        lua_setfield(L, -2, "client_id");
+        lua_pushstring(L, rm[i].user_id);
+        lua_setfield(L, -2, "user_id");
+        lua_rawseti(L, -2, (int)(n + i) + 1);
+    }
     hub_reg_members_free(m, n);
+    hub_cluster_members_free(rm, rn);
     mark_array(L);
     return 1;
 }
@@ -500,10 +532,11 @@ static int l_room_count(lua_State *L)
 {
     int valid;
     const char *id = check_room(L, 1, &valid);
-    int n = valid ? hub_reg_room_visit(id, -1, 0, NULL, NULL, NULL) : HUB_ENOTFOUND;
-    if (n < 0)
+    hub_room_info_t r;
+    if (!valid || cluster_room(id, &r) != 0)
         return fail(L, "not_found");
-    lua_pushinteger(L, n);
+    lua_pushinteger(L, r.member_count);
+    hub_reg_info_free(&r);
     return 1;
 }
 
@@ -543,6 +576,8 @@ static int l_room_publish(lua_State *L)
     hub_frame_t *f = build(L, type, 3);
     int n = hub_fanout_room(worker_of(L), room, f, ex);
     hub_frame_release(f);
+    if (n == HUB_ENOTFOUND && hub_cluster_room_count(room) > 0)
+        n = 0; /* only other nodes have it: published to them */
     if (n < 0)
         return fail(L, "not_found");
     lua_pushinteger(L, n);
