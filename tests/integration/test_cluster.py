@@ -330,3 +330,164 @@ def test_node_configs_are_valid(gohub_bin, n):
     p = subprocess.run([gohub_bin, "-t", "-c", str(REPO / "configs" / f"node{n}.yaml")],
                        cwd=str(REPO), capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
+
+
+# ---- the membership directory: rooms and members of every node ------------
+
+def members_of(h, room):
+    r = h.call("room_members", {"room_id": room})
+    if r["message_type"] != "room_members":
+        return None
+    return sorted((m["client_id"], m["user_id"]) for m in r["data"]["members"])
+
+
+def rooms_of(h):
+    r = h.call_ok("list_rooms", {}, "rooms")
+    return {x["id"]: x for x in r["data"]["rooms"]}
+
+
+def api_room(d, room):
+    r = http_get(d.port, f"/api/rooms/{room}", timeout=3.0)
+    assert r is not None, "GET /api/rooms/{id}: no answer"
+    return r.status, (r.json() if r.status == 200 else None)
+
+
+def test_room_members_and_list_rooms_are_cluster_wide(start_daemon, bus):
+    n1, n2, n3 = cluster(start_daemon, bus)
+    a, b, c = Hub(n1.port, name="a"), Hub(n2.port, name="b"), Hub(n3.port, name="c")
+    b2 = Hub(n2.port, name="b2")
+    for h in (a, b, b2, c):
+        h.call_ok("join_room", {"room_id": "lobby"}, "room_joined")
+    want = sorted((h.whoami(), f"anon-{h.whoami()}") for h in (a, b, b2, c))
+    assert wait_for(lambda: members_of(a, "lobby") == want, 5), members_of(a, "lobby")
+    # every node converges on the same list (the directory is asynchronous)
+    assert wait_for(lambda: members_of(c, "lobby") == want, 5), members_of(c, "lobby")
+    assert rooms_of(a)["lobby"]["member_count"] == 4
+    # the HTTP API of any node says the same
+    status, body = api_room(n3, "lobby")
+    assert status == 200 and body["member_count"] == 4, body
+    assert sorted((m["client_id"], m["user_id"]) for m in body["members"]) == want
+    r = http_get(n1.port, "/api/rooms", timeout=3.0)
+    assert [x["member_count"] for x in r.json() if x["id"] == "lobby"] == [4], r.json()
+    # a member that leaves is gone everywhere; join_room counts the cluster
+    b2.call_ok("leave_room", {"room_id": "lobby"}, "room_left")
+    want.remove((b2.whoami(), f"anon-{b2.whoami()}"))
+    assert wait_for(lambda: members_of(a, "lobby") == want, 5), members_of(a, "lobby")
+    d = Hub(n1.port, name="d")
+    assert d.call_ok("join_room", {"room_id": "lobby"}, "room_joined")["data"]["member_count"] == 4
+    # a room that exists only on node2 is listed on node1, as node2 made it
+    r = http_post(n2.port, "/api/rooms", json.dumps({"id": "only2", "name": "Only Two",
+                                                     "max_clients": 7}))
+    assert r.status == 201, r
+    assert wait_for(lambda: "only2" in rooms_of(a), 5), rooms_of(a)
+    o = rooms_of(a)["only2"]
+    assert (o["name"], o["max_clients"], o["member_count"]) == ("Only Two", 7, 0), o
+    assert members_of(a, "only2") == []
+    status, body = api_room(n1, "only2")
+    assert status == 200 and body["name"] == "Only Two" and body["members"] == [], body
+    assert stats(n1)["room_count"] == 2
+    # and is gone everywhere when node2 deletes it
+    r = http_request_delete(n2.port, "/api/rooms/only2")
+    assert r.status == 200, r
+    assert wait_for(lambda: "only2" not in rooms_of(a), 5), rooms_of(a)
+    assert api_room(n1, "only2")[0] == 404
+    assert a.call("room_members", {"room_id": "only2"})["data"]["code"] == 3000
+
+
+def http_request_delete(port, path):
+    from gohub_helpers import request
+    return request(port, f"DELETE {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                         "Connection: close\r\n\r\n".encode())
+
+
+def test_user_ids_of_remote_members(start_daemon, bus):
+    auth = {"GOHUB_AUTH_ENABLED": "true", "GOHUB_AUTH_SECRET_KEY": SECRET}
+    n1, n2, _ = cluster(start_daemon, bus, extra=auth)
+    odd = 'bob "the:1" 7\\ ü'  # quotes, colons, digits, a backslash, non-ASCII
+    a = Hub(n1.port, name="a", path=f"/ws?token={token('alice')}")
+    b = Hub(n2.port, name="b", path=f"/ws?token={token(odd)}")
+    for h in (a, b):
+        h.call_ok("join_room", {"room_id": "ids"}, "room_joined")
+    want = sorted([(a.whoami(), "alice"), (b.whoami(), odd)])
+    assert wait_for(lambda: members_of(a, "ids") == want, 5), members_of(a, "ids")
+
+
+def test_killed_node_members_leave_every_room(start_daemon, bus):
+    # the default heartbeat (2 s) and node timeout (7 s): gone within 10 s
+    defaults = {"GOHUB_CLUSTER_HEARTBEAT_INTERVAL": "2s", "GOHUB_CLUSTER_NODE_TIMEOUT": "7s"}
+    n1, n2, n3 = cluster(start_daemon, bus, extra=defaults)
+    a, b = Hub(n1.port, name="a"), Hub(n2.port, name="b")
+    x, y = Hub(n3.port, name="x"), Hub(n3.port, name="y")
+    for h in (a, b, x, y):
+        h.call_ok("join_room", {"room_id": "r1"}, "room_joined")
+    x.call_ok("join_room", {"room_id": "r2"}, "room_joined")
+    a.call_ok("join_room", {"room_id": "r2"}, "room_joined")
+    y.call_ok("join_room", {"room_id": "r3"}, "room_joined")  # only node3 has r3
+    ids = {h: h.whoami() for h in (a, b, x, y)}
+    assert wait_for(lambda: len(members_of(a, "r1") or []) == 4, 5), members_of(a, "r1")
+    assert wait_for(lambda: "r3" in rooms_of(b), 5)
+    for h in (a, b):
+        h.drain()
+    n3.proc.kill()
+    n3.exit_checked = True
+    t0 = time.monotonic()
+    for h in (a, b):
+        left = set()
+        while len(left) < 2:
+            m = h.expect_type("member_left", timeout=12,
+                              pred=lambda m: m["data"]["room_id"] == "r1")
+            assert m["data"]["client_id"] not in left, f"{h}: member_left twice: {m.raw}"
+            left.add(m["data"]["client_id"])
+            assert m["data"]["user_id"] == f"anon-{m['data']['client_id']}", m.raw
+        assert left == {ids[x], ids[y]}, left
+    m = a.expect_type("member_left", timeout=2, pred=lambda m: m["data"]["room_id"] == "r2")
+    assert m["data"]["client_id"] == ids[x]
+    gone = time.monotonic() - t0
+    assert gone <= 10.0, f"node3's members left after {gone:.1f}s"
+    assert members_of(a, "r1") == sorted([(ids[a], f"anon-{ids[a]}"), (ids[b], f"anon-{ids[b]}")])
+    assert members_of(b, "r2") == [(ids[a], f"anon-{ids[a]}")]
+    assert "r3" not in rooms_of(b) and api_room(n2, "r3")[0] == 404
+    status, body = api_room(n2, "r1")
+    assert status == 200 and body["member_count"] == 2, body
+    # told once: no more member_left
+    for h in (a, b):
+        h.quiet(lambda m: m.get("message_type") == "member_left", wait=0.5,
+                what="a second member_left")
+
+
+def test_a_node_that_joins_later_learns_the_memberships(start_daemon, bus):
+    n1, n2, _ = cluster(start_daemon, bus)
+    a, b = Hub(n1.port, name="a"), Hub(n2.port, name="b")
+    for h in (a, b):
+        h.call_ok("join_room", {"room_id": "early"}, "room_joined")
+    r = http_post(n2.port, "/api/rooms", json.dumps({"id": "empty2", "max_clients": 3}))
+    assert r.status == 201, r
+    want = sorted((h.whoami(), f"anon-{h.whoami()}") for h in (a, b))
+    late = start_node(start_daemon, bus, "node4")
+    wait_for(lambda: health(late)[1]["bus"] == "connected", 10)
+    assert wait_for(lambda: node_ids(late) == ["node1", "node2", "node3", "node4"], 10)
+    c = Hub(late.port, name="c")
+    assert wait_for(lambda: members_of(c, "early") == want, 5), members_of(c, "early")
+    rooms = rooms_of(c)
+    assert rooms["early"]["member_count"] == 2 and rooms["empty2"]["max_clients"] == 3, rooms
+    # and its own members reach the others
+    c.call_ok("join_room", {"room_id": "early"}, "room_joined")
+    want = sorted(want + [(c.whoami(), f"anon-{c.whoami()}")])
+    assert wait_for(lambda: members_of(a, "early") == want, 5), members_of(a, "early")
+
+
+def test_max_clients_counts_members_on_every_node(start_daemon, bus):
+    n1, n2, n3 = cluster(start_daemon, bus)
+    r = http_post(n1.port, "/api/rooms", json.dumps({"id": "cap", "max_clients": 2}))
+    assert r.status == 201, r
+    a, b, c = Hub(n1.port, name="a"), Hub(n2.port, name="b"), Hub(n3.port, name="c")
+    assert wait_for(lambda: "cap" in rooms_of(b) and "cap" in rooms_of(c), 5)
+    a.call_ok("join_room", {"room_id": "cap"}, "room_joined")
+    assert wait_for(lambda: rooms_of(b)["cap"]["member_count"] == 1, 5)
+    # node2 joins a room only node1 had, with node1's max_clients
+    assert b.call_ok("join_room", {"room_id": "cap"}, "room_joined")["data"]["member_count"] == 2
+    assert wait_for(lambda: rooms_of(c)["cap"]["member_count"] == 2, 5)
+    c.call_err("join_room", {"room_id": "cap"}, 3002)
+    b.call_ok("leave_room", {"room_id": "cap"}, "room_left")
+    assert wait_for(lambda: rooms_of(c)["cap"]["member_count"] == 1, 5)
+    c.call_ok("join_room", {"room_id": "cap"}, "room_joined")
