@@ -5,8 +5,12 @@
  * A bus message is a header line then the frame bytes:
  *   "GH1 <kind> <origin> <epoch hex> <seq> <mtype> <arg length>\n<arg><frame>"
  * origin is the sender's node id, epoch a random number drawn at its start
- * (a restarted node is a new identity even with the same id), seq counts the
- * sender's messages from 1, mtype is the frame's metrics label.
+ * (a restarted node is a new identity even with the same id), seq numbers
+ * the sender's messages on that subject (consecutive within a burst; see
+ * next_seq), mtype is the frame's metrics label. Receivers keep a dedupe
+ * window per (origin, subject): each subject may arrive on its own path (a
+ * JetStream consumer per subject catches up on its own), so one origin-wide
+ * window would call a lagging subject's messages too old.
  *
  * The membership directory (kinds C D J L m on "ctl"): each node announces
  * its rooms and their members as they change, and its whole list to a node
@@ -57,13 +61,30 @@ typedef struct dead_s {
     char id[];
 } dead_t;
 
+/* What a node has seen of one origin's subject: sequences are per (origin
+ * epoch, subject), because each subject may reach us on its own path (a
+ * JetStream consumer per subject catches up on its own). */
+typedef struct {
+    uint64_t max_seq;            /* highest sequence seen */
+    uint64_t seen[WINDOW_WORDS]; /* bit i: max_seq - 1 - i was seen */
+    uint64_t last_ms;            /* bus loop time it last moved */
+} window_t;
+
+/* The sequence this node gives its next message on one subject. */
+typedef struct {
+    uint64_t seq;
+    uint64_t last_ms;
+} counter_t;
+
+#define STREAM_IDLE_MS   (2 * 60 * 1000) /* a receiver forgets an idle window */
+#define COUNTER_IDLE_MS  (3 * 60 * 1000) /* a sender forgets later, see next_seq */
+
 typedef struct {
     char id[72];
     uint64_t epoch;
     uint64_t last_ms;            /* bus loop time of its last message */
     uint32_t clients;
-    uint64_t max_seq;            /* highest sequence seen */
-    uint64_t seen[WINDOW_WORDS]; /* bit i: max_seq - 1 - i was seen */
+    hub_strmap_t windows;        /* subject -> window_t (owned): dedupe per stream */
     hub_strmap_t users;          /* user ids connected to it (values unused) */
     hub_strmap_t rooms;          /* room id -> rroom_t (owned) */
     size_t nmembers;             /* entries in all its rooms */
@@ -81,7 +102,8 @@ struct hub_bus_s {
     uv_timer_t beat, sweep;
     atomic_int state;
     uint64_t epoch;
-    uint64_t seq;
+    hub_strmap_t counters;       /* subject -> counter_t (owned) */
+    uint64_t last_trim_ms;
     hub_strmap_t subjects;       /* subject -> use count (intptr_t) */
     uv_mutex_t nodes_mu;         /* guards nodes (workers read it) */
     node_t *nodes;
@@ -164,6 +186,54 @@ typedef struct {
 } user_msg_t;
 
 /* Bus thread: numbers and sends one message. */
+/* The next sequence number on subject, or 0 when out of memory. Within a
+ * burst they are consecutive; a counter idle for COUNTER_IDLE_MS is
+ * forgotten (rooms come and go) and restarts from the wall clock in
+ * microseconds, which is past anything it gave before, while receivers
+ * forgot the window already (STREAM_IDLE_MS is shorter). */
+static uint64_t next_seq(hub_bus_t *b, const char *subject)
+{
+    uint64_t now = uv_now(&b->loop);
+    counter_t *c = hub_strmap_get(&b->counters, subject);
+    if (c == NULL) {
+        if ((c = malloc(sizeof(*c))) == NULL)
+            return 0;
+        c->seq = hub_now_ms() * 1000;
+        if (hub_strmap_put(&b->counters, subject, c) != 0) {
+            free(c);
+            return 0;
+        }
+    }
+    c->last_ms = now;
+    return ++c->seq;
+}
+
+static void counters_free(hub_bus_t *b)
+{
+    size_t it;
+    for (hub_strmap_entry_t *e = hub_strmap_first(&b->counters, &it); e;
+         e = hub_strmap_next(&b->counters, e, &it))
+        free(e->val);
+    hub_strmap_free(&b->counters);
+}
+
+/* Forgets counters idle for COUNTER_IDLE_MS (at most once a minute). */
+static void trim_counters(hub_bus_t *b, uint64_t now)
+{
+    if (now - b->last_trim_ms < 60000)
+        return;
+    b->last_trim_ms = now;
+    size_t it;
+    for (hub_strmap_entry_t *e = hub_strmap_first(&b->counters, &it); e;) {
+        counter_t *c = e->val;
+        hub_strmap_entry_t *next = hub_strmap_next(&b->counters, e, &it);
+        if (now - c->last_ms > COUNTER_IDLE_MS) {
+            free(hub_strmap_del(&b->counters, e->key));
+        }
+        e = next;
+    }
+}
+
 static void send_now(hub_bus_t *b, int kind, uint8_t mtype, const char *arg, size_t arglen,
                      const uint8_t *p, size_t n)
 {
@@ -175,11 +245,19 @@ static void send_now(hub_bus_t *b, int kind, uint8_t mtype, const char *arg, siz
     if (hub_cluster_subject(kind, argz, subject, sizeof(subject)) == 0)
         return;
     char head[HEADER_MAX], msg_id[128];
-    uint64_t seq = ++b->seq;
+    uint64_t seq = next_seq(b, subject);
+    if (seq == 0) {
+        hub_bus_transport_dropped(b, "out_of_memory");
+        return;
+    }
     int hl = snprintf(head, sizeof(head), "GH1 %c %s %llx %llu %u %zu\n", kind, b->srv->node_id,
                       (unsigned long long)b->epoch, (unsigned long long)seq, mtype, arglen);
-    snprintf(msg_id, sizeof(msg_id), "%s-%llx-%llu", b->srv->node_id,
-             (unsigned long long)b->epoch, (unsigned long long)seq);
+    /* unique in the cluster and at most 128 bytes: the subject as a hash */
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *c = subject; *c; c++)
+        h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+    snprintf(msg_id, sizeof(msg_id), "%s-%llx-%llx-%llu", b->srv->node_id,
+             (unsigned long long)b->epoch, (unsigned long long)h, (unsigned long long)seq);
     if (hl <= 0 || (size_t)hl >= sizeof(head))
         return;
     size_t total = (size_t)hl + arglen + n;
@@ -878,6 +956,8 @@ size_t hub_cluster_nodes(hub_cluster_node_t *out, size_t max)
 
 /* ---- inbound, bus thread ------------------------------------------------------ */
 
+static void windows_free(node_t *nd);
+
 /* The node record for (id, epoch), created when new (*created = 1). NULL
  * when the table is full. A restarted node's members of the old identity
  * are buried. Caller holds nodes_mu. */
@@ -892,12 +972,14 @@ static node_t *node_get(hub_bus_t *b, const char *id, uint64_t epoch, int *creat
             /* restarted: a new identity under the same id */
             hub_log_info("cluster: node restarted", "node_id=%s", id);
             hub_strmap_free(&nd->users);
+            windows_free(nd);
             rooms_clear(b, nd, 1);
             memset(nd, 0, sizeof(*nd));
             snprintf(nd->id, sizeof(nd->id), "%s", id);
             nd->epoch = epoch;
             hub_strmap_init(&nd->users);
             hub_strmap_init(&nd->rooms);
+            hub_strmap_init(&nd->windows);
             b->snapshot_due = 1;
             *created = 1;
         }
@@ -915,6 +997,7 @@ static node_t *node_get(hub_bus_t *b, const char *id, uint64_t epoch, int *creat
     nd->epoch = epoch;
     hub_strmap_init(&nd->users);
     hub_strmap_init(&nd->rooms);
+    hub_strmap_init(&nd->windows);
     b->snapshot_due = 1;
     *created = 1;
     hub_log_info("cluster: node joined", "node_id=%s nodes=%zu", id, b->nnodes + 1);
@@ -926,41 +1009,81 @@ static void node_remove(hub_bus_t *b, size_t i, const char *why)
     hub_log_info("cluster: node left", "node_id=%s reason=%s nodes=%zu", b->nodes[i].id, why,
                  b->nnodes);
     hub_strmap_free(&b->nodes[i].users);
+    windows_free(&b->nodes[i]);
     rooms_clear(b, &b->nodes[i], 1); /* its members leave every room: flush_dead */
     hub_strmap_free(&b->nodes[i].rooms);
     b->nodes[i] = b->nodes[--b->nnodes];
 }
 
-/* Records seq from nd; returns 1 when it is new, 0 for a duplicate (or one
+/* Records seq in w; returns 1 when it is new, 0 for a duplicate (or one
  * too old to tell). */
-static int seq_fresh(node_t *nd, uint64_t seq)
+static int window_fresh(window_t *w, uint64_t seq)
 {
-    if (seq > nd->max_seq) {
-        uint64_t shift = seq - nd->max_seq;
-        if (nd->max_seq != 0 && shift <= WINDOW_BITS) {
+    if (seq > w->max_seq) {
+        uint64_t shift = seq - w->max_seq;
+        if (w->max_seq != 0 && shift <= WINDOW_BITS) {
             /* bit i+shift <- bit i; then mark the old max (bit shift-1) */
             uint64_t ws = shift / 64, bs = shift % 64;
             for (int i = WINDOW_WORDS - 1; i >= 0; i--) {
-                uint64_t lo = (uint64_t)i >= ws ? nd->seen[i - ws] : 0;
-                uint64_t lo2 = (uint64_t)i >= ws + 1 ? nd->seen[i - ws - 1] : 0;
-                nd->seen[i] = bs ? (lo << bs) | (lo2 >> (64 - bs)) : lo;
+                uint64_t lo = (uint64_t)i >= ws ? w->seen[i - ws] : 0;
+                uint64_t lo2 = (uint64_t)i >= ws + 1 ? w->seen[i - ws - 1] : 0;
+                w->seen[i] = bs ? (lo << bs) | (lo2 >> (64 - bs)) : lo;
             }
             uint64_t bit = shift - 1;
-            nd->seen[bit / 64] |= 1ULL << (bit % 64);
+            w->seen[bit / 64] |= 1ULL << (bit % 64);
         } else {
-            memset(nd->seen, 0, sizeof(nd->seen));
+            memset(w->seen, 0, sizeof(w->seen));
         }
-        nd->max_seq = seq;
+        w->max_seq = seq;
         return 1;
     }
-    if (seq == nd->max_seq || nd->max_seq - seq > WINDOW_BITS)
+    if (seq == w->max_seq || w->max_seq - seq > WINDOW_BITS)
         return 0;
-    uint64_t bit = nd->max_seq - seq - 1;
+    uint64_t bit = w->max_seq - seq - 1;
     uint64_t mask = 1ULL << (bit % 64);
-    if (nd->seen[bit / 64] & mask)
+    if (w->seen[bit / 64] & mask)
         return 0;
-    nd->seen[bit / 64] |= mask;
+    w->seen[bit / 64] |= mask;
     return 1;
+}
+
+/* Records seq of nd's subject; 1 when new. Caller holds nodes_mu. */
+static int seq_fresh(node_t *nd, const char *subject, uint64_t seq, uint64_t now)
+{
+    window_t *w = hub_strmap_get(&nd->windows, subject);
+    if (w == NULL) {
+        if ((w = calloc(1, sizeof(*w))) == NULL)
+            return 1; /* out of memory: deliver rather than lose */
+        if (hub_strmap_put(&nd->windows, subject, w) != 0) {
+            free(w);
+            return 1;
+        }
+    }
+    w->last_ms = now;
+    return window_fresh(w, seq);
+}
+
+/* Frees nd's windows (node record going away). */
+static void windows_free(node_t *nd)
+{
+    size_t it;
+    for (hub_strmap_entry_t *e = hub_strmap_first(&nd->windows, &it); e;
+         e = hub_strmap_next(&nd->windows, e, &it))
+        free(e->val);
+    hub_strmap_free(&nd->windows);
+}
+
+/* Forgets nd's windows idle for STREAM_IDLE_MS. */
+static void windows_trim(node_t *nd, uint64_t now)
+{
+    size_t it;
+    for (hub_strmap_entry_t *e = hub_strmap_first(&nd->windows, &it); e;) {
+        hub_strmap_entry_t *next = hub_strmap_next(&nd->windows, e, &it);
+        window_t *w = e->val;
+        if (now - w->last_ms > STREAM_IDLE_MS)
+            free(hub_strmap_del(&nd->windows, e->key));
+        e = next;
+    }
 }
 
 /* Adds the '\n'-separated user ids of a snapshot to nd's set. */
@@ -1004,8 +1127,11 @@ static int parse_num(const char **p, const char *end, int base, uint64_t *out)
 void hub_bus_transport_message(hub_bus_t *b, const char *subject, size_t slen, const uint8_t *p,
                                size_t n)
 {
-    HUB_UNUSED(subject);
-    HUB_UNUSED(slen);
+    char subj[300];
+    if (slen == 0 || slen >= sizeof(subj))
+        goto bad;
+    memcpy(subj, subject, slen);
+    subj[slen] = '\0';
     const char *s = (const char *)p, *end = s + n;
     uint64_t epoch, seq, mtype, arglen;
     if (n < 8 || memcmp(s, "GH1 ", 4) != 0 || s[5] != ' ')
@@ -1035,7 +1161,7 @@ void hub_bus_transport_message(hub_bus_t *b, const char *subject, size_t slen, c
     uv_mutex_lock(&b->nodes_mu);
     int created;
     node_t *nd = node_get(b, id, epoch, &created);
-    int fresh = nd != NULL && seq_fresh(nd, seq);
+    int fresh = nd != NULL && seq_fresh(nd, subj, seq, uv_now(&b->loop));
     /* met through something else than its snapshot (which starts with its
      * users): it sent that before we listened, so ask again */
     int ask = created && fresh && kind != HUB_CL_USERS && kind != HUB_CL_BYE;
@@ -1122,14 +1248,19 @@ static void on_sweep(uv_timer_t *t)
 {
     hub_bus_t *b = t->data;
     uint64_t now = uv_now(&b->loop);
+    int trim = now - b->last_trim_ms >= 60000;
     uv_mutex_lock(&b->nodes_mu);
     for (size_t i = 0; i < b->nnodes;) {
-        if (now - b->nodes[i].last_ms > b->cfg->cluster_node_timeout_ms)
+        if (now - b->nodes[i].last_ms > b->cfg->cluster_node_timeout_ms) {
             node_remove(b, i, "timeout");
-        else
-            i++;
+            continue;
+        }
+        if (trim)
+            windows_trim(&b->nodes[i], now);
+        i++;
     }
     uv_mutex_unlock(&b->nodes_mu);
+    trim_counters(b, now);
     flush_dead(b);
 }
 
@@ -1172,6 +1303,7 @@ int hub_cluster_start(hub_server_t *srv)
     if (uv_random(NULL, NULL, &b->epoch, sizeof(b->epoch), 0, NULL) != 0)
         b->epoch = uv_hrtime() ^ ((uint64_t)srv->start_ms << 20);
     hub_strmap_init(&b->subjects);
+    hub_strmap_init(&b->counters);
     uv_mutex_init(&b->nodes_mu);
     uv_loop_init(&b->loop);
     hub_inbox_init(&b->inbox, &b->loop, b);
@@ -1189,6 +1321,7 @@ int hub_cluster_start(hub_server_t *srv)
         hub_inbox_destroy(&b->inbox);
         uv_mutex_destroy(&b->nodes_mu);
         hub_strmap_free(&b->subjects);
+        counters_free(b);
         free(b);
         return rc;
     }
@@ -1231,8 +1364,10 @@ void hub_cluster_stop(void)
     hub_inbox_destroy(&b->inbox);
     uv_mutex_destroy(&b->nodes_mu);
     hub_strmap_free(&b->subjects);
+    counters_free(b);
     for (size_t i = 0; i < b->nnodes; i++) {
         hub_strmap_free(&b->nodes[i].users);
+        windows_free(&b->nodes[i]);
         rooms_clear(b, &b->nodes[i], 0);
         hub_strmap_free(&b->nodes[i].rooms);
     }
