@@ -71,12 +71,20 @@ uint64_t bench_hist_quantile(const bench_hist_t *h, double q);
 
 enum { MODE_HOLD = 1, MODE_FANOUT, MODE_ECHO };
 
+#define BENCH_MAX_PORTS 64
+#define BENCH_MAX_PIDS 64
+
 typedef struct {
     int mode;
     char host[256];
-    int port;
+    int port;                       /* = ports[0] */
+    int ports[BENCH_MAX_PORTS];     /* --ports: several servers (cluster nodes) */
+    int nports;
+    int pub_port;                   /* fanout: publishers all on this port (0 = spread) */
     char path[512];
-    int pid;
+    int pid;                        /* = pids[0] */
+    int pids[BENCH_MAX_PIDS];       /* --pid A,B,...: RSS and CPU summed over them */
+    int npids;
     char label[256];
     uint32_t src_first, src_last; /* host byte order */
     int procs;                    /* 0 = automatic */
@@ -136,6 +144,18 @@ typedef struct {
     bench_hist_t hist;   /* latency: kernel arrival stamp - ts (fanout), reply - send (echo) */
     bench_hist_t uhist;  /* fanout: user-space receive time - ts (includes client delays) */
 } bench_report_t;
+
+/* the target port of connection `idx`: with several ports, each room's
+ * members go round-robin over them (member k of room r, idx = r + k*rooms,
+ * to ports[(r + k) % nports]), so every room spans every server and every
+ * server gets the same share; without rooms, idx % nports */
+static inline int bench_port_of(const bench_opts_t *o, uint32_t idx, uint32_t rooms)
+{
+    if (o->nports <= 1)
+        return o->port;
+    uint32_t k = rooms ? idx % rooms + idx / rooms : idx;
+    return o->ports[k % (uint32_t)o->nports];
+}
 
 int bench_worker_main(const bench_opts_t *o, const bench_worker_cfg_t *wc, int cmd_fd, int rep_fd);
 

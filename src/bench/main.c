@@ -8,6 +8,12 @@
  * server's /proc/PID, merges the children's fixed-size reports and prints a
  * human table followed by one JSON line (the last line on stdout).
  *
+ * Several servers (cluster nodes): --ports P1,P2,... spreads each room's
+ * members round-robin over them (bench_port_of in bench.h), so every room
+ * has members on every node; in fanout, --pub-port P puts every publisher
+ * on one node, so most deliveries cross the bus. --pid A,B,... sums the
+ * servers' RSS and CPU (hold also reports RSS per PID).
+ *
  * Processes: ceil(conns / 9000) client processes (or --procs), each with
  * a contiguous block of connection indices; in fanout the publishers live
  * in one extra process so their 1 ms pacing timer is not delayed by the
@@ -87,9 +93,13 @@ static void usage(const char *fmt, ...)
     }
     fputs("usage: gohub-bench hold|fanout|echo --port P [options]\n"
           "  common: --host H --path /ws --pid PID --label NAME --src-addrs A-B --procs N --quiet\n"
+          "          --ports P1,P2,... (several servers, e.g. cluster nodes: each room's members\n"
+          "          round-robin over them; instead of --port)\n"
+          "          --pid PID1,PID2,... (RSS and CPU summed, RSS also per PID)\n"
           "  hold:   --conns N --rooms R --hold S\n"
           "  fanout: --conns N --rooms R --publishers K --rate M --duration S --warmup W\n"
           "          --step --step-factor F --p99-limit MS\n"
+          "          --pub-port P (every publisher on the server at port P; default: spread)\n"
           "  echo:   --conns N --window W --type T --duration S --warmup W\n",
           stderr);
     exit(2);
@@ -120,6 +130,23 @@ static void copy_str(const char *opt, char *dst, size_t cap, const char *v)
     if (strlen(v) >= cap)
         usage("%s: too long", opt);
     strcpy(dst, v);
+}
+
+/* "A,B,C": integers in [1, max]; returns how many (at least 1) */
+static int parse_list(const char *opt, const char *v, int *out, int cap, long max)
+{
+    char buf[1024];
+    copy_str(opt, buf, sizeof(buf), v);
+    int n = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save)) {
+        if (n == cap)
+            usage("%s: at most %d values", opt, cap);
+        out[n++] = (int)parse_long(opt, t, 1, max);
+    }
+    if (n == 0)
+        usage("%s needs a value", opt);
+    return n;
 }
 
 static uint32_t parse_ip4(const char *opt, const char *s)
@@ -187,14 +214,23 @@ static void parse_args(int argc, char **argv)
             usage("%s needs a value", name);
         if (strcmp(name, "--host") == 0)
             copy_str(name, O.host, sizeof(O.host), v);
-        else if (strcmp(name, "--port") == 0)
+        else if (strcmp(name, "--port") == 0) {
             O.port = (int)parse_long(name, v, 1, 65535);
+            O.ports[0] = O.port;
+            O.nports = 1;
+        } else if (strcmp(name, "--ports") == 0) {
+            O.nports = parse_list(name, v, O.ports, BENCH_MAX_PORTS, 65535);
+            O.port = O.ports[0];
+        } else if (strcmp(name, "--pub-port") == 0)
+            O.pub_port = (int)parse_long(name, v, 1, 65535);
         else if (strcmp(name, "--path") == 0) {
             copy_str(name, O.path, sizeof(O.path), v);
             if (O.path[0] != '/' || strpbrk(O.path, " \r\n"))
                 usage("--path must start with / and hold no spaces");
-        } else if (strcmp(name, "--pid") == 0)
-            O.pid = (int)parse_long(name, v, 1, 1L << 30);
+        } else if (strcmp(name, "--pid") == 0) {
+            O.npids = parse_list(name, v, O.pids, BENCH_MAX_PIDS, 1L << 30);
+            O.pid = O.pids[0];
+        }
         else if (strcmp(name, "--label") == 0)
             copy_str(name, O.label, sizeof(O.label), v);
         else if (strcmp(name, "--src-addrs") == 0) {
@@ -237,7 +273,9 @@ static void parse_args(int argc, char **argv)
             usage("unknown option '%s'", name);
     }
     if (O.port == 0)
-        usage("--port is required");
+        usage("--port (or --ports) is required");
+    if (O.pub_port && O.mode != MODE_FANOUT)
+        usage("--pub-port is for fanout");
     struct in_addr tmp;
     if (inet_pton(AF_INET, O.host, &tmp) != 1)
         usage("--host must be an IPv4 address, got '%s'", O.host);
@@ -253,12 +291,10 @@ static void parse_args(int argc, char **argv)
 
 /* ---- /proc sampling ------------------------------------------------------ */
 
-static long proc_rss_kb(void)
+static long pid_rss_kb(int pid)
 {
-    if (O.pid <= 0)
-        return -1;
     char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", O.pid);
+    snprintf(path, sizeof(path), "/proc/%d/status", pid);
     FILE *f = fopen(path, "r");
     if (f == NULL)
         return -1;
@@ -272,13 +308,35 @@ static long proc_rss_kb(void)
     return kb;
 }
 
-/* utime + stime in seconds, -1 if unknown */
-static double proc_cpu_s(void)
+/* VmRSS summed over the --pid processes (per process into by_pid when not
+ * NULL), -1 if unknown */
+static long proc_rss_kb_each(long *by_pid)
 {
-    if (O.pid <= 0)
+    if (O.npids == 0)
         return -1;
+    long sum = 0;
+    for (int i = 0; i < O.npids; i++) {
+        long kb = pid_rss_kb(O.pids[i]);
+        if (by_pid)
+            by_pid[i] = kb;
+        if (kb < 0 || sum < 0)
+            sum = -1;
+        else
+            sum += kb;
+    }
+    return sum;
+}
+
+static long proc_rss_kb(void)
+{
+    return proc_rss_kb_each(NULL);
+}
+
+/* utime + stime in seconds, -1 if unknown */
+static double pid_cpu_s(int pid)
+{
     char path[64], buf[2048];
-    snprintf(path, sizeof(path), "/proc/%d/stat", O.pid);
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
     FILE *f = fopen(path, "r");
     if (f == NULL)
         return -1;
@@ -305,6 +363,21 @@ static double proc_cpu_s(void)
     if (field < 15)
         return -1;
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* summed over the --pid processes, -1 if unknown */
+static double proc_cpu_s(void)
+{
+    if (O.npids == 0)
+        return -1;
+    double sum = 0;
+    for (int i = 0; i < O.npids; i++) {
+        double c = pid_cpu_s(O.pids[i]);
+        if (c < 0)
+            return -1;
+        sum += c;
+    }
+    return sum;
 }
 
 /* ---- children ----------------------------------------------------------- */
@@ -614,7 +687,8 @@ static double ms(uint64_t ns)
 
 static int run_hold(void)
 {
-    long rss_before = proc_rss_kb();
+    long rss_before_by[BENCH_MAX_PIDS], rss_after_by[BENCH_MAX_PIDS];
+    long rss_before = proc_rss_kb_each(rss_before_by);
     double cpu0 = proc_cpu_s();
     info("hold: %ld connections, %ld rooms\n", O.conns, O.rooms);
     setup_children(O.conns, ROLE_SUB, 0);
@@ -631,7 +705,7 @@ static int run_hold(void)
     if (ok)
         for (int i = 0; i < nkids; i++)
             dropped += kids[i].rep.dropped;
-    long rss_after = proc_rss_kb();
+    long rss_after = proc_rss_kb_each(rss_after_by);
     double cpu1 = proc_cpu_s();
     stop_children();
     if (!ok)
@@ -657,6 +731,10 @@ static int run_hold(void)
         if (rss_before >= 0)
             printf("  server RSS     %10ld kB before, %ld kB after, %.0f bytes/conn\n", rss_before,
                    rss_after, bpc);
+        if (O.npids > 1)
+            for (int i = 0; i < O.npids; i++)
+                printf("    pid %-8d %10ld kB before, %ld kB after\n", O.pids[i], rss_before_by[i],
+                       rss_after_by[i]);
         if (cpu >= 0)
             printf("  server CPU     %10.2f s\n", cpu);
         if (s.first_error)
@@ -678,6 +756,18 @@ static int run_hold(void)
     jkey("rss_after_kb"), jnum((double)rss_after, 0, 1);
     jkey("bytes_per_conn"), have_bpc ? jnum(bpc, 1, 0) : jraw("null");
     jkey("server_cpu_s"), jnum(cpu, 2, 1);
+    if (O.nports > 1)
+        jkey("ports"), jraw("%d", O.nports);
+    if (O.npids > 1) { /* per server, in --pid order */
+        jkey("rss_before_by_pid_kb"), jraw("[");
+        for (int i = 0; i < O.npids; i++)
+            jraw(i ? ",%ld" : "%ld", rss_before_by[i]);
+        jraw("]");
+        jkey("rss_after_by_pid_kb"), jraw("[");
+        for (int i = 0; i < O.npids; i++)
+            jraw(i ? ",%ld" : "%ld", rss_after_by[i]);
+        jraw("]");
+    }
     jraw("}");
     jflush();
     return s.failed > 0 || s.connected == 0 || dropped > 0 ? 1 : 0;
@@ -727,6 +817,10 @@ static void fanout_json(const step_t *top, const step_t *steps, int nsteps, cons
     jkey("server_cpu_s"), jnum(top->cpu_s, 2, 1);
     jkey("server_us_per_delivery"), jnum(top->us_per_delivery, 3, 1);
     jkey("rss_kb"), jnum((double)top->rss_kb, 0, 1);
+    if (O.nports > 1)
+        jkey("ports"), jraw("%d", O.nports);
+    if (O.pub_port)
+        jkey("pub_port"), jraw("%d", O.pub_port);
     if (summary) {
         jkey("steps"), jraw("[");
         for (int i = 0; i < nsteps; i++) {

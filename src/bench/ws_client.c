@@ -70,7 +70,7 @@ typedef struct {
     struct sockaddr_in dst;
     uint32_t nsrc;
     char hs_req[1024];
-    size_t hs_prefix; /* request up to the key */
+    size_t hs_prefix; /* request up to the Host header's port */
     /* connect phase */
     uint32_t next_start;
     uint32_t *retryq;
@@ -287,6 +287,15 @@ static int send_text(worker_t *w, uint32_t ci, const char *s, size_t len)
 
 /* ---- connect phase ---------------------------------------------------- */
 
+/* the server port of a connection: fanout publishers all go to --pub-port
+ * when given; otherwise see bench_port_of */
+static int conn_port(const worker_t *w, const conn_t *c)
+{
+    if (w->wc->role == ROLE_PUB && w->o->pub_port)
+        return w->o->pub_port;
+    return bench_port_of(w->o, c->idx, w->wc->rooms);
+}
+
 static size_t build_handshake(worker_t *w, uint32_t ci, char *req, size_t cap)
 {
     conn_t *c = &w->c[ci];
@@ -298,7 +307,9 @@ static size_t build_handshake(worker_t *w, uint32_t ci, char *req, size_t cap)
     bench_base64(raw, 16, c->key);
     memcpy(req, w->hs_req, w->hs_prefix);
     int n = snprintf(req + w->hs_prefix, cap - w->hs_prefix,
-                     "%s\r\nSec-WebSocket-Version: 13\r\n\r\n", c->key);
+                     ":%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "
+                     "%s\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                     conn_port(w, c), c->key);
     return w->hs_prefix + (size_t)n;
 }
 
@@ -341,6 +352,7 @@ static void start_conn(worker_t *w, uint32_t ci)
         attempt_failed(w, ci, "bind", errno);
         return;
     }
+    w->dst.sin_port = htons((uint16_t)conn_port(w, c));
     if (connect(fd, (struct sockaddr *)&w->dst, sizeof(w->dst)) != 0 && errno != EINPROGRESS) {
         attempt_failed(w, ci, "connect", errno);
         return;
@@ -1019,7 +1031,6 @@ int bench_worker_main(const bench_opts_t *o, const bench_worker_cfg_t *wc, int c
     w->n = wc->count;
     w->nsrc = o->src_last - o->src_first + 1;
     w->dst.sin_family = AF_INET;
-    w->dst.sin_port = htons((uint16_t)o->port);
     if (inet_pton(AF_INET, o->host, &w->dst.sin_addr) != 1)
         return 1;
     uint64_t seed = (uint64_t)bench_now_ns() ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ULL;
@@ -1039,10 +1050,8 @@ int bench_worker_main(const bench_opts_t *o, const bench_worker_cfg_t *wc, int c
     }
     w->real_minus_mono = real_minus_mono();
 
-    int hp = snprintf(w->hs_req, sizeof(w->hs_req),
-                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: "
-                      "Upgrade\r\nSec-WebSocket-Key: ",
-                      o->path, o->host, o->port);
+    /* the request up to the Host header's port (the rest: build_handshake) */
+    int hp = snprintf(w->hs_req, sizeof(w->hs_req), "GET %s HTTP/1.1\r\nHost: %s", o->path, o->host);
     if (hp < 0 || (size_t)hp >= sizeof(w->hs_req) - 100)
         return 1;
     w->hs_prefix = (size_t)hp;
