@@ -8,7 +8,9 @@
 #
 # Environment knobs (defaults are the standard run):
 #   GOHUB_BIN, GOHUB_BENCH      binaries (build/release/gohub, build/release/gohub-bench)
-#   BENCH_SCENARIOS             space-separated subset of: idle connect fanout echo callgrind
+#   BENCH_SCENARIOS             space-separated subset of: idle connect fanout echo callgrind cluster
+#                               (cluster: scripts/bench/cluster.sh, 6 gohub nodes on NATS holding
+#                               100,000 connections, cross-node fan-out; gohub only)
 #   BENCH_FANOUT_RATE=150 BENCH_FANOUT_FACTOR=1.25 BENCH_STEP_S=3
 #                               (fan-out steps: 150, 188, 234, 293, 366, 458, 572, 715... msg/s,
 #                               each reaching 100 subscribers: ±25% resolution in a few steps)
@@ -28,7 +30,7 @@ GOHUB=${GOHUB_BIN:-build/release/gohub}
 BENCH=${GOHUB_BENCH:-build/release/gohub-bench}
 CONFIG=configs/gohub.yaml
 RESULTS=bench/results
-SCENARIOS=${BENCH_SCENARIOS:-idle connect fanout echo callgrind}
+SCENARIOS=${BENCH_SCENARIOS:-idle connect fanout echo callgrind cluster}
 FANOUT_RATE=${BENCH_FANOUT_RATE:-150}
 FANOUT_FACTOR=${BENCH_FANOUT_FACTOR:-1.25}
 STEP_S=${BENCH_STEP_S:-3}
@@ -293,6 +295,18 @@ if wanted callgrind; then
     fi
 fi
 
+if wanted cluster; then
+    t1=$(date +%s)
+    if run_child env GOHUB_BIN="$GOHUB" GOHUB_BENCH="$BENCH" BENCH_FANOUT_RATE="$FANOUT_RATE" \
+           BENCH_FANOUT_FACTOR="$FANOUT_FACTOR" BENCH_STEP_S="$STEP_S" \
+           timeout -k 30 480 bash scripts/bench/cluster.sh >"$RESULTS/cluster.log" 2>&1; then
+        log "cluster: done in $(( $(date +%s) - t1 )) s"
+    else
+        FAILED+=("cluster")
+        log "cluster: FAILED after $(( $(date +%s) - t1 )) s (see $RESULTS/cluster.log)"
+    fi
+fi
+
 # ---- summary ----------------------------------------------------------------
 
 export BENCH_NOTE="gohub runs with ${BENCH_GOHUB_WORKERS:-1} worker (server.workers), like the one Node process \
@@ -301,7 +315,8 @@ gohub runs with \`rooms.presence_events\` off, since the Node hub sends no prese
 callgrind runs gohub alone (1 worker, ${CG_MESSAGES} messages, 1 vs 101 recipients). \
 Fan-out steps start at ${FANOUT_RATE} msg/s, ×${FANOUT_FACTOR} every ${STEP_S} s. \
 Connect, fan-out and Lua dispatch: best of ${REPEAT} alternating runs per server \
-(the machine is shared; a run disturbed by another process does not decide the result)."
+(the machine is shared; a run disturbed by another process does not decide the result). \
+Cluster: one run; its fan-out steps use the same grid from 3 steps lower."
 find "$RESULTS" -maxdepth 1 -type f -empty -delete
 echo
 "$PY" scripts/bench/summarize.py "$RESULTS" --runtime "$(( $(date +%s) - T0 ))"

@@ -5,7 +5,8 @@
   summarize.py [RESULTS_DIR] [--runtime SECONDS]
 
 One row per scenario/metric: scenario | gohub | Node ws | gohub ÷ Node | target | met?
-Targets are issue 4's."""
+Targets are issue 4's. The cluster scenario (cluster.json, scripts/bench/cluster.sh)
+gets its own table: 6 nodes next to the single-node gohub figures of the same run."""
 import argparse, datetime, json, os, platform, re, subprocess, sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -101,6 +102,84 @@ def machine():
         "ws": ws_version,
         "commit": rev,
     }
+
+
+def steps_line(st):
+    parts = []
+    for x in st:
+        ok = num(get(x, "p99_ms")) and x["p99_ms"] <= 20 and not get(x, "lost")
+        parts.append("%s → %s/s p99 %s ms%s%s" % (
+            fmt(get(x, "rate")), fmt(get(x, "delivered_per_s")), fmt(get(x, "p99_ms"), "", 1),
+            (", lost %s" % fmt(x["lost"])) if get(x, "lost") else "", "" if ok else " ✗"))
+    return "; ".join(parts)
+
+
+def cluster_table(d):
+    """Rows for cluster.json (6 nodes on NATS) next to the single-node gohub runs."""
+    try:
+        with open(os.path.join(d, "cluster.json")) as f:
+            c = json.loads(f.read().strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError):
+        return []
+    hold, fan = get(c, "hold") or {}, get(c, "fanout") or {}
+    nodes, conns = get(c, "nodes"), get(c, "conns")
+    single_fan = get(load(d, "fanout", "gohub"), "best")
+    single_idle = load(d, "idle-18000", "gohub")
+    rows = []
+
+    def row(name, cv, sv, r=""):
+        rows.append("| %s | %s | %s | %s |" % (name, cv, sv, r))
+
+    row("connections held (failed)", "%s (%s)" % (fmt(get(hold, "connected")), fmt(get(hold, "failed"))),
+        "%s (%s)" % (fmt(get(single_idle, "connected")), fmt(get(single_idle, "failed"))) if single_idle else "—")
+    row("connect + join time", fmt(get(hold, "connect_s"), " s", 1),
+        fmt(get(single_idle, "connect_s"), " s", 1))
+    tot = get(c, "rss_total_kb")
+    row("RSS, all nodes (VmRSS)", fmt(tot / 1024 if num(tot) else None, " MB", 1),
+        fmt(get(single_idle, "rss_after_kb") / 1024 if num(get(single_idle, "rss_after_kb")) else None, " MB", 1))
+    per = get(c, "rss_by_node_kb") or []
+    if per:
+        row("RSS per node", " / ".join(fmt(x / 1024 if num(x) else None, "", 1) for x in per) + " MB", "—")
+    row("bytes per connection (RSS growth ÷ conns)", fmt(get(c, "bytes_per_conn"), " B"),
+        fmt(get(single_idle, "bytes_per_conn"), " B"), ratio(get(c, "bytes_per_conn"), get(single_idle, "bytes_per_conn")))
+    nr = get(get(c, "nats_rss_kb"), "hold")
+    row("nats-server RSS while holding", fmt(nr / 1024 if num(nr) else None, " MB", 1), "—")
+    cb = get(c, "best") or {}
+    sb = single_fan or {}
+    row("fan-out: best delivered msgs/s, p99 ≤ 20 ms, 0 loss",
+        fmt(get(cb, "delivered_per_s"), "/s"), fmt(get(sb, "delivered_per_s"), "/s"),
+        ratio(get(cb, "delivered_per_s"), get(sb, "delivered_per_s")))
+    row("fan-out: publish rate of that step", fmt(get(cb, "rate"), " msg/s"), fmt(get(sb, "rate"), " msg/s"),
+        ratio(get(cb, "rate"), get(sb, "rate")))
+    row("fan-out: p99 at that step", fmt(get(cb, "p99_ms"), " ms", 2), fmt(get(sb, "p99_ms"), " ms", 2))
+    row("fan-out: server CPU per delivery (all nodes)", fmt(get(cb, "server_us_per_delivery"), " µs", 1),
+        fmt(get(sb, "server_us_per_delivery"), " µs", 1),
+        ratio(get(cb, "server_us_per_delivery"), get(sb, "server_us_per_delivery")))
+    out = ["### Cluster: %s nodes on NATS, %s connections" % (fmt(nodes), fmt(conns)), "",
+           "Command: `make bench` (scripts/bench/cluster.sh; alone: `scripts/bench/cluster.sh`, then "
+           "`scripts/bench/summarize.py`). One nats-server and %s gohub nodes (%s worker each, "
+           "presence events and rate limits off) on this machine, with gohub-bench; %s connections in "
+           "%s rooms, each room's members spread round-robin over all nodes; fan-out with one publisher "
+           "per room, all on node1, so %s of %s deliveries cross the bus. Single node: the idle-18,000 "
+           "and fan-out (10,000 clients in 100 rooms) gohub runs above (100 subscribers per room; "
+           "the cluster: %s)."
+           % (fmt(nodes), os.environ.get("BENCH_GOHUB_WORKERS", "1"), fmt(conns), fmt(get(c, "rooms")),
+              fmt(nodes - 1 if num(nodes) else None), fmt(nodes),
+              fmt(conns / get(c, "rooms") if num(conns) and num(get(c, "rooms")) and get(c, "rooms") else None)),
+           "",
+           "| | %s nodes, %s conns | single node | cluster ÷ single |" % (fmt(nodes), fmt(conns)),
+           "|---|---:|---:|---:|"]
+    out.extend(rows)
+    out.append("")
+    st = get(fan, "steps")
+    if isinstance(st, list) and st:
+        out.append("Cluster fan-out steps (publish rate msg/s → delivered, p99; ✗ = over 20 ms or loss):")
+        rr = get(fan, "runs")
+        runs = " (best of %d runs: %s)" % (len(rr), ", ".join(fmt(x, "/s") for x in rr)) \
+            if isinstance(rr, list) and len(rr) > 1 else ""
+        out.append("- %s nodes%s: %s" % (fmt(nodes), runs, steps_line(st)))
+        out.append("")
+    return out
 
 
 def main():
@@ -225,6 +304,7 @@ def main():
         out.append("Fan-out steps (publish rate msg/s → delivered, p99; ✗ = over 20 ms or loss):")
         out.extend(steps)
         out.append("")
+    out.extend(cluster_table(d))
     text = "\n".join(out)
     with open(os.path.join(d, "summary.md"), "w") as f:
         f.write(text)
