@@ -79,6 +79,20 @@ typedef struct {
 #define STREAM_IDLE_MS   (2 * 60 * 1000) /* a receiver forgets an idle window */
 #define COUNTER_IDLE_MS  (3 * 60 * 1000) /* a sender forgets later, see next_seq */
 
+/* The dedupe windows of a node that was dropped, kept for a while: a node
+ * away longer than cluster.node_timeout (a partition, a long bus outage)
+ * comes back with the same identity, and JetStream may redeliver what it
+ * had already delivered. */
+typedef struct {
+    char id[72];
+    uint64_t epoch;
+    uint64_t until_ms;           /* forgotten after this bus loop time */
+    hub_strmap_t windows;        /* owned, as in node_t */
+} grave_t;
+
+#define GRAVES       64          /* dropped nodes remembered at most */
+#define GRAVE_MS     (10 * 60 * 1000)
+
 typedef struct {
     char id[72];
     uint64_t epoch;
@@ -111,6 +125,7 @@ struct hub_bus_s {
     int snapshot_due;            /* a node appeared: tell it our users and rooms */
     char snapshot_ask[72];       /* a node we met after its snapshot: ask it for one */
     dead_t *dead;                /* bus thread: buried rooms, see flush_dead */
+    grave_t graves[GRAVES];      /* guarded by nodes_mu; epoch 0 = free */
     int stopping;
 };
 
@@ -958,6 +973,61 @@ size_t hub_cluster_nodes(hub_cluster_node_t *out, size_t max)
 
 static void windows_free(node_t *nd);
 
+/* Moves nd's windows to the graveyard (the oldest grave makes room).
+ * Caller holds nodes_mu. */
+static void grave_keep(hub_bus_t *b, node_t *nd, uint64_t now)
+{
+    grave_t *g = &b->graves[0];
+    for (int i = 0; i < GRAVES; i++) {
+        if (b->graves[i].epoch == 0) {
+            g = &b->graves[i];
+            break;
+        }
+        if (b->graves[i].until_ms < g->until_ms)
+            g = &b->graves[i];
+    }
+    if (g->epoch != 0) {
+        node_t old;
+        old.windows = g->windows;
+        windows_free(&old);
+    }
+    memcpy(g->id, nd->id, sizeof(g->id));
+    g->epoch = nd->epoch;
+    g->until_ms = now + GRAVE_MS;
+    g->windows = nd->windows; /* moved */
+    hub_strmap_init(&nd->windows);
+}
+
+/* Gives nd back the windows of its own earlier record, if buried. Caller
+ * holds nodes_mu. */
+static void grave_restore(hub_bus_t *b, node_t *nd)
+{
+    for (int i = 0; i < GRAVES; i++) {
+        grave_t *g = &b->graves[i];
+        if (g->epoch == nd->epoch && strcmp(g->id, nd->id) == 0) {
+            windows_free(nd);
+            nd->windows = g->windows;
+            g->epoch = 0;
+            return;
+        }
+    }
+}
+
+/* Forgets graves past their time (every one when now is UINT64_MAX).
+ * Caller holds nodes_mu. */
+static void graves_trim(hub_bus_t *b, uint64_t now)
+{
+    for (int i = 0; i < GRAVES; i++) {
+        grave_t *g = &b->graves[i];
+        if (g->epoch != 0 && (now == UINT64_MAX || now > g->until_ms)) {
+            node_t old;
+            old.windows = g->windows;
+            windows_free(&old);
+            g->epoch = 0;
+        }
+    }
+}
+
 /* The node record for (id, epoch), created when new (*created = 1). NULL
  * when the table is full. A restarted node's members of the old identity
  * are buried. Caller holds nodes_mu. */
@@ -998,6 +1068,7 @@ static node_t *node_get(hub_bus_t *b, const char *id, uint64_t epoch, int *creat
     hub_strmap_init(&nd->users);
     hub_strmap_init(&nd->rooms);
     hub_strmap_init(&nd->windows);
+    grave_restore(b, nd);
     b->snapshot_due = 1;
     *created = 1;
     hub_log_info("cluster: node joined", "node_id=%s nodes=%zu", id, b->nnodes + 1);
@@ -1009,7 +1080,7 @@ static void node_remove(hub_bus_t *b, size_t i, const char *why)
     hub_log_info("cluster: node left", "node_id=%s reason=%s nodes=%zu", b->nodes[i].id, why,
                  b->nnodes);
     hub_strmap_free(&b->nodes[i].users);
-    windows_free(&b->nodes[i]);
+    grave_keep(b, &b->nodes[i], uv_now(&b->loop));
     rooms_clear(b, &b->nodes[i], 1); /* its members leave every room: flush_dead */
     hub_strmap_free(&b->nodes[i].rooms);
     b->nodes[i] = b->nodes[--b->nnodes];
@@ -1259,6 +1330,8 @@ static void on_sweep(uv_timer_t *t)
             windows_trim(&b->nodes[i], now);
         i++;
     }
+    if (trim)
+        graves_trim(b, now);
     uv_mutex_unlock(&b->nodes_mu);
     trim_counters(b, now);
     flush_dead(b);
@@ -1365,6 +1438,7 @@ void hub_cluster_stop(void)
     uv_mutex_destroy(&b->nodes_mu);
     hub_strmap_free(&b->subjects);
     counters_free(b);
+    graves_trim(b, UINT64_MAX);
     for (size_t i = 0; i < b->nnodes; i++) {
         hub_strmap_free(&b->nodes[i].users);
         windows_free(&b->nodes[i]);

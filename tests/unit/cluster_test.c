@@ -65,6 +65,53 @@ TEST(subjects_have_their_own_windows)
     windows_free(&nd);
 }
 
+static void node_init(node_t *nd, const char *id, uint64_t epoch)
+{
+    memset(nd, 0, sizeof(*nd));
+    snprintf(nd->id, sizeof(nd->id), "%s", id);
+    nd->epoch = epoch;
+    hub_strmap_init(&nd->windows);
+}
+
+TEST(a_dropped_node_keeps_its_windows_for_a_while)
+{
+    static hub_bus_t b; /* zeroed: only the graves are used */
+    node_t nd, again;
+    node_init(&nd, "node2", 77);
+    for (uint64_t s = 1; s <= 100; s++)
+        ASSERT(seq_fresh(&nd, "room.a", s, 1));
+    grave_keep(&b, &nd, 1000);   /* dropped after the node timeout */
+    ASSERT_EQ(nd.windows.n, 0);
+    node_init(&again, "node2", 77);
+    grave_restore(&b, &again);   /* back with the same identity */
+    ASSERT(!seq_fresh(&again, "room.a", 50, 2)); /* a redelivery: still a duplicate */
+    ASSERT(seq_fresh(&again, "room.a", 101, 2));
+    /* a restarted node (new epoch) starts clean */
+    node_t other;
+    node_init(&other, "node2", 78);
+    grave_restore(&b, &other);
+    ASSERT(seq_fresh(&other, "room.a", 50, 2));
+    windows_free(&other);
+    /* more dropped nodes than graves: the oldest go, nothing leaks (ASan) */
+    for (int i = 0; i < GRAVES + 10; i++) {
+        node_t n;
+        char id[16];
+        snprintf(id, sizeof(id), "n%d", i);
+        node_init(&n, id, 1);
+        ASSERT(seq_fresh(&n, "ctl", 1, 1));
+        grave_keep(&b, &n, 2000 + (uint64_t)i);
+        windows_free(&n);
+    }
+    /* graves 0-9 made room for 64-73; 10-14 are past their time at +15 */
+    graves_trim(&b, 2000 + GRAVE_MS + 15);
+    int kept = 0;
+    for (int i = 0; i < GRAVES; i++)
+        kept += b.graves[i].epoch != 0;
+    ASSERT_EQ(kept, GRAVES - 5);
+    graves_trim(&b, UINT64_MAX);
+    windows_free(&again);
+}
+
 TEST(subjects_never_leave_their_lane)
 {
     char out[300];
@@ -84,6 +131,7 @@ int main(void)
 {
     RUN(window_matches_a_reference_set);
     RUN(subjects_have_their_own_windows);
+    RUN(a_dropped_node_keeps_its_windows_for_a_while);
     RUN(subjects_never_leave_their_lane);
     HARNESS_MAIN_END();
 }
