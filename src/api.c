@@ -852,18 +852,9 @@ static void client_message(api_req_t *q)
         goto out;
     if ((f = envelope(q, type, raw, rawlen)) == NULL)
         goto out;
-    uint64_t id = path_client(q);
-    if (id == 0 && q->path.id_len < 96) {
-        char cid[96]; /* another live node's client: through the bus */
-        memcpy(cid, q->path.id, q->path.id_len);
-        cid[q->path.id_len] = '\0';
-        if (hub_cluster_client_reachable(cid)) {
-            hub_cluster_publish(HUB_CL_CONN, cid, f);
-            respond_ok(q);
-            goto out;
-        }
-    }
-    if (id == 0 || hub_fanout_conn(q->w, id, f) != 0) {
+    /* a client of this node, or of another live node (through the bus) */
+    if (q->path.id_len > API_MAX_ID ||
+        hub_fanout_client(q->w, q->path.id, q->path.id_len, f) != 0) {
         fail(q, 404, "client_not_found", "no such client connected", NULL);
         goto out;
     }

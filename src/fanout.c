@@ -129,13 +129,88 @@ static hub_inbox_t *inbox_of(hub_worker_t *w, int index)
     return &w->srv->workers[index].inbox;
 }
 
-/* Posts m to worker index; on failure (shutting down) frees it. */
-static void post(hub_worker_t *w, int index, hub_inbox_msg_t *m, hub_blob_t *blob)
+/* Posts one message built by make(i, blob, arg) to each worker i with
+ * want[i], all sharing one blob of the frame bytes p..p+n. A message that
+ * cannot be built or posted (shutting down) gives its reference back. */
+static void post_each(hub_server_t *srv, const uint8_t *p, size_t n, uint8_t mtype,
+                      const int *want, hub_inbox_msg_t *(*make)(int, hub_blob_t *, void *),
+                      void *arg)
 {
-    if (hub_inbox_post(inbox_of(w, index), m) != 0) {
-        hub_blob_release(blob);
-        free(m);
+    unsigned refs = 0;
+    for (int i = 0; i < srv->nworkers; i++)
+        refs += want[i] != 0;
+    if (refs == 0)
+        return;
+    hub_blob_t *b = hub_blob_new(p, n, mtype, refs);
+    if (b == NULL)
+        return;
+    for (int i = 0; i < srv->nworkers; i++) {
+        if (!want[i])
+            continue;
+        hub_inbox_msg_t *m = make(i, b, arg);
+        if (m == NULL || hub_inbox_post(&srv->workers[i].inbox, m) != 0) {
+            free(m);
+            hub_blob_release(b);
+        }
     }
+}
+
+/* What a room or broadcast message is about. */
+typedef struct {
+    const char *room; /* NULL for a broadcast */
+    uint64_t exclude;
+} target_t;
+
+static hub_inbox_msg_t *make_room(int i, hub_blob_t *b, void *arg)
+{
+    HUB_UNUSED(i);
+    const target_t *t = arg;
+    size_t rl = strlen(t->room) + 1;
+    room_msg_t *m = malloc(sizeof(*m) + rl);
+    if (m == NULL)
+        return NULL;
+    m->base.run = run_room;
+    m->blob = b;
+    m->exclude = t->exclude;
+    memcpy(m->room, t->room, rl);
+    return &m->base;
+}
+
+static hub_inbox_msg_t *make_all(int i, hub_blob_t *b, void *arg)
+{
+    HUB_UNUSED(i);
+    const target_t *t = arg;
+    all_msg_t *m = malloc(sizeof(*m));
+    if (m == NULL)
+        return NULL;
+    m->base.run = run_all;
+    m->blob = b;
+    m->exclude = t->exclude;
+    return &m->base;
+}
+
+typedef struct {
+    const uint64_t *ids;
+    const int *workers;
+    size_t n;
+} id_list_t;
+
+static hub_inbox_msg_t *make_ids(int i, hub_blob_t *b, void *arg)
+{
+    id_list_t *l = arg;
+    size_t k = 0;
+    for (size_t j = 0; j < l->n; j++)
+        k += l->workers[j] == i;
+    ids_msg_t *m = malloc(sizeof(*m) + k * sizeof(uint64_t));
+    if (m == NULL)
+        return NULL;
+    m->base.run = run_ids;
+    m->blob = b;
+    m->n = 0;
+    for (size_t j = 0; j < l->n; j++)
+        if (l->workers[j] == i)
+            m->ids[m->n++] = l->ids[j];
+    return &m->base;
 }
 
 /* ---- API --------------------------------------------------------------- */
@@ -151,28 +226,11 @@ int hub_fanout_room(hub_worker_t *w, const char *room_id, hub_frame_t *f, uint64
     int total = hub_reg_room_visit(room_id, w->index, exclude, send_to_id, &v, per_worker);
     if (total < 0)
         return total;
-    int remote = 0;
+    int want[256] = { 0 };
     for (int i = 0; i < nw; i++)
-        if (i != w->index && per_worker[i] > 0)
-            remote++;
-    if (remote > 0) {
-        hub_blob_t *b = hub_blob_from_frame(f, (unsigned)remote);
-        size_t rl = strlen(room_id) + 1;
-        for (int i = 0; b != NULL && i < nw; i++) {
-            if (i == w->index || per_worker[i] == 0)
-                continue;
-            room_msg_t *m = malloc(sizeof(*m) + rl);
-            if (m == NULL) {
-                hub_blob_release(b);
-                continue;
-            }
-            m->base.run = run_room;
-            m->blob = b;
-            m->exclude = exclude;
-            memcpy(m->room, room_id, rl);
-            post(w, i, &m->base, b);
-        }
-    }
+        want[i] = i != w->index && per_worker[i] > 0;
+    target_t t = { room_id, exclude };
+    post_each(w->srv, f->data, f->len, f->kind, want, make_room, &t);
     return total;
 }
 
@@ -180,56 +238,27 @@ int hub_fanout_all(hub_worker_t *w, hub_frame_t *f, uint64_t exclude)
 {
     int nw = w->srv->nworkers;
     hub_cluster_publish(HUB_CL_ALL, NULL, f);
-    if (nw > 1) {
-        hub_blob_t *b = hub_blob_from_frame(f, (unsigned)(nw - 1));
-        for (int i = 0; b != NULL && i < nw; i++) {
-            if (i == w->index)
-                continue;
-            all_msg_t *m = malloc(sizeof(*m));
-            if (m == NULL) {
-                hub_blob_release(b);
-                continue;
-            }
-            m->base.run = run_all;
-            m->blob = b;
-            m->exclude = exclude;
-            post(w, i, &m->base, b);
-        }
-    }
+    int want[256] = { 0 };
+    for (int i = 0; i < nw; i++)
+        want[i] = i != w->index;
+    target_t t = { NULL, exclude };
+    post_each(w->srv, f->data, f->len, f->kind, want, make_all, &t);
     return send_all_local(w, f, exclude);
 }
 
 void hub_fanout_ids(hub_worker_t *w, const uint64_t *ids, const int *workers, size_t n,
                     hub_frame_t *f)
 {
-    int nw = w->srv->nworkers;
     visit_t v = { w, f, 0, 0 };
-    for (int i = 0; i < nw; i++) {
-        size_t k = 0;
-        for (size_t j = 0; j < n; j++)
-            k += workers[j] == i;
-        if (k == 0)
-            continue;
-        if (i == w->index) {
-            for (size_t j = 0; j < n; j++)
-                if (workers[j] == i)
-                    send_to_id(ids[j], &v);
-            continue;
-        }
-        hub_blob_t *b = hub_blob_from_frame(f, 1);
-        ids_msg_t *m = b ? malloc(sizeof(*m) + k * sizeof(uint64_t)) : NULL;
-        if (m == NULL) {
-            hub_blob_release(b);
-            continue;
-        }
-        m->base.run = run_ids;
-        m->blob = b;
-        m->n = 0;
-        for (size_t j = 0; j < n; j++)
-            if (workers[j] == i)
-                m->ids[m->n++] = ids[j];
-        post(w, i, &m->base, b);
+    int want[256] = { 0 };
+    for (size_t j = 0; j < n; j++) {
+        if (workers[j] == w->index)
+            send_to_id(ids[j], &v);
+        else if (workers[j] >= 0)
+            want[workers[j]] = 1;
     }
+    id_list_t l = { ids, workers, n };
+    post_each(w->srv, f->data, f->len, f->kind, want, make_ids, &l);
 }
 
 int hub_fanout_conn(hub_worker_t *w, uint64_t conn_id, hub_frame_t *f)
@@ -241,7 +270,23 @@ int hub_fanout_conn(hub_worker_t *w, uint64_t conn_id, hub_frame_t *f)
     return 0;
 }
 
-int hub_fanout_user(hub_worker_t *w, const char *user_id, hub_frame_t *f)
+int hub_fanout_client(hub_worker_t *w, const char *client_id, size_t len, hub_frame_t *f)
+{
+    uint64_t id = hub_client_id_parse(w->srv, client_id, len);
+    if (id != 0)
+        return hub_fanout_conn(w, id, f);
+    char cid[HUB_CLIENT_ID_MAX];
+    if (len >= sizeof(cid))
+        return HUB_EOFFLINE;
+    memcpy(cid, client_id, len);
+    cid[len] = '\0';
+    if (!hub_cluster_client_reachable(cid))
+        return HUB_EOFFLINE;
+    hub_cluster_publish(HUB_CL_CONN, cid, f); /* another live node's client */
+    return 0;
+}
+
+int hub_fanout_user(hub_worker_t *w, const char *user_id, hub_frame_t *f, int *forwarded)
 {
     hub_member_t local[64];
     size_t n = hub_reg_user_conns(user_id, local, HUB_ARRAY_LEN(local));
@@ -254,7 +299,8 @@ int hub_fanout_user(hub_worker_t *w, const char *user_id, hub_frame_t *f)
         workers[i] = local[i].worker;
     }
     hub_fanout_ids(w, ids, workers, n, f);
-    if (hub_cluster_user_remote(user_id))
+    *forwarded = hub_cluster_user_remote(user_id);
+    if (*forwarded)
         hub_cluster_publish(HUB_CL_USER, user_id, f); /* its connections on other nodes */
     return (int)n;
 }
@@ -338,85 +384,6 @@ int hub_fanout_close(hub_worker_t *w, uint64_t conn_id, uint16_t code, const cha
 
 /* ---- from other nodes (the bus thread) --------------------------------- */
 
-/* Posts one message built by make(i, blob) to each worker i with want[i]. */
-static void post_remote(hub_server_t *srv, const uint8_t *p, size_t n, uint8_t mtype,
-                        const int *want, hub_inbox_msg_t *(*make)(int, hub_blob_t *, void *),
-                        void *arg)
-{
-    unsigned refs = 0;
-    for (int i = 0; i < srv->nworkers; i++)
-        refs += want[i] != 0;
-    if (refs == 0)
-        return;
-    hub_blob_t *b = malloc(sizeof(*b) + n);
-    if (b == NULL)
-        return;
-    atomic_init(&b->refcnt, refs);
-    b->len = (uint32_t)n;
-    b->kind = mtype;
-    memcpy(b->data, p, n);
-    for (int i = 0; i < srv->nworkers; i++) {
-        if (!want[i])
-            continue;
-        hub_inbox_msg_t *m = make(i, b, arg);
-        if (m == NULL || hub_inbox_post(&srv->workers[i].inbox, m) != 0) {
-            free(m);
-            hub_blob_release(b);
-        }
-    }
-}
-
-static hub_inbox_msg_t *make_room(int i, hub_blob_t *b, void *arg)
-{
-    HUB_UNUSED(i);
-    size_t rl = strlen(arg) + 1;
-    room_msg_t *m = malloc(sizeof(*m) + rl);
-    if (m == NULL)
-        return NULL;
-    m->base.run = run_room;
-    m->blob = b;
-    m->exclude = 0;
-    memcpy(m->room, arg, rl);
-    return &m->base;
-}
-
-static hub_inbox_msg_t *make_all(int i, hub_blob_t *b, void *arg)
-{
-    HUB_UNUSED(i);
-    HUB_UNUSED(arg);
-    all_msg_t *m = malloc(sizeof(*m));
-    if (m == NULL)
-        return NULL;
-    m->base.run = run_all;
-    m->blob = b;
-    m->exclude = 0;
-    return &m->base;
-}
-
-typedef struct {
-    const uint64_t *ids;
-    const int *workers;
-    size_t n;
-} id_list_t;
-
-static hub_inbox_msg_t *make_ids(int i, hub_blob_t *b, void *arg)
-{
-    id_list_t *l = arg;
-    size_t k = 0;
-    for (size_t j = 0; j < l->n; j++)
-        k += l->workers[j] == i;
-    ids_msg_t *m = malloc(sizeof(*m) + k * sizeof(uint64_t));
-    if (m == NULL)
-        return NULL;
-    m->base.run = run_ids;
-    m->blob = b;
-    m->n = 0;
-    for (size_t j = 0; j < l->n; j++)
-        if (l->workers[j] == i)
-            m->ids[m->n++] = l->ids[j];
-    return &m->base;
-}
-
 void hub_fanout_remote(hub_server_t *srv, int kind, const char *arg, const uint8_t *p, size_t n,
                        uint8_t mtype)
 {
@@ -431,14 +398,17 @@ void hub_fanout_remote(hub_server_t *srv, int kind, const char *arg, const uint8
             return;
         for (int i = 0; i < srv->nworkers; i++)
             want[i] = per_worker[i] > 0;
-        post_remote(srv, p, n, mtype, want, make_room, (void *)arg);
+        target_t t = { arg, 0 };
+        post_each(srv, p, n, mtype, want, make_room, &t);
         return;
     }
-    case HUB_CL_ALL:
+    case HUB_CL_ALL: {
         for (int i = 0; i < srv->nworkers; i++)
             want[i] = 1;
-        post_remote(srv, p, n, mtype, want, make_all, NULL);
+        target_t t = { NULL, 0 };
+        post_each(srv, p, n, mtype, want, make_all, &t);
         return;
+    }
     case HUB_CL_CONN: {
         uint64_t id = hub_client_id_parse(srv, arg, strlen(arg));
         int owner = id ? hub_reg_client_worker(id) : -1;
@@ -448,7 +418,7 @@ void hub_fanout_remote(hub_server_t *srv, int kind, const char *arg, const uint8
         workers[0] = owner;
         l.n = 1;
         want[owner] = 1;
-        post_remote(srv, p, n, mtype, want, make_ids, &l);
+        post_each(srv, p, n, mtype, want, make_ids, &l);
         return;
     }
     case HUB_CL_USER: {
@@ -462,7 +432,7 @@ void hub_fanout_remote(hub_server_t *srv, int kind, const char *arg, const uint8
             want[workers[j]] = 1;
         }
         l.n = k;
-        post_remote(srv, p, n, mtype, want, make_ids, &l);
+        post_each(srv, p, n, mtype, want, make_ids, &l);
         return;
     }
     default:

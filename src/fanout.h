@@ -22,8 +22,14 @@ int hub_fanout_all(hub_worker_t *w, hub_frame_t *f, uint64_t exclude);
 /* One connection: 0 or HUB_EOFFLINE. */
 int hub_fanout_conn(hub_worker_t *w, uint64_t conn_id, hub_frame_t *f);
 
-/* Every connection of user_id: the count (0 = offline). */
-int hub_fanout_user(hub_worker_t *w, const char *user_id, hub_frame_t *f);
+/* One connection by its client id (len bytes): on this node, or through
+ * the cluster bus on another live node (best effort: that node drops it
+ * when the client has gone). 0 or HUB_EOFFLINE. */
+int hub_fanout_client(hub_worker_t *w, const char *client_id, size_t len, hub_frame_t *f);
+
+/* Every connection of user_id: returns the local count; *forwarded is 1
+ * when other nodes have connections of it too (they get it via the bus). */
+int hub_fanout_user(hub_worker_t *w, const char *user_id, hub_frame_t *f, int *forwarded);
 
 /* Delivers to an explicit list of (conn id, worker) pairs. */
 void hub_fanout_ids(hub_worker_t *w, const uint64_t *ids, const int *workers, size_t n,

@@ -118,16 +118,21 @@ size_t hub_ws_parse_header(const uint8_t *p, size_t n, hub_ws_hdr_t *h)
     return hl;
 }
 
-hub_blob_t *hub_blob_from_frame(const hub_frame_t *f, unsigned refs)
+hub_blob_t *hub_blob_new(const void *p, size_t len, uint8_t kind, unsigned refs)
 {
-    hub_blob_t *b = malloc(sizeof(*b) + f->len);
+    hub_blob_t *b = malloc(sizeof(*b) + len);
     if (b == NULL)
         return NULL;
     atomic_init(&b->refcnt, refs);
-    b->len = f->len;
-    b->kind = f->kind;
-    memcpy(b->data, f->data, f->len);
+    b->len = (uint32_t)len;
+    b->kind = kind;
+    memcpy(b->data, p, len);
     return b;
+}
+
+hub_blob_t *hub_blob_from_frame(const hub_frame_t *f, unsigned refs)
+{
+    return hub_blob_new(f->data, f->len, f->kind, refs);
 }
 
 void hub_blob_release(hub_blob_t *b)

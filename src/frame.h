@@ -83,6 +83,10 @@ typedef struct {
     uint8_t data[];
 } hub_blob_t;
 
+/* A blob with a copy of len bytes at p, of kind, with `refs` references,
+ * or NULL. */
+hub_blob_t *hub_blob_new(const void *p, size_t len, uint8_t kind, unsigned refs);
+
 /* A blob with a copy of f's bytes and `refs` references, or NULL. */
 hub_blob_t *hub_blob_from_frame(const hub_frame_t *f, unsigned refs);
 void hub_blob_release(hub_blob_t *b);

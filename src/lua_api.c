@@ -195,21 +195,11 @@ void hub_lua_push_client(hub_vm_t *vm, hub_conn_t *c)
 /* gohub.send(client_id, type, data) → true | nil, "offline" */
 static int l_send(lua_State *L)
 {
-    uint64_t id = check_client(L, 1);
+    size_t n;
+    const char *cid = HUB_LUA_MAY_RAISE(luaL_checklstring(L, 1, &n));
     const char *type = luaL_checkstring(L, 2);
-    if (id == 0) {
-        /* another node's client: through the bus while that node is alive */
-        const char *cid = lua_tostring(L, 1);
-        if (!hub_cluster_client_reachable(cid))
-            return fail(L, "offline");
-        hub_frame_t *f = build(L, type, 3);
-        hub_cluster_publish(HUB_CL_CONN, cid, f);
-        hub_frame_release(f);
-        lua_pushboolean(L, 1);
-        return 1;
-    }
     hub_frame_t *f = build(L, type, 3);
-    int rc = hub_fanout_conn(worker_of(L), id, f);
+    int rc = hub_fanout_client(worker_of(L), cid, n, f);
     hub_frame_release(f);
     if (rc != 0)
         return fail(L, "offline");
@@ -217,7 +207,8 @@ static int l_send(lua_State *L)
     return 1;
 }
 
-/* gohub.send_user(user_id, type, data) → count | nil, "offline" */
+/* gohub.send_user(user_id, type, data) → count | nil, "offline"; the count
+ * is this node's connections (0 when only other nodes have the user) */
 static int l_send_user(lua_State *L)
 {
     size_t n;
@@ -225,30 +216,27 @@ static int l_send_user(lua_State *L)
     const char *type = luaL_checkstring(L, 2);
     hub_worker_t *w = worker_of(L);
     hub_frame_t *f = build(L, type, 3);
-    int count;
+    int count, forwarded = 0;
     if (n > 5 && memcmp(uid, "anon-", 5) == 0) {
         /* anon-<client id> names a connection only while it is anonymous
          * (tokens cannot carry such a user id: auth.c refuses them) */
         char had[2];
         uint64_t id = hub_client_id_parse(w->srv, uid + 5, n - 5);
-        count = id && !hub_reg_client_user(id, had, sizeof(had)) &&
-                        hub_fanout_conn(w, id, f) == 0
-                    ? 1
-                    : 0;
-        if (id == 0 && hub_cluster_client_reachable(uid + 5)) {
-            hub_cluster_publish(HUB_CL_CONN, uid + 5, f); /* another node's client */
-            count = -1;
+        if (id != 0) {
+            count = !hub_reg_client_user(id, had, sizeof(had)) &&
+                            hub_fanout_conn(w, id, f) == 0
+                        ? 1
+                        : 0;
+        } else {
+            count = 0; /* another node's client, maybe */
+            forwarded = hub_fanout_client(w, uid + 5, n - 5, f) == 0;
         }
     } else {
-        count = hub_fanout_user(w, uid, f);
-        if (count == 0 && hub_cluster_user_remote(uid))
-            count = -1; /* forwarded: its connections on other nodes get it */
+        count = hub_fanout_user(w, uid, f, &forwarded);
     }
     hub_frame_release(f);
-    if (count == 0)
+    if (count == 0 && !forwarded)
         return fail(L, "offline");
-    if (count < 0)
-        count = 0; /* none here; sent to the cluster */
     lua_pushinteger(L, count);
     return 1;
 }

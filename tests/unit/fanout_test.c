@@ -110,7 +110,9 @@ TEST(every_connection_of_a_user)
     int fa1 = client("alice", &a1), fa2 = client("alice", &a2), fb = client("bob", &b);
     ASSERT(fa1 >= 0 && fa2 >= 0 && fb >= 0);
     hub_frame_t *f = hub_frame_ws(HUB_WS_OP_TEXT, "hello", 5);
-    ASSERT_EQ(hub_fanout_user(&srv.workers[0], "alice", f), 2);
+    int forwarded = -1;
+    ASSERT_EQ(hub_fanout_user(&srv.workers[0], "alice", f, &forwarded), 2);
+    ASSERT_EQ(forwarded, 0);            /* no cluster */
     ASSERT_EQ(f->refcnt, 3);            /* one frame, referenced by both queues */
     uint8_t buf[64];
     ASSERT_EQ(drain(fa1, buf, sizeof(buf)), 7);
@@ -118,7 +120,7 @@ TEST(every_connection_of_a_user)
     ASSERT_EQ(drain(fa2, buf, sizeof(buf)), 7);
     ASSERT_EQ(drain(fb, buf, sizeof(buf)), 0);
     ASSERT_EQ(f->refcnt, 1);
-    ASSERT_EQ(hub_fanout_user(&srv.workers[0], "carol", f), 0);
+    ASSERT_EQ(hub_fanout_user(&srv.workers[0], "carol", f, &forwarded), 0);
     hub_frame_release(f);
     close(fa1);
     close(fa2);
