@@ -184,21 +184,17 @@ typedef struct {
     uint8_t bytes[];   /* arg, then the frame */
 } pub_msg_t;
 
+/* A room's or a user's local use went up or down (run_use, run_user). */
 typedef struct {
     hub_inbox_msg_t base;
     int delta;
-    char room[];
+    char name[];
 } use_msg_t;
 
 typedef struct {
     hub_inbox_msg_t base;
 } stop_msg_t;
 
-typedef struct {
-    hub_inbox_msg_t base;
-    int delta;
-    char user[];
-} user_msg_t;
 
 /* Bus thread: numbers and sends one message. */
 /* The next sequence number on subject, or 0 when out of memory. Within a
@@ -323,7 +319,7 @@ static void run_use(void *owner, hub_inbox_msg_t *m)
     hub_bus_t *b = owner;
     use_msg_t *um = (use_msg_t *)m;
     char subject[300];
-    if (!b->stopping && hub_cluster_subject(HUB_CL_ROOM, um->room, subject, sizeof(subject)))
+    if (!b->stopping && hub_cluster_subject(HUB_CL_ROOM, um->name, subject, sizeof(subject)))
         use_subject(b, subject, um->delta);
     free(um);
 }
@@ -331,10 +327,10 @@ static void run_use(void *owner, hub_inbox_msg_t *m)
 static void run_user(void *owner, hub_inbox_msg_t *m)
 {
     hub_bus_t *b = owner;
-    user_msg_t *um = (user_msg_t *)m;
+    use_msg_t *um = (use_msg_t *)m;
     if (!b->stopping)
-        send_now(b, um->delta > 0 ? HUB_CL_USER_ON : HUB_CL_USER_OFF, 0, um->user,
-                 strlen(um->user), NULL, 0);
+        send_now(b, um->delta > 0 ? HUB_CL_USER_ON : HUB_CL_USER_OFF, 0, um->name,
+                 strlen(um->name), NULL, 0);
     free(um);
 }
 
@@ -698,34 +694,30 @@ void hub_cluster_publish(int kind, const char *arg, const hub_frame_t *f)
         free(m);
 }
 
-void hub_cluster_room_use(const char *room_id, int delta)
+/* Posts a use change of name to the bus thread, run by run. */
+static void post_use(void (*run)(void *, hub_inbox_msg_t *), const char *name, int delta)
 {
     if (B == NULL)
         return;
-    size_t l = strlen(room_id) + 1;
+    size_t l = strlen(name) + 1;
     use_msg_t *m = malloc(sizeof(*m) + l);
     if (m == NULL)
         return;
-    m->base.run = run_use;
+    m->base.run = run;
     m->delta = delta;
-    memcpy(m->room, room_id, l);
+    memcpy(m->name, name, l);
     if (hub_inbox_post(&B->inbox, &m->base) != 0)
         free(m);
 }
 
+void hub_cluster_room_use(const char *room_id, int delta)
+{
+    post_use(run_use, room_id, delta);
+}
+
 void hub_cluster_user_use(const char *user_id, int delta)
 {
-    if (B == NULL)
-        return;
-    size_t l = strlen(user_id) + 1;
-    user_msg_t *m = malloc(sizeof(*m) + l);
-    if (m == NULL)
-        return;
-    m->base.run = run_user;
-    m->delta = delta;
-    memcpy(m->user, user_id, l);
-    if (hub_inbox_post(&B->inbox, &m->base) != 0)
-        free(m);
+    post_use(run_user, user_id, delta);
 }
 
 void hub_cluster_room_event(int kind, const char *room_id, uint64_t conn_id, const char *user_id,
