@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "bus.h"
+#include "cluster_ops.h"
 #include "config.h"
 #include "conn.h"
 #include "fanout.h"
@@ -36,6 +37,7 @@
 #include "log.h"
 #include "msg.h"
 #include "registry.h"
+#include "seats.h"
 #include "server.h"
 
 #define WINDOW_WORDS 16                 /* dedupe window: 1,024 sequence numbers */
@@ -115,6 +117,7 @@ struct hub_bus_s {
     hub_inbox_t inbox;
     uv_timer_t beat, sweep;
     atomic_int state;
+    uint64_t up_since_ms;        /* bus loop time the bus last connected; 0 = down */
     uint64_t epoch;
     hub_strmap_t counters;       /* subject -> counter_t (owned) */
     uint64_t last_trim_ms;
@@ -130,6 +133,7 @@ struct hub_bus_s {
 };
 
 static hub_bus_t *B; /* set by hub_cluster_start, cleared by stop */
+static _Thread_local int on_bus_thread;
 
 /* ---- subjects ------------------------------------------------------------- */
 
@@ -145,21 +149,31 @@ static size_t put_id(char *out, size_t j, size_t outlen, const char *id)
     return j;
 }
 
+static int node_addressed(int kind)
+{
+    return kind == HUB_CL_SEAT_ASK || kind == HUB_CL_SEAT_ANS || kind == HUB_CL_SEAT_FREE ||
+           kind == HUB_CL_QUERY || kind == HUB_CL_REPLY;
+}
+
 size_t hub_cluster_subject(int kind, const char *arg, char *out, size_t outlen)
 {
     int ctl = kind == HUB_CL_BEAT || kind == HUB_CL_BYE || kind == HUB_CL_USER_ON ||
               kind == HUB_CL_USER_OFF || kind == HUB_CL_USERS || kind == HUB_CL_ROOM_ON ||
               kind == HUB_CL_ROOM_OFF || kind == HUB_CL_JOIN || kind == HUB_CL_LEAVE ||
-              kind == HUB_CL_ROOMS || kind == HUB_CL_SNAP_ASK;
+              kind == HUB_CL_ROOMS || kind == HUB_CL_SNAP_ASK || kind == HUB_CL_ROOM_DEL;
     const char *fixed = kind == HUB_CL_ALL ? "all" : kind == HUB_CL_USER ? "user" : ctl ? "ctl" : NULL;
     if (fixed != NULL) {
         int n = snprintf(out, outlen, "%s", fixed);
         return n > 0 && (size_t)n < outlen ? (size_t)n : 0;
     }
-    const char *pre = kind == HUB_CL_ROOM ? "room." : kind == HUB_CL_CONN ? "node." : NULL;
+    const char *pre = kind == HUB_CL_ROOM                              ? "room."
+                      : kind == HUB_CL_CONN || node_addressed(kind) ? "node."
+                                                                    : NULL;
     if (pre == NULL || arg == NULL || outlen < 6)
         return 0;
     size_t j = (size_t)snprintf(out, outlen, "%s", pre);
+    if (node_addressed(kind))
+        return put_id(out, j, outlen, arg);
     if (kind == HUB_CL_CONN) {
         /* a client id is "<node id>-<hex>": the subject names the node */
         const char *dash = strrchr(arg, '-');
@@ -692,6 +706,86 @@ void hub_cluster_publish(int kind, const char *arg, const hub_frame_t *f)
     memcpy(m->bytes + al, f->data, f->len);
     if (hub_inbox_post(&B->inbox, &m->base) != 0)
         free(m);
+}
+
+void hub_cluster_send(int kind, const char *arg, const void *p, size_t n)
+{
+    if (B == NULL)
+        return;
+    size_t al = strlen(arg);
+    if (on_bus_thread) {
+        send_now(B, kind, 0, arg, al, p, n);
+        return;
+    }
+    pub_msg_t *m = malloc(sizeof(*m) + al + n);
+    if (m == NULL) {
+        hub_log_warn("cluster: message dropped (out of memory)", "kind=%c", kind);
+        return;
+    }
+    m->base.run = run_pub;
+    m->kind = kind;
+    m->mtype = 0;
+    m->arglen = al;
+    m->len = n;
+    memcpy(m->bytes, arg, al);
+    if (n > 0)
+        memcpy(m->bytes + al, p, n);
+    if (hub_inbox_post(&B->inbox, &m->base) != 0)
+        free(m);
+}
+
+int hub_cluster_post(hub_inbox_msg_t *m)
+{
+    return B != NULL ? hub_inbox_post(&B->inbox, m) : HUB_ECLOSED;
+}
+
+uv_loop_t *hub_cluster_loop(void)
+{
+    return B ? &B->loop : NULL;
+}
+
+/* The rendezvous score of node id for key: a 64-bit hash of both. */
+static uint64_t owner_score(const char *id, const char *key)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *c = id; *c; c++)
+        h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+    h = (h ^ 0xff) * 1099511628211ULL; /* a separator no id holds */
+    for (const char *c = key; *c; c++)
+        h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+    h ^= h >> 33; /* FNV's low bits mix poorly: finish like splitmix64 */
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return h;
+}
+
+int hub_cluster_owner(const char *key, char *out, size_t outlen)
+{
+    hub_bus_t *b = B;
+    uint64_t now = uv_now(&b->loop);
+    const char *self = b->srv->node_id, *best = NULL;
+    uint64_t best_score = 0;
+    /* this node owns only once it has surely heard every live node (their
+     * heartbeats) since its bus came up; the others own from the first
+     * message we hear, which is never earlier than they begin to */
+    if (b->up_since_ms != 0 && now - b->up_since_ms >= b->cfg->cluster_heartbeat_ms + 1000) {
+        best = self;
+        best_score = owner_score(self, key);
+    }
+    uv_mutex_lock(&b->nodes_mu);
+    for (size_t i = 0; i < b->nnodes; i++) {
+        uint64_t sc = owner_score(b->nodes[i].id, key);
+        if (best == NULL || sc > best_score ||
+            (sc == best_score && strcmp(b->nodes[i].id, best) > 0)) {
+            best = b->nodes[i].id;
+            best_score = sc;
+        }
+    }
+    int rc = best == NULL ? 0 : best == self ? 1 : 2;
+    if (best != NULL)
+        snprintf(out, outlen, "%s", best);
+    uv_mutex_unlock(&b->nodes_mu);
+    return rc;
 }
 
 /* Posts a use change of name to the bus thread, run by run. */
@@ -1267,6 +1361,20 @@ void hub_bus_transport_message(hub_bus_t *b, const char *subject, size_t slen, c
     case HUB_CL_USER:
         hub_fanout_remote(b->srv, kind, arg, frame, flen, (uint8_t)mtype);
         break;
+    case HUB_CL_SEAT_ASK:
+    case HUB_CL_SEAT_ANS:
+    case HUB_CL_SEAT_FREE:
+        if (strcmp(arg, b->srv->node_id) == 0)
+            hub_seats_on_bus(kind, id, frame, flen);
+        break;
+    case HUB_CL_QUERY:
+    case HUB_CL_REPLY:
+        if (strcmp(arg, b->srv->node_id) == 0)
+            hub_ops_on_bus(kind, id, arg, frame, flen);
+        break;
+    case HUB_CL_ROOM_DEL:
+        hub_ops_on_bus(kind, id, arg, frame, flen);
+        break;
     default:
         break;
     }
@@ -1284,6 +1392,10 @@ void hub_bus_transport_dropped(hub_bus_t *b, const char *why)
 void hub_bus_transport_state(hub_bus_t *b, int connected)
 {
     int was = atomic_exchange(&b->state, connected ? HUB_BUS_CONNECTED : HUB_BUS_DOWN);
+    if (!connected)
+        b->up_since_ms = 0;
+    else if (was != HUB_BUS_CONNECTED)
+        b->up_since_ms = uv_now(&b->loop) | 1; /* never 0 */
     if (connected && was != HUB_BUS_CONNECTED) {
         hub_log_info("cluster: bus connected", "bus=%s subjects=%zu", b->tr->name,
                      b->subjects.n);
@@ -1338,6 +1450,8 @@ static void run_stop(void *owner, hub_inbox_msg_t *m)
     /* goodbye first, so the others drop this node now, not at the timeout */
     send_now(b, HUB_CL_BYE, 0, "", 0, NULL, 0);
     b->stopping = 1;
+    hub_seats_bus_stop();
+    hub_ops_bus_stop();
     uv_timer_stop(&b->beat);
     uv_timer_stop(&b->sweep);
     uv_close((uv_handle_t *)&b->beat, NULL);
@@ -1350,6 +1464,7 @@ static void run_stop(void *owner, hub_inbox_msg_t *m)
 static void bus_main(void *arg)
 {
     hub_bus_t *b = arg;
+    on_bus_thread = 1;
     uv_run(&b->loop, UV_RUN_DEFAULT);
 }
 

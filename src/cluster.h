@@ -21,7 +21,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <uv.h>
+
 #include "common.h"
+#include "inbox.h"
 #include "registry.h"
 
 /* What a bus message asks the receiving node to do. */
@@ -44,6 +47,13 @@ enum {
                             * what it knew of the sender); payload: records
                             * 'R' room, name, max_clients | 'M' room, client id, user id */
     HUB_CL_SNAP_ASK = 'q', /* arg: a node id; that node sends its snapshots again */
+    HUB_CL_ROOM_DEL = 'X', /* arg: room id; every node deletes its copy (cluster_ops.c) */
+    /* node-addressed: subject node.<arg>, arg the receiving node's id */
+    HUB_CL_SEAT_ASK = 'Q',  /* a seat in a room with max_clients (seats.c) */
+    HUB_CL_SEAT_ANS = 'G',  /* the room owner's answer */
+    HUB_CL_SEAT_FREE = 'F', /* a granted seat that will not be used */
+    HUB_CL_QUERY = 'K',     /* a question about the node's state (cluster_ops.c) */
+    HUB_CL_REPLY = 'k',     /* its answer */
 };
 
 /* Main thread, before the workers start: starts the bus thread when the
@@ -64,6 +74,26 @@ int hub_cluster_state(void);
  * with arg (room id, client id, user id; NULL for ALL). Copies; returns at
  * once. No-op without a cluster. */
 void hub_cluster_publish(int kind, const char *arg, const hub_frame_t *f);
+
+/* Sends payload p (n bytes, copied) as kind (HUB_CL_ROOM_DEL or a
+ * node-addressed kind) with arg. Any thread; on the bus thread it is sent
+ * at once, elsewhere posted there (in order). No-op without a cluster. */
+void hub_cluster_send(int kind, const char *arg, const void *p, size_t n);
+
+/* Posts m to run on the bus thread (its run() gets an opaque owner).
+ * Returns 0, or HUB_ECLOSED without a cluster (the caller keeps m). */
+int hub_cluster_post(hub_inbox_msg_t *m);
+
+/* Bus thread: its loop (for timers of the parts that run there). */
+uv_loop_t *hub_cluster_loop(void);
+
+/* Bus thread: the owner of key (a room id), chosen by rendezvous hashing
+ * over the live nodes that can own: every other live node, and this one
+ * once its bus has been up for heartbeat + 1 s (by then it has heard every
+ * live node, so no two nodes both take themselves for the owner). Writes
+ * the owner's id to out; returns 1 when it is this node, 2 another node,
+ * 0 when no node can own yet (this one still settling and alone). */
+int hub_cluster_owner(const char *key, char *out, size_t outlen);
 
 /* A room gained its first (delta +1) or lost its last (-1) local member:
  * the node (un)subscribes its subject. No-op without a cluster. */
