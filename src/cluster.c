@@ -307,6 +307,16 @@ static void run_pub(void *owner, hub_inbox_msg_t *m)
     if (!b->stopping)
         send_now(b, pm->kind, pm->mtype, (const char *)pm->bytes, pm->arglen,
                  pm->bytes + pm->arglen, pm->len);
+    if (pm->kind == HUB_CL_JOIN) { /* a local join: a seat this node granted is taken */
+        char room[300], cid[HUB_CLIENT_ID_MAX];
+        const uint8_t *p = pm->bytes + pm->arglen;
+        if (pm->arglen < sizeof(room) &&
+            hub_cluster_field_get(&p, p + pm->len, cid, sizeof(cid)) == 0) {
+            memcpy(room, pm->bytes, pm->arglen);
+            room[pm->arglen] = '\0';
+            hub_seats_joined(room, cid);
+        }
+    }
     free(pm);
 }
 
@@ -374,9 +384,7 @@ static void send_snapshot(hub_bus_t *b)
 
 /* ---- the membership directory -------------------------------------------------- */
 
-/* Appends the field "<n>:<s>" to buf (cap bytes); returns the new length,
- * or 0 when it does not fit. */
-static size_t put_field(uint8_t *buf, size_t len, size_t cap, const char *s, size_t n)
+size_t hub_cluster_field_put(uint8_t *buf, size_t len, size_t cap, const char *s, size_t n)
 {
     char num[24];
     int k = snprintf(num, sizeof(num), "%zu:", n);
@@ -388,9 +396,7 @@ static size_t put_field(uint8_t *buf, size_t len, size_t cap, const char *s, siz
     return len + (size_t)k + n;
 }
 
-/* Reads the field at *p into out (NUL-terminated). 0, or -1 when it is
- * malformed or does not fit in outlen. */
-static int get_field(const uint8_t **p, const uint8_t *end, char *out, size_t outlen)
+int hub_cluster_field_get(const uint8_t **p, const uint8_t *end, char *out, size_t outlen)
 {
     const uint8_t *q = *p;
     size_t n = 0;
@@ -527,7 +533,8 @@ static void apply_delta(hub_bus_t *b, node_t *nd, int kind, const char *room, co
     rroom_t *r;
     switch (kind) {
     case HUB_CL_ROOM_ON:
-        if (get_field(&p, end, a, sizeof(a)) == 0 && get_field(&p, end, c, sizeof(c)) == 0 &&
+        if (hub_cluster_field_get(&p, end, a, sizeof(a)) == 0 &&
+            hub_cluster_field_get(&p, end, c, sizeof(c)) == 0 &&
             (r = rroom_get(nd, room, 1)) != NULL)
             rroom_set(r, a, c);
         break;
@@ -538,12 +545,16 @@ static void apply_delta(hub_bus_t *b, node_t *nd, int kind, const char *room, co
         }
         break;
     case HUB_CL_JOIN:
-        if (get_field(&p, end, a, sizeof(a)) == 0 && get_field(&p, end, c, sizeof(c)) == 0 &&
-            (r = rroom_get(nd, room, 1)) != NULL)
+        if (hub_cluster_field_get(&p, end, a, sizeof(a)) == 0 &&
+            hub_cluster_field_get(&p, end, c, sizeof(c)) == 0 &&
+            (r = rroom_get(nd, room, 1)) != NULL) {
             member_put(nd, r, a, c);
+            hub_seats_joined(room, a); /* a seat this node granted is taken */
+        }
         break;
     case HUB_CL_LEAVE:
-        if (get_field(&p, end, a, sizeof(a)) == 0 && (r = rroom_get(nd, room, 0)) != NULL)
+        if (hub_cluster_field_get(&p, end, a, sizeof(a)) == 0 &&
+            (r = rroom_get(nd, room, 0)) != NULL)
             member_del(nd, r, a);
         break;
     default:
@@ -563,8 +574,9 @@ static void apply_rooms(hub_bus_t *b, node_t *nd, const char *arg, const uint8_t
     while (p < end) {
         int tag = *p++;
         rroom_t *r;
-        if ((tag != 'R' && tag != 'M') || get_field(&p, end, room, sizeof(room)) != 0 ||
-            get_field(&p, end, a, sizeof(a)) != 0 || get_field(&p, end, c, sizeof(c)) != 0) {
+        if ((tag != 'R' && tag != 'M') || hub_cluster_field_get(&p, end, room, sizeof(room)) != 0 ||
+            hub_cluster_field_get(&p, end, a, sizeof(a)) != 0 ||
+            hub_cluster_field_get(&p, end, c, sizeof(c)) != 0) {
             hub_log_warn("cluster: malformed room snapshot dropped", "node_id=%s", nd->id);
             return;
         }
@@ -597,17 +609,17 @@ static void send_rooms_snapshot(hub_bus_t *b)
             const char *id = v[i].id;
             size_t rl = 1;
             rec[0] = j == 0 ? 'R' : 'M';
-            rl = put_field(rec, rl, sizeof(rec), id, strlen(id));
+            rl = hub_cluster_field_put(rec, rl, sizeof(rec), id, strlen(id));
             if (j == 0) {
                 const char *name = strlen(v[i].name) <= NAME_MAX_BYTES ? v[i].name : id;
                 int fl = snprintf(field, sizeof(field), "%u", v[i].max_clients);
-                rl = rl ? put_field(rec, rl, sizeof(rec), name, strlen(name)) : 0;
-                rl = rl ? put_field(rec, rl, sizeof(rec), field, (size_t)fl) : 0;
+                rl = rl ? hub_cluster_field_put(rec, rl, sizeof(rec), name, strlen(name)) : 0;
+                rl = rl ? hub_cluster_field_put(rec, rl, sizeof(rec), field, (size_t)fl) : 0;
             } else {
                 size_t cl = hub_client_id_format(b->srv, m[j - 1].conn_id, field, sizeof(field));
                 const char *uid = m[j - 1].user_id ? m[j - 1].user_id : "";
-                rl = rl ? put_field(rec, rl, sizeof(rec), field, cl) : 0;
-                rl = rl ? put_field(rec, rl, sizeof(rec), uid, strlen(uid)) : 0;
+                rl = rl ? hub_cluster_field_put(rec, rl, sizeof(rec), field, cl) : 0;
+                rl = rl ? hub_cluster_field_put(rec, rl, sizeof(rec), uid, strlen(uid)) : 0;
             }
             if (rl == 0)
                 continue;
@@ -848,9 +860,9 @@ void hub_cluster_room_event(int kind, const char *room_id, uint64_t conn_id, con
     memcpy(m->bytes, room_id, al);
     size_t n = 0;
     if (f1 != NULL)
-        n = put_field(m->bytes + al, n, cap, f1, l1);
+        n = hub_cluster_field_put(m->bytes + al, n, cap, f1, l1);
     if (f2 != NULL)
-        n = put_field(m->bytes + al, n, cap, f2, l2);
+        n = hub_cluster_field_put(m->bytes + al, n, cap, f2, l2);
     m->len = n;
     if (hub_inbox_post(&B->inbox, &m->base) != 0)
         free(m);
@@ -917,6 +929,34 @@ uint32_t hub_cluster_room_count(const char *room_id)
     }
     uv_mutex_unlock(&B->nodes_mu);
     return (uint32_t)n;
+}
+
+uint32_t hub_cluster_room_total(const char *room_id)
+{
+    hub_room_info_t info;
+    uint32_t n = 0;
+    if (hub_reg_room_get(room_id, &info) == 0) {
+        n = info.member_count;
+        hub_reg_info_free(&info);
+    }
+    return n + hub_cluster_room_count(room_id);
+}
+
+int hub_cluster_is_member(const char *room_id, const char *client_id)
+{
+    if (B == NULL)
+        return 0;
+    uint64_t conn = hub_client_id_parse(B->srv, client_id, strlen(client_id));
+    if (conn != 0)
+        return hub_reg_room_is_member(room_id, conn) == 1;
+    int found = 0;
+    uv_mutex_lock(&B->nodes_mu);
+    for (size_t i = 0; !found && i < B->nnodes; i++) {
+        rroom_t *r = hub_strmap_get(&B->nodes[i].rooms, room_id);
+        found = r != NULL && hub_strmap_get(&r->members, client_id) != NULL;
+    }
+    uv_mutex_unlock(&B->nodes_mu);
+    return found;
 }
 
 int hub_cluster_room_info(const char *room_id, hub_room_info_t *out)

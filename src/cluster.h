@@ -84,6 +84,14 @@ void hub_cluster_send(int kind, const char *arg, const void *p, size_t n);
  * Returns 0, or HUB_ECLOSED without a cluster (the caller keeps m). */
 int hub_cluster_post(hub_inbox_msg_t *m);
 
+/* Payload fields "<decimal length>:<bytes>", so any byte may appear.
+ * put appends s (n bytes) to buf (len used of cap); returns the new length,
+ * or 0 when it does not fit. get reads the field at *p into out
+ * (NUL-terminated) and moves *p past it; 0, or -1 when it is malformed or
+ * does not fit in outlen. */
+size_t hub_cluster_field_put(uint8_t *buf, size_t len, size_t cap, const char *s, size_t n);
+int hub_cluster_field_get(const uint8_t **p, const uint8_t *end, char *out, size_t outlen);
+
 /* Bus thread: its loop (for timers of the parts that run there). */
 uv_loop_t *hub_cluster_loop(void);
 
@@ -136,6 +144,13 @@ void hub_cluster_members_free(hub_cluster_member_t *v, size_t n);
 
 /* The number of members of room_id on other live nodes. */
 uint32_t hub_cluster_room_count(const char *room_id);
+
+/* The number of members of room_id on this node and every other live node. */
+uint32_t hub_cluster_room_total(const char *room_id);
+
+/* 1 when client_id (of this node or another) is a member of room_id, as
+ * this node's registry or its directory of the other nodes says. */
+int hub_cluster_is_member(const char *room_id, const char *client_id);
 
 /* 1 when some other live node has room_id: fills out (id and name owned,
  * free with hub_reg_info_free) with the name and max_clients the first such

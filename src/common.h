@@ -29,6 +29,7 @@
 #define HUB_ETOOMANY    (-4107) /* per-client room limit */
 #define HUB_EROOMFULL   (-4108) /* room at max_clients */
 #define HUB_EOFFLINE    (-4109) /* no such live connection */
+#define HUB_ESEAT       (-4110) /* the room's owner node must grant a seat */
 
 /* Returns a static string for any HUB_E* or UV_E* code. */
 const char *hub_strerror(int err);

@@ -489,6 +489,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
 }
 
+void hub_conn_pause(hub_conn_t *c)
+{
+    c->flags |= HUB_CONN_F_WAITING;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
 void hub_conn_resume(hub_conn_t *c)
 {
     c->flags &= (uint16_t)~HUB_CONN_F_WAITING;

@@ -26,10 +26,12 @@ enum { HUB_CONN_HTTP = 0, HUB_CONN_WS, HUB_CONN_CLOSING };
 #define HUB_CONN_F_PING     0x20 /* a ping is outstanding: timer_ms = pong deadline */
 #define HUB_CONN_F_INMSG    0x40 /* inside a fragmented inbound message */
 #define HUB_CONN_F_NOMORE   0x80 /* a close frame is queued: no data after it */
-#define HUB_CONN_F_WAITING  0x100 /* an HTTP request waits for another thread's answer */
+#define HUB_CONN_F_WAITING  0x100 /* input paused: an HTTP request waits for another
+                                     thread's answer, or a Lua handler's queue is full */
 #define HUB_CONN_F_ENDED    0x200 /* left its rooms and the registry; hooks ran */
 
 typedef struct hub_http_s hub_http_t;
+typedef struct hub_wait_s hub_wait_t; /* lua_vm.c */
 
 struct hub_conn_s {
     uv_tcp_t tcp;
@@ -61,6 +63,8 @@ struct hub_conn_s {
     struct hub_identity_s *ident; /* owned: the verified token's identity (auth.h);
                                      NULL = anonymous. Freed with the connection */
     uint32_t lua_gen;             /* generation of the VM lua_ref belongs to */
+    hub_wait_t *wait;             /* owned: a handler waiting (a seat) and what came
+                                     in meanwhile; NULL = none (lua_vm.c) */
 };
 
 /* Longest client id: node id (64) + '-' + 16 hex digits. */
@@ -136,7 +140,10 @@ void hub_conn_drop_queue(hub_conn_t *c);
 
 
 
-/* Ends an HTTP wait (HUB_CONN_F_WAITING): reads again, so a lingering close
+/* Pauses input (HUB_CONN_F_WAITING) until hub_conn_resume. */
+void hub_conn_pause(hub_conn_t *c);
+
+/* Ends a wait (HUB_CONN_F_WAITING): reads again, so a lingering close
  * after the answer sees the client's EOF. */
 void hub_conn_resume(hub_conn_t *c);
 

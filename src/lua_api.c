@@ -391,11 +391,28 @@ static const char *reason_of(int rc)
     case HUB_EROOMFULL:  return "full";
     case HUB_ETOOMANY:   return "too_many_rooms";
     case HUB_EOFFLINE:   return "offline";
+    case HUB_ESEAT:      return "unavailable";
     default:             return "out_of_memory";
     }
 }
 
-/* gohub.rooms.join(client_id, room_id) → member count | nil, err */
+int hub_lua_join_result(hub_vm_t *vm, lua_State *L, uint64_t conn_id, const char *room, int rc)
+{
+    hub_worker_t *w = vm->w;
+    if (rc < 0)
+        return fail(L, reason_of(rc));
+    rc += (int)hub_cluster_room_count(room); /* the cluster's member count */
+    presence(w, "member_joined", room, conn_id);
+    hub_conn_t *c = hub_worker_conn(w, conn_id);
+    if (c != NULL)
+        hub_vm_hook(vm, c, "on_join", room, 0);
+    lua_pushinteger(L, rc);
+    return 1;
+}
+
+/* gohub.rooms.join(client_id, room_id) → member count | nil, err. In a
+ * cluster, a room with max_clients makes the handler wait for a seat from
+ * the room's owner (lua_vm.c parks it; seats.h). */
 static int l_room_join(lua_State *L)
 {
     uint64_t cid = check_client(L, 1);
@@ -406,17 +423,13 @@ static int l_room_join(lua_State *L)
         return fail(L, "invalid_room_id");
     if (cid == 0)
         return fail(L, "offline");
+    uint32_t seat_max = 0;
     int rc = hub_reg_room_join(room, cid, w->cfg->rooms_auto_create,
-                               w->cfg->rooms_default_max_clients, w->cfg->rooms_max_per_client);
-    if (rc < 0)
-        return fail(L, reason_of(rc));
-    rc += (int)hub_cluster_room_count(room); /* the cluster's member count */
-    presence(w, "member_joined", room, cid);
-    hub_conn_t *c = hub_worker_conn(w, cid);
-    if (c != NULL)
-        hub_vm_hook(hub_vm_of(L), c, "on_join", room, 0);
-    lua_pushinteger(L, rc);
-    return 1;
+                               w->cfg->rooms_default_max_clients, w->cfg->rooms_max_per_client,
+                               &seat_max);
+    if (rc == HUB_ESEAT)
+        return hub_vm_wait_seat(hub_vm_of(L), L, cid, room, seat_max);
+    return hub_lua_join_result(hub_vm_of(L), L, cid, room, rc);
 }
 
 /* gohub.rooms.leave(client_id, room_id) → true | nil, err */

@@ -12,7 +12,12 @@
 #include "lua_vm.h"
 
 struct hub_vm_s {
-    lua_State *L;
+    lua_State *L;             /* the thread running now: main, or a handler's coroutine */
+    lua_State *main;          /* the state itself (closed with the VM) */
+    lua_State *co;            /* the coroutine the next message runs in, or NULL */
+    int co_ref;               /* its registry anchor */
+    lua_State *running;       /* the handler coroutine inside lua_resume, or NULL */
+    int yieldable;            /* running may wait (not inside a nested pcall) */
     hub_worker_t *w;          /* NULL for the --lua-api dump state */
     size_t mem, mem_limit;    /* bytes in use / cap (capped allocator) */
     uint32_t gen;             /* generation: conns' lua_ref are valid only for it */
@@ -25,7 +30,7 @@ struct hub_vm_s {
     int raw_mt_ref;           /* metatable of raw-JSON values */
     int config_ref;           /* gohub.config */
     char *lua_path;           /* copy of lua.path */
-    int dispatch_ref;         /* the C function that decodes and runs a message */
+    int dispatch_ref;         /* the function a message's coroutine runs (boot) */
     char *scratch;            /* decoder buffer for escaped strings (grows) */
     size_t scratch_cap;
     /* the message being handled (gohub.raw, logs) */
@@ -86,6 +91,19 @@ int hub_lua_encode(hub_vm_t *vm, int idx, char **out, size_t *len, char *err, si
  * traceback handler. Returns the lua_pcall status; on error the message is
  * on the stack (one value). *timed_out tells a time-limit stop. */
 int hub_vm_pcall(hub_vm_t *vm, int nargs, int nres, int *timed_out);
+
+/* What gohub.rooms.join returns for the registry's answer rc to joining
+ * conn_id to room: on success member_joined goes out and hooks.on_join
+ * runs. Pushes the results on L (which may be a parked coroutine; hooks
+ * run on vm->L) and returns how many. */
+int hub_lua_join_result(hub_vm_t *vm, lua_State *L, uint64_t conn_id, const char *room, int rc);
+
+/* Called by gohub.rooms.join for a join that needs a seat from the room's
+ * owner (HUB_ESEAT): parks the running handler until the answer (lua_vm.c;
+ * the join happens then) and yields; where the handler cannot wait (a
+ * hook, a nested call, a coroutine of its own) returns nil, "unavailable". */
+int hub_vm_wait_seat(hub_vm_t *vm, lua_State *L, uint64_t conn_id, const char *room,
+                     uint32_t max);
 
 /* Runs hooks.<name>(client, extra...) if present; errors are logged. */
 void hub_vm_hook(hub_vm_t *vm, hub_conn_t *c, const char *name, const char *room, int code);

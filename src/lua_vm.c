@@ -22,6 +22,7 @@
 #include "metrics.h"
 #include "msg.h"
 #include "registry.h"
+#include "seats.h"
 #include "server.h"
 #include "worker.h"
 
@@ -337,7 +338,18 @@ static int boot(lua_State *L)
     lua_getfield(L, -1, "traceback");
     vm->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
+    /* a message runs in a coroutine, so a handler can wait (a seat in a
+     * room, seats.h); it must not yield across a C function, so the C part
+     * (decode, checks, lookup) returns the call for Lua to make */
+    static const char runner[] = "local prepare = ...\n"
+                                 "return function(d)\n"
+                                 "  local fn, client, data, ctx = prepare(d)\n"
+                                 "  if fn then return fn(client, data, ctx) end\n"
+                                 "end\n";
+    if (luaL_loadbuffer(L, runner, sizeof(runner) - 1, "=gohub.dispatch") != 0)
+        return lua_error(L);
     lua_pushcfunction(L, run_message);
+    lua_call(L, 1, 1);
     vm->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     hub_lua_open_gohub(vm);
     if (luaL_loadbuffer(L, bootstrap, sizeof(bootstrap) - 1, "=gohub.sandbox") != 0)
@@ -394,7 +406,7 @@ hub_vm_t *hub_vm_new(hub_worker_t *w, uint32_t gen, char *err, size_t errlen)
     vm->gen = gen;
     vm->mem_limit = cfg ? (size_t)cfg->lua_max_memory_mb << 20 : (size_t)64 << 20;
     vm->lua_path = strdup(cfg ? cfg->lua_path : "lua");
-    vm->handlers_ref = vm->can_ref = vm->hooks_ref = LUA_NOREF;
+    vm->handlers_ref = vm->can_ref = vm->hooks_ref = vm->co_ref = LUA_NOREF;
     struct stat st;
     if (w != NULL && (stat(vm->lua_path, &st) != 0 || !S_ISDIR(st.st_mode))) {
         char cwd[512];
@@ -409,6 +421,7 @@ hub_vm_t *hub_vm_new(hub_worker_t *w, uint32_t gen, char *err, size_t errlen)
         hub_vm_free(vm);
         return NULL;
     }
+    vm->main = vm->L;
     lua_atpanic(vm->L, on_panic);
     boot_t b = { vm, err, errlen, 0 };
     int rc = lua_cpcall(vm->L, boot, &b);
@@ -427,8 +440,8 @@ void hub_vm_free(hub_vm_t *vm)
 {
     if (vm == NULL)
         return;
-    if (vm->L)
-        lua_close(vm->L);
+    if (vm->main)
+        lua_close(vm->main);
     free(vm->lua_path);
     free(vm->scratch);
     free(vm);
@@ -492,7 +505,10 @@ int hub_vm_pcall(hub_vm_t *vm, int nargs, int nres, int *timed_out)
         uv_mutex_unlock(&w->lua_mu);
     }
     call_depth++;
+    int yieldable = vm->yieldable; /* nothing waits across this C call */
+    vm->yieldable = 0;
     int rc = lua_pcall(L, nargs, nres, fidx);
+    vm->yieldable = yieldable;
     call_depth--;
     int hooked = 0;
     if (outer) {
@@ -667,9 +683,10 @@ void hub_vm_refuse(hub_conn_t *c, const uint8_t *p, size_t n, int code, const ch
     send_error(c, code, message, rid, NULL);
 }
 
-/* One message on its way through Lua. The protected part (run_message)
- * decodes the envelope, finds the handler and calls it; a message refused
- * before its handler runs leaves the error in code. */
+/* One message on its way through Lua. The C part (run_message, under the
+ * coroutine) decodes the envelope and finds the handler; a message refused
+ * before its handler runs leaves the error in code. A handler that waits
+ * (hub_vm_wait_seat) takes a copy of this with it, text included. */
 typedef struct {
     hub_vm_t *vm;
     hub_conn_t *c;
@@ -678,6 +695,7 @@ typedef struct {
     int code;                 /* protocol error to answer; 0 = the handler ran */
     const char *message;
     int64_t rid;
+    uint64_t t0;              /* when it arrived (the handled-time metric) */
     char type[65];            /* handler name, once known */
     int mtype;                /* its metrics label (HUB_MT_*) */
     hub_json_env_t env;
@@ -690,8 +708,10 @@ static int refuse(dispatch_t *d, int code, const char *message)
     return 0;
 }
 
-/* Runs under hub_vm_pcall, so a memory error while decoding is caught
- * like one in the handler. Returns the handler's results. */
+/* Decodes and checks the message and returns the call to make: handler,
+ * client, data, ctx; nothing when it is refused (d->code). Runs in the
+ * message's coroutine, so a memory error while decoding is caught like one
+ * in the handler. */
 static int run_message(lua_State *L)
 {
     dispatch_t *d = lua_touserdata(L, 1);
@@ -738,15 +758,231 @@ static int run_message(lua_State *L)
     vm->cur = d->c;
     vm->env = env;
     vm->cur_type = d->type;
-    lua_call(L, 3, LUA_MULTRET);
-    return lua_gettop(L);
+    return 4;
 }
 
-void hub_vm_dispatch(hub_vm_t *vm, hub_conn_t *c, const uint8_t *p, size_t n)
+/* ---- waiting handlers -------------------------------------------------- */
+
+/* A message that arrived while its connection's handler waits. */
+typedef struct qmsg_s {
+    struct qmsg_s *next;
+    size_t n;
+    uint8_t p[];
+} qmsg_t;
+
+#define WAIT_QUEUE_MSGS  256          /* more queued than this pauses reading */
+#define WAIT_QUEUE_BYTES (1u << 20)
+
+/* A connection's parked handler and what came in meanwhile (c->wait).
+ * Lives while a handler is parked or messages are queued. */
+struct hub_wait_s {
+    int co_ref;               /* the parked coroutine's anchor; LUA_NOREF = none */
+    lua_State *co;
+    uint32_t gen;             /* generation of the VM it is parked in */
+    uint32_t ticket;          /* matches the answer to this wait */
+    uint64_t join_id;         /* the connection the seat is for */
+    char *room;               /* owned */
+    char *text;               /* owned copy of the message; d's spans point here */
+    dispatch_t d;
+    qmsg_t *head, *tail;
+    size_t queued, queued_bytes;
+};
+
+static void wait_release_co(hub_wait_t *wt, hub_vm_t *vm)
 {
-    lua_State *L = vm->L;
-    uint64_t t0 = uv_hrtime();
-    int top = lua_gettop(L);
+    /* a VM replaced by a reload is gone with its coroutines */
+    if (wt->co_ref != LUA_NOREF && vm != NULL && vm->gen == wt->gen)
+        luaL_unref(vm->main, LUA_REGISTRYINDEX, wt->co_ref);
+    wt->co_ref = LUA_NOREF;
+    wt->co = NULL;
+    free(wt->room);
+    free(wt->text);
+    wt->room = wt->text = NULL;
+}
+
+static void wait_free(hub_conn_t *c, hub_vm_t *vm)
+{
+    hub_wait_t *wt = c->wait;
+    if (wt == NULL)
+        return;
+    wait_release_co(wt, vm);
+    for (qmsg_t *q = wt->head, *next; q; q = next) {
+        next = q->next;
+        free(q);
+    }
+    free(wt);
+    c->wait = NULL;
+}
+
+/* Runs the message's coroutine: the watchdog's time limit applies as to a
+ * pcall. vm->L is co meanwhile, so the gohub functions work on its stack. */
+static int vm_resume(hub_vm_t *vm, lua_State *co, int nargs, int *timed_out)
+{
+    hub_worker_t *w = vm->w;
+    uv_mutex_lock(&w->lua_mu);
+    w->lua_active = co;
+    w->lua_enter_ns = uv_hrtime();
+    uv_mutex_unlock(&w->lua_mu);
+    call_depth++;
+    vm->L = vm->running = co;
+    vm->yieldable = 1;
+    int rc = lua_resume(co, nargs);
+    vm->yieldable = 0;
+    vm->L = vm->main;
+    vm->running = NULL;
+    call_depth--;
+    uv_mutex_lock(&w->lua_mu);
+    w->lua_active = NULL;
+    int hooked = w->lua_hooked;
+    w->lua_hooked = 0;
+    uv_mutex_unlock(&w->lua_mu);
+    if (hooked)
+        lua_sethook(vm->main, NULL, 0, 0);
+    *timed_out = hooked && rc != 0 && rc != LUA_YIELD;
+    return rc;
+}
+
+static int new_coroutine(lua_State *L)
+{
+    hub_vm_t *vm = lua_touserdata(L, 1);
+    vm->co = lua_newthread(L);
+    vm->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+/* The coroutine the next message runs in: the VM keeps one and reuses it
+ * once a handler returns normally (a failed or parked one is replaced).
+ * NULL when memory is short (the allocation is protected: the memory cap
+ * must not panic the process). */
+static lua_State *vm_coroutine(hub_vm_t *vm)
+{
+    if (vm->co == NULL && lua_cpcall(vm->main, new_coroutine, vm) != 0) {
+        lua_pop(vm->main, 1);
+        vm->co = NULL;
+        vm->co_ref = LUA_NOREF;
+        lua_gc(vm->main, LUA_GCCOLLECT, 0);
+    }
+    return vm->co;
+}
+
+typedef struct {
+    lua_State *co;
+    const char *msg, *handler, *client_id, *memory;
+} failure_t;
+
+/* Logs a handler's failure with the coroutine's traceback (protected:
+ * building it allocates). */
+static int log_failure(lua_State *L)
+{
+    failure_t *f = lua_touserdata(L, 1);
+    luaL_traceback(L, f->co, f->msg, 0);
+    hub_log_error("handler failed", "handler=%s client_id=%s memory=%s error=%s", f->handler,
+                  f->client_id, f->memory, lua_tostring(L, -1));
+    return 0;
+}
+
+static void vm_drop_coroutine(hub_vm_t *vm)
+{
+    if (vm->co_ref != LUA_NOREF)
+        luaL_unref(vm->main, LUA_REGISTRYINDEX, vm->co_ref);
+    vm->co_ref = LUA_NOREF;
+    vm->co = NULL;
+}
+
+/* Copies d's message text into wt and moves d's spans to the copy, so
+ * gohub.raw works after the wait. Returns 0 or HUB_ENOMEM. */
+static int wait_keep_text(hub_wait_t *wt, const dispatch_t *d)
+{
+    wt->text = malloc(d->n ? d->n : 1);
+    if (wt->text == NULL)
+        return HUB_ENOMEM;
+    memcpy(wt->text, d->text, d->n);
+    wt->d = *d;
+    wt->d.text = wt->text;
+    hub_json_env_t *e = &wt->d.env;
+#define HUB_REBASE(ptr) ((ptr) = (ptr) ? wt->text + ((ptr) - d->text) : NULL)
+    HUB_REBASE(e->id);
+    HUB_REBASE(e->type);
+    HUB_REBASE(e->data);
+    for (size_t i = 0; i < e->nmembers && i < HUB_JSON_MEMBERS; i++) {
+        HUB_REBASE(e->members[i].key);
+        HUB_REBASE(e->members[i].val);
+    }
+#undef HUB_REBASE
+    return 0;
+}
+
+/* After co ran (rc from vm_resume): the reply, an error, or, when the
+ * handler parked, nothing yet. d is the message (on the C stack the first
+ * time, in c->wait after a wait). */
+static void finish(hub_vm_t *vm, hub_conn_t *c, lua_State *co, int rc, int timed_out,
+                   dispatch_t *d, int resumed)
+{
+    hub_wait_t *wt = c->wait;
+    if (rc == LUA_YIELD && wt != NULL && wt->co == co) {
+        if (wt->text == NULL && wait_keep_text(wt, d) != 0) {
+            wait_release_co(wt, vm);
+            vm_drop_coroutine(vm);
+            send_error(c, 1003, NULL, d->rid, NULL);
+            goto done;
+        }
+        if (co == vm->co) { /* the parked coroutine keeps its anchor */
+            wt->co_ref = vm->co_ref;
+            vm->co_ref = LUA_NOREF;
+            vm->co = NULL;
+        }
+        vm->cur = NULL;
+        vm->env = NULL;
+        vm->cur_type = NULL;
+        return; /* hub_vm_seat_answer resumes it */
+    }
+    const char *tname = d->type[0] ? d->type : "?";
+    vm->L = co; /* the results are on co's stack */
+    if (rc == 0) {
+        if (d->code != 0)
+            send_error(c, d->code, d->message, d->rid, NULL);
+        else if (!(c->flags & HUB_CONN_F_CLOSED))
+            reply_from_results(vm, c, 0, d->rid);
+        lua_settop(co, 0);
+    } else if (timed_out) {
+        hub_log_warn("handler stopped at the time limit", "handler=%s limit_ms=%d", tname,
+                     vm->w->cfg->lua_time_limit_ms);
+        send_error(c, 1004, "handler timed out", d->rid, NULL);
+    } else {
+        const char *m = rc == LUA_YIELD ? "yielded outside gohub (coroutine.yield at the top "
+                                          "of a handler)"
+                                        : lua_tostring(co, -1);
+        char cid[HUB_CLIENT_ID_MAX];
+        hub_conn_client_id(c, cid, sizeof(cid));
+        failure_t f = { co, m ? m : "(non-string error)", tname, cid,
+                        rc == LUA_ERRMEM ? "exhausted" : "ok" };
+        /* out of memory, a traceback would fail too: the coroutine holds
+         * what exhausted it until it is dropped below */
+        if (rc == LUA_ERRMEM || lua_cpcall(vm->main, log_failure, &f) != 0) {
+            if (rc != LUA_ERRMEM)
+                lua_pop(vm->main, 1);
+            hub_log_error("handler failed", "handler=%s client_id=%s memory=%s error=%s", tname,
+                          cid, f.memory, f.msg);
+        }
+        lua_settop(co, 0);
+        send_error(c, 1003, NULL, d->rid, NULL);
+    }
+    vm->L = vm->main;
+    if (resumed)
+        wait_release_co(wt, vm); /* it ran to its end after a wait */
+    else if (rc != 0)
+        vm_drop_coroutine(vm); /* dead (or yielded): the next message gets a new one */
+    if (rc == LUA_ERRMEM)
+        lua_gc(vm->main, LUA_GCCOLLECT, 0);
+done:
+    vm->cur = NULL;
+    vm->env = NULL;
+    vm->cur_type = NULL;
+    hub_metrics_handled(&vm->w->metrics, d->mtype, uv_hrtime() - d->t0);
+}
+
+static void dispatch_one(hub_vm_t *vm, hub_conn_t *c, const uint8_t *p, size_t n)
+{
     dispatch_t d;
     d.vm = vm;
     d.c = c;
@@ -755,35 +991,181 @@ void hub_vm_dispatch(hub_vm_t *vm, hub_conn_t *c, const uint8_t *p, size_t n)
     d.code = 0;
     d.message = NULL;
     d.rid = 0;
+    d.t0 = uv_hrtime();
     d.type[0] = '\0';
     d.mtype = HUB_MT_INVALID;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->dispatch_ref);
-    lua_pushlightuserdata(L, &d);
-    int timed_out = 0;
-    int rc = hub_vm_pcall(vm, 1, LUA_MULTRET, &timed_out);
-    const char *tname = d.type[0] ? d.type : "?";
-    if (rc == 0) {
-        if (d.code != 0)
-            send_error(c, d.code, d.message, d.rid, NULL);
-        else if (!(c->flags & HUB_CONN_F_CLOSED))
-            reply_from_results(vm, c, top, d.rid);
-    } else if (timed_out) {
-        hub_log_warn("handler stopped at the time limit", "handler=%s limit_ms=%d", tname,
-                     vm->w->cfg->lua_time_limit_ms);
-        send_error(c, 1004, "handler timed out", d.rid, NULL);
-    } else {
-        const char *m = lua_tostring(L, -1);
-        char cid[HUB_CLIENT_ID_MAX];
-        hub_conn_client_id(c, cid, sizeof(cid));
-        hub_log_error("handler failed", "handler=%s client_id=%s memory=%s error=%s", tname, cid,
-                      rc == LUA_ERRMEM ? "exhausted" : "ok", m ? m : "(non-string error)");
-        send_error(c, 1003, NULL, d.rid, NULL);
+    lua_State *co = vm_coroutine(vm);
+    if (co == NULL) {
+        hub_log_error("handler not run: Lua memory exhausted", "conn=%llu",
+                      (unsigned long long)c->id);
+        hub_vm_refuse(c, p, n, 1003, NULL);
+        return;
     }
-    vm->cur = NULL;
-    vm->env = NULL;
-    vm->cur_type = NULL;
-    lua_settop(L, top);
-    hub_metrics_handled(&vm->w->metrics, d.mtype, uv_hrtime() - t0);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, vm->dispatch_ref);
+    lua_pushlightuserdata(co, &d);
+    int timed_out;
+    int rc = vm_resume(vm, co, 1, &timed_out);
+    finish(vm, c, co, rc, timed_out, &d, 0);
+}
+
+/* Runs what was queued behind a wait that ended, in order, until the queue
+ * is empty or a handler waits again; frees the wait when nothing is left. */
+static void wait_drain(hub_conn_t *c)
+{
+    hub_wait_t *wt;
+    while ((wt = c->wait) != NULL && wt->co_ref == LUA_NOREF && wt->head != NULL &&
+           !(c->flags & HUB_CONN_F_CLOSED)) {
+        qmsg_t *q = wt->head;
+        wt->head = q->next;
+        if (wt->head == NULL)
+            wt->tail = NULL;
+        wt->queued--;
+        wt->queued_bytes -= q->n;
+        dispatch_one(c->w->vm, c, q->p, q->n);
+        free(q);
+    }
+    if (wt != NULL && wt->co_ref == LUA_NOREF && wt->head == NULL)
+        wait_free(c, c->w->vm);
+    if ((c->flags & HUB_CONN_F_WAITING) &&
+        (c->wait == NULL ||
+         (c->wait->queued < WAIT_QUEUE_MSGS && c->wait->queued_bytes < WAIT_QUEUE_BYTES)))
+        hub_conn_resume(c);
+}
+
+void hub_vm_dispatch(hub_vm_t *vm, hub_conn_t *c, const uint8_t *p, size_t n)
+{
+    hub_wait_t *wt = c->wait;
+    if (hub_likely(wt == NULL)) {
+        dispatch_one(vm, c, p, n);
+        return;
+    }
+    /* a handler of this connection waits: keep the order */
+    qmsg_t *q = malloc(sizeof(*q) + n);
+    if (q == NULL) {
+        hub_conn_close(c, 1011, "out of memory");
+        return;
+    }
+    q->next = NULL;
+    q->n = n;
+    memcpy(q->p, p, n);
+    if (wt->tail)
+        wt->tail->next = q;
+    else
+        wt->head = q;
+    wt->tail = q;
+    wt->queued++;
+    wt->queued_bytes += n;
+    if (wt->queued >= WAIT_QUEUE_MSGS || wt->queued_bytes >= WAIT_QUEUE_BYTES)
+        hub_conn_pause(c); /* TCP pushes back until the wait ends */
+}
+
+int hub_vm_wait_seat(hub_vm_t *vm, lua_State *L, uint64_t conn_id, const char *room,
+                     uint32_t max)
+{
+    hub_conn_t *c = vm->cur;
+    /* only the handler's own coroutine can wait, not a hook, a nested call
+     * or a coroutine of the handler's */
+    if (c == NULL || !vm->yieldable || L != vm->running || vm->w == NULL) {
+        lua_pushnil(L);
+        lua_pushstring(L, "unavailable");
+        return 2;
+    }
+    hub_wait_t *wt = c->wait;
+    if (wt == NULL) {
+        if ((wt = c->wait = calloc(1, sizeof(*wt))) == NULL) {
+            lua_pushnil(L);
+            lua_pushstring(L, "out_of_memory");
+            return 2;
+        }
+        wt->co_ref = LUA_NOREF;
+    }
+    free(wt->room); /* a second wait of the same handler */
+    wt->room = strdup(room);
+    wt->ticket = ++vm->w->wait_tickets;
+    if (wt->room == NULL || hub_seats_ask(vm->w, c->id, room, max, wt->ticket) != 0) {
+        free(wt->room);
+        wt->room = NULL;
+        if (wt->head == NULL && wt->co_ref == LUA_NOREF)
+            wait_free(c, vm);
+        lua_pushnil(L);
+        lua_pushstring(L, "unavailable");
+        return 2;
+    }
+    wt->co = L;
+    wt->gen = vm->gen;
+    wt->join_id = conn_id;
+    return lua_yield(L, 0);
+}
+
+typedef struct {
+    hub_vm_t *vm;
+    lua_State *co;
+    hub_wait_t *wt;
+    int rc;                   /* the registry's answer, or HUB_EROOMFULL / HUB_ESEAT */
+    int nres;
+} answer_t;
+
+/* Pushes gohub.rooms.join's results on the parked coroutine, protected:
+ * strings and the hooks may allocate. */
+static int push_answer(lua_State *L)
+{
+    answer_t *a = lua_touserdata(L, 1);
+    a->nres = hub_lua_join_result(a->vm, a->co, a->wt->join_id, a->wt->room, a->rc);
+    return 0;
+}
+
+void hub_vm_seat_answer(hub_worker_t *w, uint64_t conn_id, const char *room, uint32_t ticket,
+                        int verdict)
+{
+    hub_conn_t *c = hub_worker_conn(w, conn_id);
+    hub_wait_t *wt = c ? c->wait : NULL;
+    if (wt == NULL || wt->co == NULL || wt->ticket != ticket || (c->flags & HUB_CONN_F_CLOSED)) {
+        /* the connection or its handler is gone: the seat goes back */
+        if (verdict == HUB_SEAT_OK)
+            hub_seats_free(w, room, conn_id);
+        return;
+    }
+    hub_vm_t *vm = w->vm;
+    if (vm->gen != wt->gen) {
+        /* a reload replaced the code the handler was running */
+        if (verdict == HUB_SEAT_OK)
+            hub_seats_free(w, room, conn_id);
+        hub_log_warn("a waiting handler was dropped by a code reload", "handler=%s",
+                     wt->d.type);
+        send_error(c, 1003, "handler interrupted by a code reload", wt->d.rid, NULL);
+        wait_release_co(wt, vm);
+        wait_drain(c);
+        return;
+    }
+    lua_State *co = wt->co;
+    wt->co = NULL; /* set again if the handler waits again */
+    if (verdict == HUB_SEAT_OK) {
+        int rc = hub_reg_room_join(wt->room, wt->join_id, w->cfg->rooms_auto_create,
+                                   w->cfg->rooms_default_max_clients,
+                                   w->cfg->rooms_max_per_client, NULL);
+        if (rc < 0)
+            hub_seats_free(w, wt->room, wt->join_id);
+        verdict = rc; /* what push_answer turns into gohub.rooms.join's results */
+    } else {
+        verdict = verdict == HUB_SEAT_FULL ? HUB_EROOMFULL : HUB_ESEAT;
+    }
+    answer_t a = { vm, co, wt, verdict, 0 };
+    int top = lua_gettop(co);
+    if (lua_cpcall(vm->main, push_answer, &a) != 0) {
+        lua_pop(vm->main, 1); /* out of memory: the join returns nothing */
+        lua_settop(co, top);
+        a.nres = 0;
+    }
+    int nres = a.nres;
+    vm->cur = c;
+    vm->env = &wt->d.env;
+    vm->cur_type = wt->d.type;
+    wt->d.vm = vm;
+    int timed_out;
+    int rc = vm_resume(vm, co, nres, &timed_out);
+    dispatch_t d = wt->d; /* finish may free what wt holds */
+    finish(vm, c, co, rc, timed_out, &d, !(rc == LUA_YIELD && wt->co == co));
+    wait_drain(c);
 }
 
 /* ---- connection events ------------------------------------------------- */
@@ -821,6 +1203,7 @@ int hub_vm_on_connect(hub_vm_t *vm, hub_conn_t *c, char *reason, size_t rlen)
 void hub_vm_on_close(hub_vm_t *vm, hub_conn_t *c)
 {
     hub_worker_t *w = c->w;
+    wait_free(c, vm); /* a seat granted later goes back (hub_vm_seat_answer) */
     char **rooms;
     uint8_t *deleted;
     size_t n;

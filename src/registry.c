@@ -542,7 +542,7 @@ int hub_reg_room_delete(const char *id, hub_member_t **members, size_t *n)
 }
 
 int hub_reg_room_join(const char *id, uint64_t conn_id, int auto_create, uint32_t default_max,
-                      uint32_t max_per_client)
+                      uint32_t max_per_client, uint32_t *seat_max)
 {
     int rc;
     hub_room_info_t remote = { 0 };
@@ -553,21 +553,20 @@ int hub_reg_room_join(const char *id, uint64_t conn_id, int auto_create, uint32_
      * announced it (lock order: registry, then the cluster's node table) */
     int elsewhere = c != NULL && r == NULL && hub_cluster_room_info(id, &remote);
     uint32_t max = r ? r->max_clients : elsewhere ? remote.max_clients : default_max;
-    /* other nodes' members count against max_clients: best effort, two
-     * nodes admitting the last seat at once can overfill the room */
-    uint32_t others = 0;
-    if (max && c != NULL)
-        others = elsewhere ? remote.member_count : hub_cluster_room_count(id);
+    int cluster = hub_cluster_enabled();
     if (c == NULL) {
         rc = HUB_EOFFLINE;
     } else if (r == NULL && !auto_create && !elsewhere) {
         rc = HUB_ENOTFOUND;
     } else if (r != NULL && idvec_has(&r->pw[c->worker], conn_id)) {
         rc = HUB_EALREADY;
-    } else if (max && (r ? r->count : 0) + others >= max) {
+    } else if (!cluster && max && (r ? r->count : 0) >= max) {
         rc = HUB_EROOMFULL;
     } else if (max_per_client && c->nrooms >= max_per_client) {
         rc = HUB_ETOOMANY;
+    } else if (cluster && max && seat_max != NULL) {
+        *seat_max = max; /* the owner counts every node's members */
+        rc = HUB_ESEAT;
     } else {
         if (r == NULL)
             r = room_new(id, elsewhere ? remote.name : NULL, max, 1);

@@ -86,12 +86,16 @@ int hub_reg_room_create(const char *id, const char *name, uint32_t max_clients,
 int hub_reg_room_delete(const char *id, hub_member_t **members, size_t *n);
 /* Joins; creates the room when auto_create (with default_max), or when
  * another node of the cluster has it (with that node's name and
- * max_clients). max_clients counts the other nodes' members too (best
- * effort across nodes). Returns this node's member count (> 0) or
- * HUB_ENOTFOUND, HUB_EALREADY, HUB_EROOMFULL, HUB_ETOOMANY, HUB_EOFFLINE
- * (client not registered). */
+ * max_clients). Without a cluster max_clients is checked here. In a
+ * cluster a room with max_clients needs a seat from its owner node
+ * (seats.h): with seat_max non-NULL such a join returns HUB_ESEAT and
+ * *seat_max (after every other check, without joining); call again with
+ * seat_max NULL once the seat is granted, which skips the max check.
+ * Returns this node's member count (> 0) or HUB_ENOTFOUND, HUB_EALREADY,
+ * HUB_EROOMFULL, HUB_ETOOMANY, HUB_EOFFLINE (client not registered),
+ * HUB_ESEAT. */
 int hub_reg_room_join(const char *id, uint64_t conn_id, int auto_create, uint32_t default_max,
-                      uint32_t max_per_client);
+                      uint32_t max_per_client, uint32_t *seat_max);
 /* Leaves; *deleted = 1 when an auto-created room became empty and is gone.
  * Returns 0, HUB_ENOTFOUND or HUB_ENOTMEMBER. */
 int hub_reg_room_leave(const char *id, uint64_t conn_id, int *deleted);

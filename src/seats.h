@@ -25,7 +25,15 @@ int hub_seats_ask(hub_worker_t *w, uint64_t conn_id, const char *room, uint32_t 
 
 /* Worker: a granted seat will not be used (the client left or the join
  * failed): the owner forgets it now rather than at its expiry. */
-void hub_seats_free(const char *room, uint64_t conn_id);
+void hub_seats_free(hub_worker_t *w, const char *room, uint64_t conn_id);
+
+/* How long a join waits for its seat at most (config snapshot cfg): long
+ * enough for a dead owner to be dropped and replaced. */
+uint64_t hub_seats_wait_ms(const hub_config_t *cfg);
+
+/* Bus thread: client_id was seen joining room (this node's registry or
+ * another node's announcement): a seat granted for it is taken. */
+void hub_seats_joined(const char *room, const char *client_id);
 
 /* Bus thread: a seat message addressed to this node. */
 void hub_seats_on_bus(int kind, const char *origin, const uint8_t *p, size_t n);

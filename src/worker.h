@@ -66,6 +66,7 @@ struct hub_worker_s {
     void *lua_active;            /* the lua_State inside a handler call, or NULL */
     uint64_t lua_enter_ns;
     int lua_hooked;              /* the watchdog armed the interrupt hook */
+    uint32_t wait_tickets;       /* numbers the waits of parked handlers (lua_vm.c) */
     int stopping;                /* no new connections; exit when none is left */
     int handles_closed;
     hub_metrics_t metrics;       /* written by this worker only; read by scrapes */

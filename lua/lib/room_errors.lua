@@ -20,6 +20,9 @@ local REPLIES = {
   already_member  = { errors.ALREADY_IN_ROOM, "already in room" },
   invalid_room_id = { errors.INVALID_FORMAT, "invalid room_id" },
   too_many_rooms  = { errors.FORBIDDEN, "too many rooms" },
+  -- a cluster's room owner did not grant a seat in time (a node died, the
+  -- bus is down): the client may try again
+  unavailable     = { errors.SERVER_ERROR, "room owner unavailable, try again" },
 }
 
 

@@ -109,6 +109,16 @@ describe("handlers.join_room", function()
     assert.equal("too many rooms", message)
   end)
 
+  it("answers 1003 when the room's owner node gives no seat in time", function()
+    local join = fake.rooms.join
+    finally(function() fake.rooms.join = join end)
+    fake.rooms.join = function() return nil, "unavailable" end
+    local ok, code, message = fake.call(join_room, alice, { room_id = "lobby" })
+    assert.is_nil(ok)
+    assert.equal(1003, code)
+    assert.equal("room owner unavailable, try again", message)
+  end)
+
   it("answers 1000 for any other error", function()
     local gone = { id = "c9", user_id = "gone", permissions = { "join:room" },
                    ctx = {} }

@@ -133,8 +133,8 @@ TEST(room_members_except_the_sender)
     int fd[3];
     for (int i = 0; i < 3; i++)
         ASSERT((fd[i] = client(NULL, &c[i])) >= 0);
-    ASSERT_EQ(hub_reg_room_join("r", c[0]->id, 1, 0, 0), 1);
-    ASSERT_EQ(hub_reg_room_join("r", c[1]->id, 1, 0, 0), 2);
+    ASSERT_EQ(hub_reg_room_join("r", c[0]->id, 1, 0, 0, NULL), 1);
+    ASSERT_EQ(hub_reg_room_join("r", c[1]->id, 1, 0, 0, NULL), 2);
     hub_frame_t *f = hub_frame_ws(HUB_WS_OP_TEXT, "room!", 5);
     ASSERT_EQ(hub_fanout_room(&srv.workers[0], "r", f, c[0]->id), 1); /* c[1] only */
     uint8_t buf[64];

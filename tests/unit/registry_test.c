@@ -76,9 +76,9 @@ TEST(details_and_counts)
     hub_reg_init(2);
     add_clients(3);
     ASSERT_EQ(hub_reg_room_create("made", "Made", 0, 0, NULL), 0);
-    ASSERT(hub_reg_room_join("made", 2, 0, 0, 0) > 0);
-    ASSERT(hub_reg_room_join("auto", 2, 1, 0, 0) > 0);
-    ASSERT(hub_reg_room_join("auto", 3, 1, 0, 0) > 0);
+    ASSERT(hub_reg_room_join("made", 2, 0, 0, 0, NULL) > 0);
+    ASSERT(hub_reg_room_join("auto", 2, 1, 0, 0, NULL) > 0);
+    ASSERT(hub_reg_room_join("auto", 3, 1, 0, 0, NULL) > 0);
     size_t clients, rooms;
     hub_reg_counts(&clients, &rooms);
     ASSERT_EQ(clients, 3);
