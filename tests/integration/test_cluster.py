@@ -600,3 +600,55 @@ def test_a_killed_owner_is_replaced_and_the_room_still_never_overfills(start_dae
     assert time.monotonic() - t0 < 8
     a2.call_err("join_room", {"room_id": room}, 3002, timeout=10)
     assert wait_for(lambda: room_counts(nodes[:2], room) == [2, 2], 5)
+
+
+def _room_owned_by(owner, names=("node1", "node2", "node3"), prefix="own"):
+    return next(f"{prefix}{i}" for i in range(10000) if owner_of(f"{prefix}{i}", list(names)) == owner)
+
+
+def _kill(d):
+    d.proc.kill()
+    d.exit_checked = True
+
+
+def test_a_seat_granted_to_a_client_that_left_goes_back(start_daemon, bus):
+    """A client asks for the only seat while the owner is dead and leaves
+    before the answer: the successor's grant finds nobody waiting and the
+    seat is given back, so the next client gets it."""
+    nodes = cluster(start_daemon, bus)
+    room = _room_owned_by("node3", prefix="left")
+    http_post(nodes[0].port, "/api/rooms", json.dumps({"id": room, "max_clients": 1}))
+    assert wait_for(lambda: all(api_room(d, room)[1] for d in nodes[:2]), 5)
+    x = Hub(nodes[0].port, name="x")
+    _kill(nodes[2])
+    x.send("join_room", {"room_id": room})
+    time.sleep(0.2)
+    x.close()
+    assert wait_for(lambda: node_ids(nodes[0]) == ["node1", "node2"] and
+                    node_ids(nodes[1]) == ["node1", "node2"], 10)
+    time.sleep(1.5)  # the re-sent ask is answered and the seat given back
+    y = Hub(nodes[1].port, name="y")
+    r = y.call("join_room", {"room_id": room}, timeout=10)
+    assert r["message_type"] == "room_joined", r.raw
+    assert room_counts(nodes[:2], room) == [1, 1] or \
+        wait_for(lambda: room_counts(nodes[:2], room) == [1, 1], 5)
+
+
+def test_a_reload_while_a_handler_waits_answers_1003_and_the_connection_goes_on(
+        start_daemon, bus):
+    nodes = cluster(start_daemon, bus)
+    room = _room_owned_by("node3", prefix="reload")
+    http_post(nodes[0].port, "/api/rooms", json.dumps({"id": room, "max_clients": 5}))
+    assert wait_for(lambda: api_room(nodes[0], room)[1], 5)
+    a = Hub(nodes[0].port, name="a")
+    _kill(nodes[2])
+    j = a.send("join_room", {"room_id": room})
+    p = a.send("ping", {})
+    time.sleep(0.3)  # the join waits for the dead owner
+    r = http_post(nodes[0].port, "/api/reload", "")
+    assert r.status == 200, r
+    m = a.reply(j, timeout=10)
+    assert m["message_type"] == "error" and m["data"]["code"] == 1003, m.raw
+    assert "reload" in m["data"]["message"]
+    assert a.reply(p, timeout=5)["message_type"] == "pong"
+    a.ping()
