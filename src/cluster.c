@@ -109,7 +109,10 @@ typedef struct {
 
 struct hub_bus_s {
     hub_server_t *srv;
-    const hub_config_t *cfg;     /* the boot snapshot: cluster.* keys need a restart */
+    /* from the boot config (cluster.* keys need a restart; a reload frees
+     * the snapshot, so nothing here may keep a pointer to it) */
+    uint32_t heartbeat_ms, node_timeout_ms;
+    int presence_events;
     const hub_bus_transport_t *tr;
     void *impl;
     uv_thread_t thread;
@@ -673,7 +676,7 @@ static void flush_dead(hub_bus_t *b)
     b->dead = NULL;
     while (d != NULL) {
         dead_t *next = d->next;
-        if (!b->stopping && b->cfg->rooms_presence_events &&
+        if (!b->stopping && b->presence_events &&
             hub_reg_room_visit(d->id, -1, 0, NULL, NULL, NULL) > 0) {
             size_t it;
             for (hub_strmap_entry_t *e = hub_strmap_first(&d->room->members, &it); e;
@@ -780,7 +783,7 @@ int hub_cluster_owner(const char *key, char *out, size_t outlen)
     /* this node owns only once it has surely heard every live node (their
      * heartbeats) since its bus came up; the others own from the first
      * message we hear, which is never earlier than they begin to */
-    if (b->up_since_ms != 0 && now - b->up_since_ms >= b->cfg->cluster_heartbeat_ms + 1000) {
+    if (b->up_since_ms != 0 && now - b->up_since_ms >= b->heartbeat_ms + 1000) {
         best = self;
         best_score = owner_score(self, key);
     }
@@ -1466,7 +1469,7 @@ static void on_sweep(uv_timer_t *t)
     int trim = now - b->last_trim_ms >= 60000;
     uv_mutex_lock(&b->nodes_mu);
     for (size_t i = 0; i < b->nnodes;) {
-        if (now - b->nodes[i].last_ms > b->cfg->cluster_node_timeout_ms) {
+        if (now - b->nodes[i].last_ms > b->node_timeout_ms) {
             node_remove(b, i, "timeout");
             continue;
         }
@@ -1517,7 +1520,9 @@ int hub_cluster_start(hub_server_t *srv)
     if (b == NULL)
         return HUB_ENOMEM;
     b->srv = srv;
-    b->cfg = cfg;
+    b->heartbeat_ms = cfg->cluster_heartbeat_ms;
+    b->node_timeout_ms = cfg->cluster_node_timeout_ms;
+    b->presence_events = cfg->rooms_presence_events;
     b->tr = cfg->cluster_bus_type == HUB_BUS_TYPE_REDIS ? &hub_bus_redis : &hub_bus_nats;
     atomic_init(&b->state, HUB_BUS_DOWN);
     if (uv_random(NULL, NULL, &b->epoch, sizeof(b->epoch), 0, NULL) != 0)
