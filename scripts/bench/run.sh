@@ -11,9 +11,10 @@
 #   BENCH_SCENARIOS             space-separated subset of: idle connect fanout echo callgrind cluster
 #                               (cluster: scripts/bench/cluster.sh, 6 gohub nodes on NATS holding
 #                               100,000 connections, cross-node fan-out; gohub only)
-#   BENCH_FANOUT_RATE=150 BENCH_FANOUT_FACTOR=1.25 BENCH_STEP_S=3
+#   BENCH_FANOUT_RATE=150 BENCH_FANOUT_FACTOR=1.25 BENCH_FANOUT_REFINE=3 BENCH_STEP_S=3
 #                               (fan-out steps: 150, 188, 234, 293, 366, 458, 572, 715... msg/s,
-#                               each reaching 100 subscribers: ±25% resolution in a few steps)
+#                               each reaching 100 subscribers, then 3 steps bisecting between the
+#                               last passing and the first failing rate: ±3% resolution)
 #   BENCH_GOHUB_WORKERS=1       gohub's server.workers: 1, like the single Node process (on these
 #                               2-core machines, shared with the load generator, 1 and 2 workers
 #                               measured the same fan-out: 45.8k deliveries/s at p99 <= 20 ms)
@@ -33,6 +34,7 @@ RESULTS=bench/results
 SCENARIOS=${BENCH_SCENARIOS:-idle connect fanout echo callgrind cluster}
 FANOUT_RATE=${BENCH_FANOUT_RATE:-150}
 FANOUT_FACTOR=${BENCH_FANOUT_FACTOR:-1.25}
+FANOUT_REFINE=${BENCH_FANOUT_REFINE:-3}
 STEP_S=${BENCH_STEP_S:-3}
 ECHO_S=${BENCH_ECHO_S:-5}
 CG_MESSAGES=${BENCH_CG_MESSAGES:-5000}
@@ -263,7 +265,7 @@ if wanted fanout; then
     for i in $(seq 1 "$REPEAT"); do
         for server in gohub node; do
             bench "fanout.run$i" "$server" 240 fanout --conns 10000 --rooms 100 --step --rate "$FANOUT_RATE" \
-                --step-factor "$FANOUT_FACTOR" --duration "$STEP_S" --warmup 1
+                --step-factor "$FANOUT_FACTOR" --refine "$FANOUT_REFINE" --duration "$STEP_S" --warmup 1
         done
     done
     for server in gohub node; do best fanout "$server" best.delivered_per_s "$REPEAT"; done

@@ -95,7 +95,7 @@ typedef struct {
     long publishers;
     double rate;
     double duration, warmup;
-    int step;
+    int step, refine;             /* --step; --refine: bisections after the first failing step */
     double step_factor, p99_limit_ms;
     long window;
     char type[128];

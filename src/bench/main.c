@@ -38,9 +38,12 @@
  *           (GOHUB_BENCH_RX_BATCH_US, 0 = off), which cuts its CPU per frame
  *           by ~40% and does not bias the kernel-stamped latency.
  *           server_cpu_s and the per-delivery cost cover the window only.
- *           With --step each step has its own warmup and window; the summary
- *           line's top-level fields are those of the best passing step (the
- *           first step when none passed).
+ *           With --step each step has its own warmup and window; the rate
+ *           grows by --step-factor until a step fails, then --refine N more
+ *           steps bisect between the last passing and the first failing rate
+ *           (N = 3 turns a ×1.25 step into ±3%). The summary line's
+ *           top-level fields are those of the best passing step (the first
+ *           step when none passed).
  *   echo    replies (and errors) received within the window; latency = reply
  *           time - send time of that message_id.
  * Exit status: 2 usage, 1 when connections failed (or dropped during hold),
@@ -98,7 +101,7 @@ static void usage(const char *fmt, ...)
           "          --pid PID1,PID2,... (RSS and CPU summed, RSS also per PID)\n"
           "  hold:   --conns N --rooms R --hold S\n"
           "  fanout: --conns N --rooms R --publishers K --rate M --duration S --warmup W\n"
-          "          --step --step-factor F --p99-limit MS\n"
+          "          --step --step-factor F --refine N --p99-limit MS\n"
           "          --pub-port P (every publisher on the server at port P; default: spread)\n"
           "  echo:   --conns N --window W --type T --duration S --warmup W\n",
           stderr);
@@ -261,6 +264,8 @@ static void parse_args(int argc, char **argv)
             O.warmup = parse_double(name, v, 0, 86400);
         else if (strcmp(name, "--step-factor") == 0)
             O.step_factor = parse_double(name, v, 1.001, 1000);
+        else if (strcmp(name, "--refine") == 0)
+            O.refine = (int)parse_double(name, v, 0, 10);
         else if (strcmp(name, "--p99-limit") == 0)
             O.p99_limit_ms = parse_double(name, v, 0, 1e7);
         else if (strcmp(name, "--window") == 0)
@@ -975,7 +980,8 @@ static int run_fanout(void)
     }
     step_t steps[MAX_STEPS];
     int nsteps = 0, rc = 0;
-    double rate = O.rate;
+    double rate = O.rate, lo = 0, hi = 0; /* highest passing, lowest failing rate */
+    int refine_left = O.refine;
     selfstat_t sub0 = self_sum(0, nsub), pub0 = self_sum(nsub, nkids);
     for (;;) {
         step_t *st = &steps[nsteps];
@@ -992,9 +998,25 @@ static int run_fanout(void)
         pub0 = pub1;
         if (O.step && !O.quiet)
             fanout_json(st, steps, nsteps, NULL, 0);
-        if (!O.step || !st->pass || st->pub_limited || nsteps == MAX_STEPS)
+        if (!O.step || st->pub_limited || nsteps == MAX_STEPS)
             break;
-        rate *= O.step_factor;
+        if (hi == 0 && st->pass) { /* stepping up */
+            lo = rate;
+            rate *= O.step_factor;
+            continue;
+        }
+        if (hi == 0) { /* the first failing step */
+            if (lo == 0)
+                break;
+            hi = rate;
+        } else if (st->pass) { /* refining between the last pass and the first fail */
+            lo = rate;
+        } else {
+            hi = rate;
+        }
+        if (refine_left-- <= 0)
+            break;
+        rate = (lo + hi) / 2;
     }
     uint64_t dropped = 0;
     if (rc == 0 && collect(0, nkids) == 0)
