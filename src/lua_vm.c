@@ -921,7 +921,10 @@ static void finish(hub_vm_t *vm, hub_conn_t *c, lua_State *co, int rc, int timed
     hub_wait_t *wt = c->wait;
     if (rc == LUA_YIELD && wt != NULL && wt->co == co) {
         if (wt->text == NULL && wait_keep_text(wt, d) != 0) {
+            /* the answer finds nobody waiting and gives the seat back */
             wait_release_co(wt, vm);
+            if (wt->head == NULL)
+                wait_free(c, vm);
             vm_drop_coroutine(vm);
             send_error(c, 1003, NULL, d->rid, NULL);
             goto done;
