@@ -490,6 +490,29 @@ void hub_vm_watchdog(hub_worker_t *w)
 
 static _Thread_local int call_depth;
 
+/* The watchdog's view of the outermost Lua call of worker w: L runs from
+ * now (watch_begin) until watch_end, which returns 1 when the time limit's
+ * hook was armed meanwhile (and disarms it). */
+static void watch_begin(hub_worker_t *w, lua_State *L)
+{
+    uv_mutex_lock(&w->lua_mu);
+    w->lua_active = L;
+    w->lua_enter_ns = uv_hrtime();
+    uv_mutex_unlock(&w->lua_mu);
+}
+
+static int watch_end(hub_worker_t *w, lua_State *L)
+{
+    uv_mutex_lock(&w->lua_mu);
+    w->lua_active = NULL;
+    int hooked = w->lua_hooked;
+    w->lua_hooked = 0;
+    uv_mutex_unlock(&w->lua_mu);
+    if (hooked)
+        lua_sethook(L, NULL, 0, 0); /* LuaJIT's hook is one for all threads */
+    return hooked;
+}
+
 int hub_vm_pcall(hub_vm_t *vm, int nargs, int nres, int *timed_out)
 {
     lua_State *L = vm->L;
@@ -498,28 +521,15 @@ int hub_vm_pcall(hub_vm_t *vm, int nargs, int nres, int *timed_out)
     lua_rawgeti(L, LUA_REGISTRYINDEX, vm->traceback_ref);
     lua_insert(L, fidx);
     int outer = w != NULL && call_depth == 0;
-    if (outer) {
-        uv_mutex_lock(&w->lua_mu);
-        w->lua_active = L;
-        w->lua_enter_ns = uv_hrtime();
-        uv_mutex_unlock(&w->lua_mu);
-    }
+    if (outer)
+        watch_begin(w, L);
     call_depth++;
     int yieldable = vm->yieldable; /* nothing waits across this C call */
     vm->yieldable = 0;
     int rc = lua_pcall(L, nargs, nres, fidx);
     vm->yieldable = yieldable;
     call_depth--;
-    int hooked = 0;
-    if (outer) {
-        uv_mutex_lock(&w->lua_mu);
-        w->lua_active = NULL;
-        hooked = w->lua_hooked;
-        w->lua_hooked = 0;
-        uv_mutex_unlock(&w->lua_mu);
-        if (hooked)
-            lua_sethook(L, NULL, 0, 0);
-    }
+    int hooked = outer && watch_end(w, L);
     lua_remove(L, fidx);
     *timed_out = hooked && rc != 0;
     if (rc == LUA_ERRMEM)
@@ -818,11 +828,7 @@ static void wait_free(hub_conn_t *c, hub_vm_t *vm)
  * pcall. vm->L is co meanwhile, so the gohub functions work on its stack. */
 static int vm_resume(hub_vm_t *vm, lua_State *co, int nargs, int *timed_out)
 {
-    hub_worker_t *w = vm->w;
-    uv_mutex_lock(&w->lua_mu);
-    w->lua_active = co;
-    w->lua_enter_ns = uv_hrtime();
-    uv_mutex_unlock(&w->lua_mu);
+    watch_begin(vm->w, co);
     call_depth++;
     vm->L = vm->running = co;
     vm->yieldable = 1;
@@ -831,13 +837,7 @@ static int vm_resume(hub_vm_t *vm, lua_State *co, int nargs, int *timed_out)
     vm->L = vm->main;
     vm->running = NULL;
     call_depth--;
-    uv_mutex_lock(&w->lua_mu);
-    w->lua_active = NULL;
-    int hooked = w->lua_hooked;
-    w->lua_hooked = 0;
-    uv_mutex_unlock(&w->lua_mu);
-    if (hooked)
-        lua_sethook(vm->main, NULL, 0, 0);
+    int hooked = watch_end(vm->w, vm->main);
     *timed_out = hooked && rc != 0 && rc != LUA_YIELD;
     return rc;
 }
