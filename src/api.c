@@ -5,7 +5,8 @@
  *
  * Deliveries go through fanout.c, which also publishes them on the cluster
  * bus. /api/stats lists the live nodes (with their heartbeat client
- * counts); rooms and clients are this node's view.
+ * counts), rooms come from the cluster's membership directory, and
+ * /api/clients and DELETE /api/rooms/{id} ask every node (cluster_ops.c).
  * Worker thread (the connection's owner). */
 #include "api.h"
 
@@ -17,6 +18,7 @@
 #include <strings.h>
 
 #include "cluster.h"
+#include "cluster_ops.h"
 #include "config.h"
 #include "conn.h"
 #include "fanout.h"
@@ -701,20 +703,18 @@ static void room_get(api_req_t *q)
     respond_json(q, 200, NULL, o);
 }
 
-/* DELETE /api/rooms/{id}: the members get room_deleted */
+/* DELETE /api/rooms/{id}: the members get room_deleted; in a cluster on
+ * every node, also when only other nodes have the room */
 static void room_delete(api_req_t *q)
 {
     if (!path_room_id(q))
         return;
-    hub_member_t *m;
-    size_t n;
-    if (hub_reg_room_delete(q->path.id, &m, &n) != 0) {
+    int n = hub_ops_room_delete(q->w, q->path.id);
+    if (n < 0) {
         fail(q, 404, "room_not_found", "no such room", NULL);
         return;
     }
-    hub_fanout_room_deleted(q->w, q->path.id, m, n);
-    hub_reg_members_free(m, n);
-    hub_log_info("api room deleted", "room=%s members=%zu", q->path.id, n);
+    hub_log_info("api room deleted", "room=%s members=%d", q->path.id, n);
     respond_ok(q);
 }
 
@@ -774,6 +774,55 @@ static int query_uint(const char *s, size_t n, size_t *out)
     return 1;
 }
 
+/* What a GET /api/clients waiting for the cluster's answer needs then
+ * (the request itself is gone by then). */
+typedef struct {
+    char cors[API_MAX_ORIGIN + 96];
+    int head_only;
+} api_wait_t;
+
+/* hub_ops_done_fn: the cluster's answer for the waiting connection conn_id
+ * (gone meanwhile: nothing to do). Takes ctx (an api_wait_t). The answer
+ * closes the connection, as a reload's does: bytes pipelined behind a
+ * waiting request are not kept. */
+static void clients_answer(hub_worker_t *w, uint64_t conn_id, void *ctx, int status,
+                           const char *body, size_t len)
+{
+    api_wait_t *a = ctx;
+    hub_conn_t *c = hub_idmap_get(&w->byid, conn_id);
+    if (c != NULL && c->state == HUB_CONN_HTTP && (c->flags & HUB_CONN_F_WAITING) &&
+        !(c->flags & HUB_CONN_F_CLOSED)) {
+        char hdr[1024];
+        snprintf(hdr, sizeof(hdr), "%sCache-Control: no-store\r\n%s", a->cors,
+                 status == 503 ? "Retry-After: 1\r\n" : "");
+        hub_conn_resume(c);
+        hub_routes_respond(c, status, hdr, "application/json", body, len, 0, a->head_only);
+    }
+    free(a);
+}
+
+/* GET /api/clients in a cluster: every live node's clients, ordered by
+ * (node id, that node's order); the connection waits (reading nothing, no
+ * header deadline) for cluster_ops.c's answer, at most its deadline. */
+static void clients_cluster(api_req_t *q, size_t offset, size_t limit)
+{
+    api_wait_t *a = malloc(sizeof(*a));
+    if (a == NULL) {
+        fail(q, 500, "internal", "out of memory", NULL);
+        return;
+    }
+    memcpy(a->cors, q->cors, sizeof(a->cors));
+    a->head_only = q->head_only;
+    /* the answer runs on this thread later, never within this call */
+    if (hub_ops_clients(q->w, q->c->id, offset, limit, clients_answer, a) != 0) {
+        free(a);
+        fail(q, 503, "unavailable", "the cluster cannot be asked now", "Retry-After: 1\r\n");
+        return;
+    }
+    q->c->timer_ms = UINT64_MAX;
+    hub_conn_pause(q->c);
+}
+
 /* GET /api/clients?limit=&offset= */
 static void clients_list(api_req_t *q)
 {
@@ -794,6 +843,10 @@ static void clients_list(api_req_t *q)
     }
     if (limit > API_PAGE_MAX)
         limit = API_PAGE_MAX;
+    if (hub_cluster_enabled()) {
+        clients_cluster(q, offset, limit);
+        return;
+    }
     hub_client_info_t *v;
     size_t n, total;
     if (hub_reg_client_list(offset, limit, &v, &n, &total) != 0) {

@@ -305,33 +305,61 @@ int hub_fanout_user(hub_worker_t *w, const char *user_id, hub_frame_t *f, int *f
     return (int)n;
 }
 
-int hub_fanout_room_deleted(hub_worker_t *w, const char *room_id, const hub_member_t *m,
-                            size_t n)
+/* The room_deleted {room_id} frame (the caller releases it), or NULL. */
+static hub_frame_t *room_deleted_frame(const char *room_id)
 {
-    if (n == 0)
-        return 0;
     char data[300];
     size_t l = (size_t)snprintf(data, sizeof(data), "{\"room_id\":");
     l = hub_json_quote(data, l, sizeof(data) - 1, room_id, strlen(room_id));
     if (l == (size_t)-1)
-        return HUB_E2BIG;
+        return NULL;
     data[l++] = '}';
-    hub_frame_t *f = hub_msg_frame("room_deleted", data, l, hub_msg_next_id(), HUB_NO_REQUEST);
+    return hub_msg_frame("room_deleted", data, l, hub_msg_next_id(), HUB_NO_REQUEST);
+}
+
+/* Delivers room_deleted to the n members m: from worker w (NULL: any
+ * other thread, through every worker's inbox). */
+static int room_deleted_to(hub_server_t *srv, hub_worker_t *w, const char *room_id,
+                           const hub_member_t *m, size_t n)
+{
+    if (n == 0)
+        return 0;
+    hub_frame_t *f = room_deleted_frame(room_id);
     uint64_t *ids = malloc(n * sizeof(*ids));
     int *workers = malloc(n * sizeof(*workers));
     int rc = HUB_ENOMEM;
     if (f != NULL && ids != NULL && workers != NULL) {
+        int want[256] = { 0 };
         for (size_t i = 0; i < n; i++) {
             ids[i] = m[i].conn_id;
             workers[i] = m[i].worker;
+            if (workers[i] >= 0 && workers[i] < srv->nworkers)
+                want[workers[i]] = 1;
         }
-        hub_fanout_ids(w, ids, workers, n, f);
+        if (w != NULL) {
+            hub_fanout_ids(w, ids, workers, n, f);
+        } else {
+            id_list_t l = { ids, workers, n };
+            post_each(srv, f->data, f->len, f->kind, want, make_ids, &l);
+        }
         rc = (int)n;
     }
     free(ids);
     free(workers);
     hub_frame_release(f);
     return rc;
+}
+
+int hub_fanout_room_deleted(hub_worker_t *w, const char *room_id, const hub_member_t *m,
+                            size_t n)
+{
+    return room_deleted_to(w->srv, w, room_id, m, n);
+}
+
+int hub_fanout_room_deleted_remote(hub_server_t *srv, const char *room_id,
+                                   const hub_member_t *m, size_t n)
+{
+    return room_deleted_to(srv, NULL, room_id, m, n);
 }
 
 int hub_fanout_presence(hub_worker_t *w, const char *type, const char *room, uint64_t conn_id,

@@ -40,6 +40,11 @@ void hub_fanout_ids(hub_worker_t *w, const uint64_t *ids, const int *workers, si
 int hub_fanout_room_deleted(hub_worker_t *w, const char *room_id, const hub_member_t *m,
                             size_t n);
 
+/* Any thread (the bus thread: another node deleted the room): the same to
+ * this node's n members m, through the workers' inboxes. */
+int hub_fanout_room_deleted_remote(hub_server_t *srv, const char *room_id,
+                                   const hub_member_t *m, size_t n);
+
 /* member_joined / member_left {room_id, client_id, user_id} about conn_id
  * to the room's other members. Returns the recipient count or HUB_E*. */
 int hub_fanout_presence(hub_worker_t *w, const char *type, const char *room, uint64_t conn_id,

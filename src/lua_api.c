@@ -7,6 +7,7 @@
 
 #include "auth.h"
 #include "cluster.h"
+#include "cluster_ops.h"
 #include "config.h"
 #include "conn.h"
 #include "fanout.h"
@@ -366,18 +367,15 @@ static int l_room_create(lua_State *L)
     return 1;
 }
 
-/* gohub.rooms.delete(room_id) → true | nil, "not_found" */
+/* gohub.rooms.delete(room_id) → true | nil, "not_found". In a cluster the
+ * room goes on every node (also when only other nodes have it). */
 static int l_room_delete(lua_State *L)
 {
     int valid;
     const char *id = check_room(L, 1, &valid);
     hub_worker_t *w = worker_of(L);
-    hub_member_t *m;
-    size_t n;
-    if (!valid || hub_reg_room_delete(id, &m, &n) != 0)
+    if (!valid || hub_ops_room_delete(w, id) < 0)
         return fail(L, "not_found");
-    hub_fanout_room_deleted(w, id, m, n);
-    hub_reg_members_free(m, n);
     lua_pushboolean(L, 1);
     return 1;
 }

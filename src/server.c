@@ -14,6 +14,7 @@
 
 #include "auth.h"
 #include "cluster.h"
+#include "cluster_ops.h"
 #include "config.h"
 #include "log.h"
 #include "lua_vm.h"
@@ -310,6 +311,7 @@ int hub_server_run(hub_config_t *cfg, const char *config_path)
     }
     free(fds);
     /* the bus thread delivers into the workers' inboxes, which exist now */
+    hub_ops_init(s);
     if (hub_cluster_start(s) != 0)
         _exit(1);
     for (int i = 0; i < s->nworkers; i++) {

@@ -493,6 +493,182 @@ def test_max_clients_counts_members_on_every_node(start_daemon, bus):
     c.call_ok("join_room", {"room_id": "cap"}, "room_joined")
 
 
+# ---- cluster-wide operations: delete_room everywhere, /api/clients ---------
+
+ANON_DELETE = {"GOHUB_AUTH_ANONYMOUS_PERMISSIONS":
+               "join:room,leave:room,send:message,create:room,delete:room"}
+
+
+def gone_everywhere(hubs, nodes, room):
+    """room is listed by no node, room_members says 3000 on every node and
+    the API of every node answers 404."""
+    return (all(room not in rooms_of(h) and members_of(h, room) is None for h in hubs)
+            and all(api_room(d, room)[0] == 404 for d in nodes))
+
+
+def told_deleted_once(h, room):
+    m = h.expect_type("room_deleted", timeout=5, pred=lambda m: m["data"]["room_id"] == room)
+    assert m["data"] == {"room_id": room}, m.raw
+    h.quiet(lambda m: m.get("message_type") in ("room_deleted", "member_left"), wait=0.5,
+            what="a second room_deleted or a member_left")
+    return m
+
+
+def test_delete_room_deletes_it_on_every_node(start_daemon, bus):
+    nodes = cluster(start_daemon, bus, extra=ANON_DELETE)
+    n1, n2, n3 = nodes
+    a, b, b2, c = (Hub(n1.port, name="a"), Hub(n2.port, name="b"), Hub(n2.port, name="b2"),
+                   Hub(n3.port, name="c"))
+    deleter = Hub(n1.port, name="deleter")
+    for h in (a, b, b2, c):
+        h.call_ok("join_room", {"room_id": "doomed"}, "room_joined")
+        h.call_ok("join_room", {"room_id": "kept"}, "room_joined")
+    assert wait_for(lambda: all(len(members_of(h, "doomed") or []) == 4 for h in (a, b, c)), 5)
+    for h in (a, b, b2, c):
+        h.drain()
+    r = deleter.call_ok("delete_room", {"room_id": "doomed"}, "room_deleted")
+    assert r["data"] == {"room_id": "doomed"}, r.raw
+    # every member, on every node, is told once: room_deleted, no member_left
+    for h in (a, b, b2, c):
+        told_deleted_once(h, "doomed")
+    assert wait_for(lambda: gone_everywhere((a, b, c), nodes, "doomed"), 5)
+    # and is no longer a member anywhere
+    for h in (a, b, c):
+        r = h.call("room_message", {"room_id": "doomed", "content": "still there?"})
+        assert r["message_type"] == "error" and r["data"]["code"] in (3000, 3003), r.raw
+    # the other room is untouched, with all four members on every node
+    assert all(rooms_of(h)["kept"]["member_count"] == 4 for h in (a, b, c))
+    # a second delete finds nothing on any node
+    deleter.call_err("delete_room", {"room_id": "doomed"}, 3000)
+    r = http_request_delete(n3.port, "/api/rooms/doomed")
+    assert r.status == 404, r
+    # the room can be made again (a fresh room, one member)
+    r = b.call_ok("join_room", {"room_id": "doomed"}, "room_joined")
+    assert r["data"]["member_count"] == 1, r.raw
+
+
+def test_delete_of_a_room_only_other_nodes_have(start_daemon, bus):
+    nodes = cluster(start_daemon, bus, extra=ANON_DELETE)
+    n1, n2, n3 = nodes
+    a = Hub(n1.port, name="a")  # node1 has no member of these rooms
+    b, c = Hub(n2.port, name="b"), Hub(n3.port, name="c")
+    for h in (b, c):
+        h.call_ok("join_room", {"room_id": "far"}, "room_joined")
+    c.call_ok("join_room", {"room_id": "far3"}, "room_joined")  # only node3 has it
+    assert wait_for(lambda: (rooms_of(a).get("far", {}).get("member_count") == 2
+                             and "far3" in rooms_of(a)), 5), rooms_of(a)
+    for h in (b, c):
+        h.drain()
+    # DELETE /api/rooms/{id} on a node without a local member
+    r = http_request_delete(n1.port, "/api/rooms/far")
+    assert r.status == 200 and r.json() == {"status": "ok"}, r
+    for h in (b, c):
+        told_deleted_once(h, "far")
+    assert wait_for(lambda: gone_everywhere((a, b, c), nodes, "far"), 5)
+    # delete_room from a client of a node that never had the room
+    r = a.call_ok("delete_room", {"room_id": "far3"}, "room_deleted")
+    assert r["data"] == {"room_id": "far3"}, r.raw
+    told_deleted_once(c, "far3")
+    assert wait_for(lambda: gone_everywhere((a, b, c), nodes, "far3"), 5)
+    assert http_request_delete(n2.port, "/api/rooms/far3").status == 404
+
+
+def api_clients(d, query="", timeout=5.0):
+    r = http_get(d.port, f"/api/clients{query}", timeout=timeout)
+    assert r is not None and r.status == 200, r
+    return r.json()
+
+
+def test_api_clients_lists_every_node(start_daemon, bus):
+    nodes = cluster(start_daemon, bus)
+    n1, n2, n3 = nodes
+    # connected in this order, a few ms apart: each node lists by connection time
+    made = []
+    for d, name in ((n2, "b1"), (n1, "a1"), (n3, "c1"), (n2, "b2"), (n1, "a2"), (n2, "b3")):
+        made.append((d, Hub(d.port, name=name)))
+        time.sleep(0.01)
+    hub = {h.name: h for _, h in made}
+    hub["a1"].call_ok("join_room", {"room_id": "r1"}, "room_joined")
+    hub["a1"].call_ok("join_room", {"room_id": "r2"}, "room_joined")
+    hub["b2"].call_ok("join_room", {"room_id": "r1"}, "room_joined")
+    hub["c1"].call_ok("join_room", {"room_id": "r3"}, "room_joined")
+    order = ["a1", "a2", "b1", "b2", "b3", "c1"]  # by node id, then connection time
+    node_of = {"a": "node1", "b": "node2", "c": "node3"}
+    rooms = {"a1": ["r1", "r2"], "b2": ["r1"], "c1": ["r3"]}
+    for d in nodes:
+        body = api_clients(d)
+        assert body["total_clients"] == 6 and body["missing_nodes"] == [], body
+        got = body["clients"]
+        assert [x["client_id"] for x in got] == [hub[n].whoami() for n in order], got
+        for x, n in zip(got, order):
+            assert x["node_id"] == node_of[n[0]], x
+            assert x["user_id"] == f"anon-{x['client_id']}", x
+            assert sorted(x["rooms"]) == rooms.get(n, []), x
+            assert isinstance(x["connected_at"], int) and x["connected_at"] > 1e12, x
+    full = api_clients(n1)["clients"]
+    # pages cross node boundaries
+    for off, lim in ((1, 2), (2, 3), (4, 2), (5, 10), (0, 6), (3, 1)):
+        body = api_clients(n3, f"?offset={off}&limit={lim}")
+        assert body["total_clients"] == 6, body
+        assert body["clients"] == full[off:off + lim], (off, lim, body)
+    # walking the pages one by one gives the whole list
+    walked = [api_clients(n2, f"?offset={i}&limit=1")["clients"][0] for i in range(6)]
+    assert walked == full
+    body = api_clients(n2, "?offset=6&limit=5")
+    assert body == {"total_clients": 6, "clients": [], "missing_nodes": []}, body
+    assert api_clients(n1, "?limit=0")["clients"] == []
+    # a bad parameter is refused before anything is asked
+    r = http_get(n1.port, "/api/clients?limit=x")
+    assert r.status == 400, r
+    # a client that leaves is gone from the list
+    hub["b2"].close()
+    assert wait_for(lambda: api_clients(n3)["total_clients"] == 5, 5)
+    assert hub["b2"].whoami() not in [x["client_id"] for x in api_clients(n3)["clients"]]
+
+
+def test_api_clients_concurrent_queries_are_bounded(start_daemon, bus):
+    import concurrent.futures
+    nodes = cluster(start_daemon, bus)
+    clients = [Hub(d.port) for d in nodes]  # noqa: F841 (kept open)
+
+    def one(i):
+        r = http_get(nodes[i % 3].port, f"/api/clients?offset={i % 4}&limit=2", timeout=10)
+        return r.status, r.header("Retry-After"), r.json()
+    with concurrent.futures.ThreadPoolExecutor(48) as ex:
+        got = list(ex.map(one, range(96)))
+    ok = [b for s, _, b in got if s == 200]
+    busy = [(s, ra) for s, ra, _ in got if s != 200]
+    assert all(s == 503 and ra == "1" for s, ra in busy), busy
+    assert len(ok) >= 16, f"only {len(ok)} of 96 answered 200"
+    bad = [b for b in ok if b["total_clients"] != 3 or b["missing_nodes"] != []]
+    assert not bad, bad[:3]
+
+
+def test_api_clients_leaves_out_a_killed_node(start_daemon, bus):
+    # the default heartbeat (2 s) and node timeout (7 s): node3 stays in the
+    # view for a while after kill -9, and the query must not wait for it
+    defaults = {"GOHUB_CLUSTER_HEARTBEAT_INTERVAL": "2s", "GOHUB_CLUSTER_NODE_TIMEOUT": "7s"}
+    n1, n2, n3 = cluster(start_daemon, bus, extra=defaults)
+    a, b, c = Hub(n1.port, name="a"), Hub(n2.port, name="b"), Hub(n3.port, name="c")
+    cid = c.whoami()
+    assert api_clients(n1)["total_clients"] == 3
+    n3.proc.kill()
+    n3.exit_checked = True
+    t0 = time.monotonic()
+    body = api_clients(n1, timeout=6)
+    took = time.monotonic() - t0
+    assert took < 3.0, f"/api/clients took {took:.1f}s with a dead node"
+    assert body["missing_nodes"] == ["node3"] and body["total_clients"] == 2, body
+    assert [x["client_id"] for x in body["clients"]] == [a.whoami(), b.whoami()], body
+    # once node3 is dropped from the view it is no longer asked, nor missing
+    assert wait_for(lambda: node_ids(n2) == ["node1", "node2"], 12)
+    t0 = time.monotonic()
+    body = api_clients(n2)
+    assert time.monotonic() - t0 < 1.0
+    assert body["missing_nodes"] == [] and body["total_clients"] == 2, body
+    assert cid not in [x["client_id"] for x in body["clients"]]
+
+
 # ---- max_clients across nodes: a room's owner grants the seats ------------------------
 
 M64 = (1 << 64) - 1
