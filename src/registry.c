@@ -485,16 +485,20 @@ static room_t *room_new(const char *id, const char *name, uint32_t max, int auto
 int hub_reg_room_create(const char *id, const char *name, uint32_t max_clients,
                         int auto_created, hub_room_info_t *out)
 {
+    hub_room_info_t remote = { 0 };
     uv_mutex_lock(&R.mu);
     int rc = 0;
     room_t *r = hub_strmap_get(&R.rooms, id);
-    if (r != NULL)
+    /* a room another node of the cluster has exists too (lock order:
+     * registry, then the cluster's node table) */
+    if (r != NULL || (!auto_created && hub_cluster_room_info(id, &remote)))
         rc = HUB_EEXIST;
     else if ((r = room_new(id, name, max_clients, auto_created)) == NULL)
         rc = HUB_ENOMEM;
     else if (out)
         rc = info_of(r, out);
     uv_mutex_unlock(&R.mu);
+    hub_reg_info_free(&remote);
     return rc;
 }
 

@@ -828,3 +828,16 @@ def test_a_reload_while_a_handler_waits_answers_1003_and_the_connection_goes_on(
     assert "reload" in m["data"]["message"]
     assert a.reply(p, timeout=5)["message_type"] == "pong"
     a.ping()
+
+
+def test_create_room_of_a_room_another_node_has_is_refused(start_daemon, bus):
+    nodes = cluster(start_daemon, bus)
+    r = http_post(nodes[0].port, "/api/rooms", json.dumps({"id": "taken", "max_clients": 3}))
+    assert r.status == 201, r
+    assert wait_for(lambda: all(api_room(d, "taken")[1] for d in nodes), 5)
+    b = Hub(nodes[1].port, name="b")
+    b.call_err("create_room", {"room_id": "taken", "max_clients": 50}, 3001)
+    r = http_post(nodes[2].port, "/api/rooms", json.dumps({"id": "taken", "max_clients": 50}))
+    assert r.status == 409, r
+    # the first node's settings hold everywhere
+    assert all(api_room(d, "taken")[1]["max_clients"] == 3 for d in nodes)
