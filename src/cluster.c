@@ -35,6 +35,7 @@
 #include "hmap.h"
 #include "inbox.h"
 #include "log.h"
+#include "metrics.h"
 #include "msg.h"
 #include "registry.h"
 #include "seats.h"
@@ -1508,6 +1509,7 @@ static void bus_main(void *arg)
 {
     hub_bus_t *b = arg;
     on_bus_thread = 1;
+    hub_metrics_bind(hub_metrics_bus()); /* what the registry counts here */
     uv_run(&b->loop, UV_RUN_DEFAULT);
 }
 

@@ -24,6 +24,7 @@ _Thread_local hub_metrics_t *hub_metrics_tls;
  * be lost to each other (load + store), which is harmless for a sink. */
 static hub_metrics_t sink_metrics;
 static hub_metrics_t main_metrics;
+static hub_metrics_t bus_metrics;
 
 hub_metrics_t *hub_metrics_sink(void)
 {
@@ -33,6 +34,11 @@ hub_metrics_t *hub_metrics_sink(void)
 hub_metrics_t *hub_metrics_main(void)
 {
     return &main_metrics;
+}
+
+hub_metrics_t *hub_metrics_bus(void)
+{
+    return &bus_metrics;
 }
 
 /* ---- label sets ---------------------------------------------------------- */
@@ -581,6 +587,7 @@ char *hub_metrics_render(hub_server_t *srv, size_t *len)
     for (int i = 0; i < srv->nworkers; i++)
         hub_metrics_accumulate(s, &srv->workers[i].metrics);
     hub_metrics_accumulate(s, &main_metrics);
+    hub_metrics_accumulate(s, &bus_metrics);
     long conns = atomic_load(&srv->ws_connections);
     s->connected_clients = conns > 0 ? (uint64_t)conns : 0;
     size_t clients, rooms;

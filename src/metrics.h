@@ -1,5 +1,6 @@
 /* metrics.h: Prometheus metrics. Each thread that counts owns one
- * hub_metrics_t (a worker: w->metrics; the main thread: hub_metrics_main())
+ * hub_metrics_t (a worker: w->metrics; the main thread: hub_metrics_main();
+ * the cluster's bus thread: hub_metrics_bus())
  * and is the only thread that ever writes it. A scrape (GET /metrics, on
  * whichever worker accepted it) reads every worker's struct and sums.
  *
@@ -107,6 +108,9 @@ static inline void hub_metrics_bind(hub_metrics_t *m)
 
 /* The main thread's struct (Lua reloads). Main thread writes; any reads. */
 hub_metrics_t *hub_metrics_main(void);
+
+/* The cluster bus thread's struct (rooms another node deleted, ...). */
+hub_metrics_t *hub_metrics_bus(void);
 
 /* Adds n. Only the owning thread may call it on its struct: a load and a
  * store, no read-modify-write instruction (see the file comment). */

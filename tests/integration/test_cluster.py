@@ -514,6 +514,15 @@ def told_deleted_once(h, room):
     return m
 
 
+def room_leaves(d):
+    r = http_get(d.port, "/metrics", timeout=3.0)
+    assert r is not None and r.status == 200, r
+    for line in r.body.decode().splitlines():
+        if line.startswith("gohub_room_leaves_total "):
+            return float(line.split()[1])
+    raise AssertionError("no gohub_room_leaves_total in /metrics")
+
+
 def test_delete_room_deletes_it_on_every_node(start_daemon, bus):
     nodes = cluster(start_daemon, bus, extra=ANON_DELETE)
     n1, n2, n3 = nodes
@@ -526,12 +535,15 @@ def test_delete_room_deletes_it_on_every_node(start_daemon, bus):
     assert wait_for(lambda: all(len(members_of(h, "doomed") or []) == 4 for h in (a, b, c)), 5)
     for h in (a, b, b2, c):
         h.drain()
+    leaves0 = room_leaves(n2)
     r = deleter.call_ok("delete_room", {"room_id": "doomed"}, "room_deleted")
     assert r["data"] == {"room_id": "doomed"}, r.raw
     # every member, on every node, is told once: room_deleted, no member_left
     for h in (a, b, b2, c):
         told_deleted_once(h, "doomed")
     assert wait_for(lambda: gone_everywhere((a, b, c), nodes, "doomed"), 5)
+    # node2's two members left the room there, and its metrics say so
+    assert room_leaves(n2) == leaves0 + 2
     # and is no longer a member anywhere
     for h in (a, b, c):
         r = h.call("room_message", {"room_id": "doomed", "content": "still there?"})
