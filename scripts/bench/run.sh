@@ -315,7 +315,7 @@ export BENCH_NOTE="gohub runs with ${BENCH_GOHUB_WORKERS:-1} worker (server.work
 (1 and 2 workers measured the same fan-out on this 2-core machine shared with the load generator). \
 gohub runs with \`rooms.presence_events\` off, since the Node hub sends no presence events; \
 callgrind runs gohub alone (1 worker, ${CG_MESSAGES} messages, 1 vs 101 recipients). \
-Fan-out steps start at ${FANOUT_RATE} msg/s, ×${FANOUT_FACTOR} every ${STEP_S} s. \
+Fan-out steps start at ${FANOUT_RATE} msg/s, ×${FANOUT_FACTOR} every ${STEP_S} s until one fails, then ${FANOUT_REFINE} steps bisect between the last passing and the first failing rate. \
 Connect, fan-out and Lua dispatch: best of ${REPEAT} alternating runs per server \
 (the machine is shared; a run disturbed by another process does not decide the result). \
 Cluster: one run; its fan-out steps use the same grid from 3 steps lower."
