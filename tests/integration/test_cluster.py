@@ -853,3 +853,21 @@ def test_create_room_of_a_room_another_node_has_is_refused(start_daemon, bus):
     assert r.status == 409, r
     # the first node's settings hold everywhere
     assert all(api_room(d, "taken")[1]["max_clients"] == 3 for d in nodes)
+
+
+def test_a_join_to_a_capped_room_waits_out_a_bus_outage(start_daemon, bus):
+    """With the bus down no node can count the room: the join waits (the
+    worker goes on serving), and is answered once the bus is back."""
+    nodes = cluster(start_daemon, bus)
+    http_post(nodes[0].port, "/api/rooms", json.dumps({"id": "capped", "max_clients": 3}))
+    assert wait_for(lambda: all(api_room(d, "capped")[1] for d in nodes), 5)
+    a, other = Hub(nodes[0].port, name="a"), Hub(nodes[0].port, name="other")
+    bus.kill()
+    wait_for(lambda: health(nodes[0])[1]["bus"] == "down", 10)
+    j = a.send("join_room", {"room_id": "capped"})
+    assert other.call("ping")["message_type"] == "pong"  # the worker is not blocked
+    a.no_more_replies(j, wait=0.5)  # no seat without the bus
+    bus.start()
+    r = a.reply(j, timeout=10)
+    assert r["message_type"] == "room_joined", r.raw
+    assert r["data"]["member_count"] == 1
