@@ -1,7 +1,8 @@
 /* lua_vm.c: the per-worker LuaJIT state: capped allocator, sandbox, module
  * loader (text only, under lua.path), handler loading and shape checks, the
- * protected call with its time limit, and the /ws dispatch with the
- * protocol's reply rule. Worker thread, except hub_vm_watchdog (main) and
+ * protected call with its time limit, the /ws dispatch with the protocol's
+ * reply rule (each message in a coroutine), and handlers that wait for a
+ * seat (parked with what their connection sends meanwhile). Worker thread, except hub_vm_watchdog (main) and
  * hub_vm_new (any thread; the VM is then owned by one worker). */
 #include "lua_vm.h"
 
@@ -343,8 +344,8 @@ static int boot(lua_State *L)
      * (decode, checks, lookup) returns the call for Lua to make */
     static const char runner[] = "local prepare = ...\n"
                                  "return function(d)\n"
-                                 "  local fn, client, data, ctx = prepare(d)\n"
-                                 "  if fn then return fn(client, data, ctx) end\n"
+                                 "  local fn, client, data, msg = prepare(d)\n"
+                                 "  if fn then return fn(client, data, msg) end\n"
                                  "end\n";
     if (luaL_loadbuffer(L, runner, sizeof(runner) - 1, "=gohub.dispatch") != 0)
         return lua_error(L);
@@ -719,7 +720,7 @@ static int refuse(dispatch_t *d, int code, const char *message)
 }
 
 /* Decodes and checks the message and returns the call to make: handler,
- * client, data, ctx; nothing when it is refused (d->code). Runs in the
+ * client, data, msg ({type, id}); nothing when it is refused (d->code). Runs in the
  * message's coroutine, so a memory error while decoding is caught like one
  * in the handler. */
 static int run_message(lua_State *L)
