@@ -11,6 +11,9 @@
 #include "common.h"
 #include "lua_vm.h"
 
+#define HUB_VM_SMALL 256          /* largest block size vm_alloc caches */
+#define HUB_VM_CACHE (256 * 1024) /* bytes of freed blocks it keeps at most */
+
 struct hub_vm_s {
     lua_State *L;             /* the thread running now: main, or a handler's coroutine */
     lua_State *main;          /* the state itself (closed with the VM) */
@@ -33,6 +36,10 @@ struct hub_vm_s {
     int dispatch_ref;         /* the function a message's coroutine runs (boot) */
     char *scratch;            /* decoder buffer for escaped strings (grows) */
     size_t scratch_cap;
+    /* small blocks the state freed, kept for its next allocations (vm_alloc):
+     * per 16-byte size class up to HUB_VM_SMALL bytes, HUB_VM_CACHE bytes in all */
+    void *small[HUB_VM_SMALL / 16];
+    size_t small_bytes;
     /* the message being handled (gohub.raw, logs) */
     hub_conn_t *cur;
     const struct hub_json_env_s *env; /* its member spans */

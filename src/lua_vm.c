@@ -36,21 +36,88 @@ hub_vm_t *hub_vm_of(lua_State *L)
     return ud;
 }
 
-/* The capped allocator: runaway memory becomes LUA_ERRMEM inside pcall. */
+/* The capped allocator: runaway memory becomes LUA_ERRMEM inside pcall.
+ *
+ * Most of a message's allocations are small (its tables, strings, the
+ * reply) and the collector frees them in bursts, past glibc's per-size
+ * thread cache: blocks of up to HUB_VM_SMALL bytes are therefore rounded up
+ * to a 16-byte class and, when freed, kept on that class's list for the
+ * state's next allocations (HUB_VM_CACHE bytes at most; the state has one
+ * thread, so no locks). Lua passes each block's size on free and realloc,
+ * which names its class. (The ASan build keeps the cache too: every block
+ * is malloc'd at its class's size, so a block handed to the wrong class
+ * would overflow where the sanitizer sees it.) */
+static size_t small_class(size_t size)
+{
+    return (size - 1) >> 4;
+}
+
+static void *block_new(hub_vm_t *vm, size_t size)
+{
+    if (size <= HUB_VM_SMALL) {
+        size_t c = small_class(size);
+        void **head = (void **)vm->small[c];
+        if (head != NULL) {
+            vm->small[c] = *head;
+            vm->small_bytes -= (c + 1) << 4;
+            return head;
+        }
+        return malloc((c + 1) << 4);
+    }
+    return malloc(size);
+}
+
+static void block_free(hub_vm_t *vm, void *p, size_t size)
+{
+    if (size <= HUB_VM_SMALL) {
+        size_t c = small_class(size), cs = (c + 1) << 4;
+        if (vm->small_bytes + cs <= HUB_VM_CACHE) {
+            *(void **)p = vm->small[c];
+            vm->small[c] = p;
+            vm->small_bytes += cs;
+            return;
+        }
+    }
+    free(p);
+}
+
+static void small_free_all(hub_vm_t *vm)
+{
+    for (size_t c = 0; c < HUB_VM_SMALL / 16; c++) {
+        while (vm->small[c] != NULL) {
+            void *p = vm->small[c];
+            vm->small[c] = *(void **)p;
+            free(p);
+        }
+    }
+    vm->small_bytes = 0;
+}
+
 static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     hub_vm_t *vm = ud;
     if (ptr == NULL)
         osize = 0;
     if (nsize == 0) {
-        free(ptr);
+        if (ptr != NULL)
+            block_free(vm, ptr, osize);
         vm->mem -= osize;
         return NULL;
     }
     if (nsize > osize && vm->mem + (nsize - osize) > vm->mem_limit)
         return NULL;
-    /* most calls are fresh allocations: malloc is the shorter path */
-    void *p = ptr == NULL ? malloc(nsize) : realloc(ptr, nsize);
+    void *p;
+    if (ptr == NULL) {
+        p = block_new(vm, nsize); /* most calls are fresh allocations */
+    } else if (osize > HUB_VM_SMALL && nsize > HUB_VM_SMALL) {
+        p = realloc(ptr, nsize);
+    } else if (osize <= HUB_VM_SMALL && nsize <= HUB_VM_SMALL &&
+               small_class(osize) == small_class(nsize)) {
+        p = ptr; /* the block is big enough already */
+    } else if ((p = block_new(vm, nsize)) != NULL) {
+        memcpy(p, ptr, osize < nsize ? osize : nsize);
+        block_free(vm, ptr, osize);
+    }
     if (p != NULL)
         vm->mem = vm->mem - osize + nsize;
     return p;
@@ -443,6 +510,7 @@ void hub_vm_free(hub_vm_t *vm)
         return;
     if (vm->main)
         lua_close(vm->main);
+    small_free_all(vm);
     free(vm->lua_path);
     free(vm->scratch);
     free(vm);
