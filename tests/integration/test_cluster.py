@@ -871,3 +871,73 @@ def test_a_join_to_a_capped_room_waits_out_a_bus_outage(start_daemon, bus):
     r = a.reply(j, timeout=10)
     assert r["message_type"] == "room_joined", r.raw
     assert r["data"]["member_count"] == 1
+
+
+# ---- hostile bus input ------------------------------------------------------------------
+
+def bus_publish(bus, subject, payload):
+    """Publishes raw bytes on the bus as a peer would (no gohub in between)."""
+    s = socket.create_connection(("127.0.0.1", bus.port), timeout=5)
+    try:
+        if bus.kind == "redis":
+            chan = ("gohub." + subject).encode()
+            s.sendall(b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n" % (len(chan), chan, len(payload))
+                      + payload + b"\r\n")
+            assert s.recv(64).startswith(b":"), "PUBLISH not answered"
+        else:
+            s.recv(4096)  # INFO
+            s.sendall(b"CONNECT {\"verbose\":false}\r\nPUB GOHUB.%s %d\r\n%s\r\nPING\r\n"
+                      % (subject.encode(), len(payload), payload))
+            buf = b""
+            while b"PONG" not in buf:
+                chunk = s.recv(4096)
+                assert chunk, "nats-server closed the connection"
+                buf += chunk
+    finally:
+        s.close()
+
+
+def fields(*vals):
+    return b"".join(b"%d:%s" % (len(v), v) for v in vals)
+
+
+def test_hostile_bus_messages_are_dropped_and_the_cluster_goes_on(start_daemon, bus):
+    """Garbage, truncated and lying messages on every subject a node reads,
+    including malformed seat asks and answers: each is dropped (and logged),
+    nothing crashes, and rooms, seats and messages still work."""
+    nodes = cluster(start_daemon, bus)
+    http_post(nodes[0].port, "/api/rooms", json.dumps({"id": "guarded", "max_clients": 2}))
+    a, b = Hub(nodes[0].port, name="a"), Hub(nodes[1].port, name="b")
+    assert wait_for(lambda: all(api_room(d, "guarded")[1] for d in nodes), 5)
+    evil = []
+    for subj in ("ctl", "all", "user", "room.guarded", "node.node1", "node.node2"):
+        evil += [(subj, b""), (subj, b"GH1"), (subj, b"GH1 r"), (subj, os.urandom(300)),
+                 (subj, b"GH1 r x 1 1 0 99999999999999999999\n"),
+                 (subj, b"GH1 r x zz 1 0 1\nA"), (subj, b"GH1 \x00 x 1 1 0 0\n"),
+                 (subj, b"GH1 a " + b"n" * 500 + b" 1 1 0 0\n")]
+    # well-framed messages of a peer "evil" (each with its own sequence
+    # number, or the dedupe window would drop them) whose payloads lie
+    for node in ("node1", "node2", "node3"):
+        sub = "node." + node
+        for kind in (b"Q", b"G", b"F", b"K", b"k"):
+            for body in (b"", b"3:abc", b"999:x",
+                         fields(b"guarded", b"evil-1", b"notanumber", b"7"),
+                         fields(b"99999999999999999999999", b"o"), b"-1:" + b"\xff" * 40):
+                head = b"GH1 %s evil 1 %d 0 %d\n%s" % (kind, len(evil) + 1, len(node),
+                                                        node.encode())
+                evil.append((sub, head + body))
+    for subj, payload in evil:
+        bus_publish(bus, subj, payload)
+    time.sleep(0.5)
+    for d in nodes:
+        assert d.running()
+        assert health(d)[0] == 200
+    # seats still count right, messages still cross
+    a.call_ok("join_room", {"room_id": "guarded"}, "room_joined")
+    b.call_ok("join_room", {"room_id": "guarded"}, "room_joined")
+    Hub(nodes[2].port, name="c").call_err("join_room", {"room_id": "guarded"}, 3002)
+    settle_subscriptions()
+    a.send("room_message", {"room_id": "guarded", "content": "still here"}, mid=None)
+    assert b.expect_type("room_message", timeout=5)["data"]["content"] == "still here"
+    log = nodes[0].log_text()
+    assert "malformed bus message" in log and "malformed seat message" in log
