@@ -13,6 +13,7 @@
 
 #define HUB_VM_SMALL 256          /* largest block size vm_alloc caches */
 #define HUB_VM_CACHE (256 * 1024) /* bytes of freed blocks it keeps at most */
+#define HUB_VM_CLASSES ((HUB_VM_SMALL + 7) / 16 + 1)
 
 struct hub_vm_s {
     lua_State *L;             /* the thread running now: main, or a handler's coroutine */
@@ -37,8 +38,8 @@ struct hub_vm_s {
     char *scratch;            /* decoder buffer for escaped strings (grows) */
     size_t scratch_cap;
     /* small blocks the state freed, kept for its next allocations (vm_alloc):
-     * per 16-byte size class up to HUB_VM_SMALL bytes, HUB_VM_CACHE bytes in all */
-    void *small[HUB_VM_SMALL / 16];
+     * per size class up to HUB_VM_SMALL bytes, HUB_VM_CACHE bytes in all */
+    void *small[HUB_VM_CLASSES];
     size_t small_bytes;
     /* the message being handled (gohub.raw, logs) */
     hub_conn_t *cur;

@@ -41,15 +41,23 @@ hub_vm_t *hub_vm_of(lua_State *L)
  * Most of a message's allocations are small (its tables, strings, the
  * reply) and the collector frees them in bursts, past glibc's per-size
  * thread cache: blocks of up to HUB_VM_SMALL bytes are therefore rounded up
- * to a 16-byte class and, when freed, kept on that class's list for the
+ * to a size class and, when freed, kept on that class's list for the
  * state's next allocations (HUB_VM_CACHE bytes at most; the state has one
  * thread, so no locks). Lua passes each block's size on free and realloc,
  * which names its class. (The ASan build keeps the cache too: every block
  * is malloc'd at its class's size, so a block handed to the wrong class
  * would overflow where the sanitizer sees it.) */
+/* Class c holds blocks of 16c + 8 bytes: what a glibc chunk of 16(c + 1)
+ * bytes gives, so the rounding costs no memory that malloc would not
+ * have taken anyway. */
 static size_t small_class(size_t size)
 {
-    return (size - 1) >> 4;
+    return (size + 7) >> 4;
+}
+
+static size_t class_size(size_t c)
+{
+    return (c << 4) + 8;
 }
 
 static void *block_new(hub_vm_t *vm, size_t size)
@@ -59,10 +67,10 @@ static void *block_new(hub_vm_t *vm, size_t size)
         void **head = (void **)vm->small[c];
         if (head != NULL) {
             vm->small[c] = *head;
-            vm->small_bytes -= (c + 1) << 4;
+            vm->small_bytes -= class_size(c);
             return head;
         }
-        return malloc((c + 1) << 4);
+        return malloc(class_size(c));
     }
     return malloc(size);
 }
@@ -70,7 +78,7 @@ static void *block_new(hub_vm_t *vm, size_t size)
 static void block_free(hub_vm_t *vm, void *p, size_t size)
 {
     if (size <= HUB_VM_SMALL) {
-        size_t c = small_class(size), cs = (c + 1) << 4;
+        size_t c = small_class(size), cs = class_size(c);
         if (vm->small_bytes + cs <= HUB_VM_CACHE) {
             *(void **)p = vm->small[c];
             vm->small[c] = p;
@@ -83,7 +91,7 @@ static void block_free(hub_vm_t *vm, void *p, size_t size)
 
 static void small_free_all(hub_vm_t *vm)
 {
-    for (size_t c = 0; c < HUB_VM_SMALL / 16; c++) {
+    for (size_t c = 0; c < HUB_VM_CLASSES; c++) {
         while (vm->small[c] != NULL) {
             void *p = vm->small[c];
             vm->small[c] = *(void **)p;
