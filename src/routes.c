@@ -117,9 +117,8 @@ static void reload(hub_conn_t *c, const hub_http_req_t *r, int keep_alive)
         return;
     /* answered (then closed) when every worker has reported; meanwhile the
      * connection reads nothing and the header deadline is off */
-    c->flags |= HUB_CONN_F_WAITING;
+    hub_conn_pause(c);
     c->timer_ms = UINT64_MAX;
-    uv_read_stop((uv_stream_t *)&c->tcp);
     hub_reload_request(c->w->srv, c->w->index, c->id);
 }
 
