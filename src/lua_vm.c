@@ -2,8 +2,9 @@
  * loader (text only, under lua.path), handler loading and shape checks, the
  * protected call with its time limit, the /ws dispatch with the protocol's
  * reply rule (each message in a coroutine), and handlers that wait for a
- * seat (parked with what their connection sends meanwhile). Worker thread, except hub_vm_watchdog (main) and
- * hub_vm_new (any thread; the VM is then owned by one worker). */
+ * seat (parked with what their connection sends meanwhile). Worker thread,
+ * except hub_vm_watchdog (main) and hub_vm_new (any thread; the VM is then
+ * owned by one worker). */
 #include "lua_vm.h"
 
 #include <dirent.h>
@@ -1162,7 +1163,7 @@ int hub_vm_wait_seat(hub_vm_t *vm, lua_State *L, uint64_t conn_id, const char *r
     free(wt->room); /* a second wait of the same handler */
     wt->room = strdup(room);
     wt->ticket = ++vm->w->wait_tickets;
-    if (wt->room == NULL || hub_seats_ask(vm->w, c->id, room, max, wt->ticket) != 0) {
+    if (wt->room == NULL || hub_seats_ask(vm->w, c->id, conn_id, room, max, wt->ticket) != 0) {
         free(wt->room);
         wt->room = NULL;
         if (wt->head == NULL && wt->co_ref == LUA_NOREF)
@@ -1194,22 +1195,22 @@ static int push_answer(lua_State *L)
     return 0;
 }
 
-void hub_vm_seat_answer(hub_worker_t *w, uint64_t conn_id, const char *room, uint32_t ticket,
-                        int verdict)
+void hub_vm_seat_answer(hub_worker_t *w, uint64_t conn_id, uint64_t seat_id, const char *room,
+                        uint32_t ticket, int verdict)
 {
     hub_conn_t *c = hub_worker_conn(w, conn_id);
     hub_wait_t *wt = c ? c->wait : NULL;
     if (wt == NULL || wt->co == NULL || wt->ticket != ticket || (c->flags & HUB_CONN_F_CLOSED)) {
         /* the connection or its handler is gone: the seat goes back */
         if (verdict == HUB_SEAT_OK)
-            hub_seats_free(w, room, conn_id);
+            hub_seats_free(w, room, seat_id);
         return;
     }
     hub_vm_t *vm = w->vm;
     if (vm->gen != wt->gen) {
         /* a reload replaced the code the handler was running */
         if (verdict == HUB_SEAT_OK)
-            hub_seats_free(w, room, conn_id);
+            hub_seats_free(w, room, seat_id);
         hub_log_warn("a waiting handler was dropped by a code reload", "handler=%s",
                      wt->d.type);
         send_error(c, 1003, "handler interrupted by a code reload", wt->d.rid, NULL);

@@ -51,12 +51,13 @@ int hub_vm_check_code(const hub_config_t *cfg, char *err, size_t errlen);
  * the spec that keeps the busted fake in step). Returns 0 or -1. */
 int hub_vm_dump_api(FILE *out);
 
-/* The answer (HUB_SEAT_*) to the seat a parked handler asked for with
- * ticket (seats.h): joins conn_id to room and resumes the handler, which
- * then runs what its connection received meanwhile. A seat nobody waits
- * for any more goes back to the owner. */
-void hub_vm_seat_answer(hub_worker_t *w, uint64_t conn_id, const char *room, uint32_t ticket,
-                        int verdict);
+/* The answer (HUB_SEAT_*) to the seat in room for connection seat_id that
+ * the parked handler of connection conn_id asked for with ticket
+ * (seats.h): joins seat_id to room and resumes the handler, which then
+ * runs what its connection received meanwhile. A seat nobody waits for any
+ * more goes back to the owner. */
+void hub_vm_seat_answer(hub_worker_t *w, uint64_t conn_id, uint64_t seat_id, const char *room,
+                        uint32_t ticket, int verdict);
 
 /* Main thread (watchdog timer): stops a handler of worker w that has run
  * past lua.time_limit_ms by arming an interrupt hook on its state. */

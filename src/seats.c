@@ -44,7 +44,8 @@ typedef struct ask_s {
     struct ask_s *prev, *next; /* the list the tick walks */
     uint64_t req;              /* request id: the key in asks */
     hub_worker_t *w;
-    uint64_t conn_id;
+    uint64_t conn_id;          /* the connection whose handler waits */
+    uint64_t seat_id;          /* the connection the seat is for */
     uint32_t ticket;
     uint32_t max;
     uint64_t deadline_ms;  /* bus loop time it gives up */
@@ -64,7 +65,7 @@ static int tick_on;
 
 typedef struct {
     hub_inbox_msg_t base;
-    uint64_t conn_id;
+    uint64_t conn_id, seat_id;
     uint32_t ticket;
     int verdict;
     char room[];
@@ -73,7 +74,7 @@ typedef struct {
 static void run_answer(void *owner, hub_inbox_msg_t *m)
 {
     answer_msg_t *am = (answer_msg_t *)m;
-    hub_vm_seat_answer(owner, am->conn_id, am->room, am->ticket, am->verdict);
+    hub_vm_seat_answer(owner, am->conn_id, am->seat_id, am->room, am->ticket, am->verdict);
     free(am);
 }
 
@@ -86,6 +87,7 @@ static void answer(ask_t *a, int verdict)
         memcpy(m->room, a->room, rl);
         m->base.run = run_answer;
         m->conn_id = a->conn_id;
+        m->seat_id = a->seat_id;
         m->ticket = a->ticket;
         m->verdict = verdict;
         if (hub_inbox_post(&a->w->inbox, &m->base) != 0)
@@ -275,7 +277,7 @@ static void tick_start(void)
 typedef struct {
     hub_inbox_msg_t base;
     hub_worker_t *w;
-    uint64_t conn_id;
+    uint64_t conn_id, seat_id;
     uint32_t ticket, max;
     uint64_t wait_ms;
     char room[];
@@ -295,10 +297,11 @@ static void run_ask(void *owner, hub_inbox_msg_t *m)
     uint64_t now = uv_now(hub_cluster_loop());
     a->w = am->w;
     a->conn_id = am->conn_id;
+    a->seat_id = am->seat_id;
     a->ticket = am->ticket;
     a->max = am->max;
     a->deadline_ms = now + am->wait_ms;
-    hub_client_id_format(am->w->srv, am->conn_id, a->cid, sizeof(a->cid));
+    hub_client_id_format(am->w->srv, am->seat_id, a->cid, sizeof(a->cid));
     memcpy(a->room, am->room, rl);
     free(am);
     a->req = ++next_req;
@@ -312,8 +315,8 @@ static void run_ask(void *owner, hub_inbox_msg_t *m)
         answer(a, HUB_SEAT_TIMEOUT);
 }
 
-int hub_seats_ask(hub_worker_t *w, uint64_t conn_id, const char *room, uint32_t max,
-                  uint32_t ticket)
+int hub_seats_ask(hub_worker_t *w, uint64_t conn_id, uint64_t seat_id, const char *room,
+                  uint32_t max, uint32_t ticket)
 {
     size_t rl = strlen(room) + 1;
     ask_msg_t *m = malloc(sizeof(*m) + rl);
@@ -322,6 +325,7 @@ int hub_seats_ask(hub_worker_t *w, uint64_t conn_id, const char *room, uint32_t 
     m->base.run = run_ask;
     m->w = w;
     m->conn_id = conn_id;
+    m->seat_id = seat_id;
     m->ticket = ticket;
     m->max = max;
     m->wait_ms = hub_seats_wait_ms(w->cfg);

@@ -17,11 +17,12 @@
 /* The answers a worker gets (hub_vm_seat_answer). */
 enum { HUB_SEAT_OK = 0, HUB_SEAT_FULL, HUB_SEAT_TIMEOUT };
 
-/* Worker: asks for a seat in room (max_clients max) for connection conn_id
- * of worker w; ticket comes back with the answer. Returns 0, or HUB_ENOMEM /
- * HUB_ECLOSED (no answer will come). */
-int hub_seats_ask(hub_worker_t *w, uint64_t conn_id, const char *room, uint32_t max,
-                  uint32_t ticket);
+/* Worker: asks for a seat in room (max_clients max) for connection seat_id
+ * (of this node), on behalf of connection conn_id of worker w, whose
+ * handler waits; ticket comes back with the answer. Returns 0, or
+ * HUB_ENOMEM / HUB_ECLOSED (no answer will come). */
+int hub_seats_ask(hub_worker_t *w, uint64_t conn_id, uint64_t seat_id, const char *room,
+                  uint32_t max, uint32_t ticket);
 
 /* Worker: a granted seat will not be used (the client left or the join
  * failed): the owner forgets it now rather than at its expiry. */

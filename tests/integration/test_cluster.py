@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from gohub_helpers import Hub, free_port, http_get, http_post, wait_for
+from gohub_helpers import Hub, copy_lua, free_port, http_get, http_post, wait_for, write_lua
 
 BUSES = ["redis", "nats"]
 
@@ -941,3 +941,33 @@ def test_hostile_bus_messages_are_dropped_and_the_cluster_goes_on(start_daemon, 
     assert b.expect_type("room_message", timeout=5)["data"]["content"] == "still here"
     log = nodes[0].log_text()
     assert "malformed bus message" in log and "malformed seat message" in log
+
+
+PULL = """
+local gohub = require "gohub"
+local room_errors = require "lib.room_errors"
+return { handle = function(client, data)
+  local n, err = gohub.rooms.join(data.client_id, data.room_id)
+  if not n then return room_errors.reply(err) end
+  return "pulled", { member_count = n }
+end }
+"""
+
+
+def test_a_handler_that_joins_another_client_asks_a_seat_for_that_client(
+        start_daemon, bus, tmp_path):
+    """The seat is the joined client's, not the waiting handler's: once that
+    client leaves, its seat is free at once for a client on another node."""
+    lua = copy_lua(tmp_path / "lua")
+    write_lua(lua, "handlers/pull.lua", PULL)
+    nodes = cluster(start_daemon, bus, extra={"GOHUB_LUA_PATH": str(lua)})
+    http_post(nodes[0].port, "/api/rooms", json.dumps({"id": "one", "max_clients": 1}))
+    assert wait_for(lambda: all(api_room(d, "one")[1] for d in nodes), 5)
+    x, y = Hub(nodes[0].port, name="x"), Hub(nodes[0].port, name="y")
+    r = x.call("pull", {"client_id": y.whoami(), "room_id": "one"}, timeout=10)
+    assert r["message_type"] == "pulled", r.raw
+    assert y.call("room_members", {"room_id": "one"})["message_type"] == "room_members"
+    y.call_ok("leave_room", {"room_id": "one"}, "room_left")
+    assert wait_for(lambda: room_counts(nodes, "one") == [0, 0, 0], 5)
+    z = Hub(nodes[1].port, name="z")
+    z.call_ok("join_room", {"room_id": "one"}, "room_joined", timeout=10)
