@@ -647,23 +647,12 @@ static void send_rooms_snapshot(hub_bus_t *b)
  * from a dead room to this node's members of that room. */
 static void send_left(hub_bus_t *b, const char *room, const char *cid, const char *uid)
 {
-    char data[800], anon[HUB_USER_ID_MAX + 8];
+    char anon[HUB_USER_ID_MAX + 8];
     if (*uid == '\0') {
         snprintf(anon, sizeof(anon), "anon-%s", cid);
         uid = anon;
     }
-    size_t l = (size_t)snprintf(data, sizeof(data), "{\"room_id\":");
-    l = hub_json_quote(data, l, sizeof(data), room, strlen(room));
-    if (l != (size_t)-1)
-        l = hub_json_quote(data, l + (size_t)snprintf(data + l, sizeof(data) - l, ",\"client_id\":"),
-                           sizeof(data), cid, strlen(cid));
-    if (l != (size_t)-1)
-        l = hub_json_quote(data, l + (size_t)snprintf(data + l, sizeof(data) - l, ",\"user_id\":"),
-                           sizeof(data) - 1, uid, strlen(uid));
-    if (l == (size_t)-1)
-        return;
-    data[l++] = '}';
-    hub_frame_t *f = hub_msg_frame("member_left", data, l, hub_msg_next_id(), HUB_NO_REQUEST);
+    hub_frame_t *f = hub_fanout_presence_frame("member_left", room, cid, uid);
     if (f == NULL)
         return;
     hub_fanout_remote(b->srv, HUB_CL_ROOM, room, f->data, f->len, f->kind);

@@ -362,11 +362,10 @@ int hub_fanout_room_deleted_remote(hub_server_t *srv, const char *room_id,
     return room_deleted_to(srv, NULL, room_id, m, n);
 }
 
-int hub_fanout_presence(hub_worker_t *w, const char *type, const char *room, uint64_t conn_id,
-                        const char *user_id)
+hub_frame_t *hub_fanout_presence_frame(const char *type, const char *room, const char *cid,
+                                      const char *user_id)
 {
-    char cid[HUB_CLIENT_ID_MAX], data[768]; /* a user id of quotes doubles */
-    hub_client_id_format(w->srv, conn_id, cid, sizeof(cid));
+    char data[800]; /* a user id of quotes doubles */
     size_t l = (size_t)snprintf(data, sizeof(data), "{\"room_id\":");
     l = hub_json_quote(data, l, sizeof(data), room, strlen(room));
     if (l != (size_t)-1)
@@ -376,9 +375,17 @@ int hub_fanout_presence(hub_worker_t *w, const char *type, const char *room, uin
         l = hub_json_quote(data, l + (size_t)snprintf(data + l, sizeof(data) - l, ",\"user_id\":"),
                            sizeof(data) - 1, user_id, strlen(user_id));
     if (l == (size_t)-1)
-        return HUB_E2BIG;
+        return NULL;
     data[l++] = '}';
-    hub_frame_t *f = hub_msg_frame(type, data, l, hub_msg_next_id(), HUB_NO_REQUEST);
+    return hub_msg_frame(type, data, l, hub_msg_next_id(), HUB_NO_REQUEST);
+}
+
+int hub_fanout_presence(hub_worker_t *w, const char *type, const char *room, uint64_t conn_id,
+                        const char *user_id)
+{
+    char cid[HUB_CLIENT_ID_MAX];
+    hub_client_id_format(w->srv, conn_id, cid, sizeof(cid));
+    hub_frame_t *f = hub_fanout_presence_frame(type, room, cid, user_id);
     if (f == NULL)
         return HUB_ENOMEM;
     int n = hub_fanout_room(w, room, f, conn_id);

@@ -45,6 +45,12 @@ int hub_fanout_room_deleted(hub_worker_t *w, const char *room_id, const hub_memb
 int hub_fanout_room_deleted_remote(hub_server_t *srv, const char *room_id,
                                    const hub_member_t *m, size_t n);
 
+/* The frame of a presence event (member_joined / member_left) {room_id,
+ * client_id, user_id}: caller releases; NULL when out of memory or the ids
+ * do not fit. Any thread. */
+hub_frame_t *hub_fanout_presence_frame(const char *type, const char *room, const char *client_id,
+                                      const char *user_id);
+
 /* member_joined / member_left {room_id, client_id, user_id} about conn_id
  * to the room's other members. Returns the recipient count or HUB_E*. */
 int hub_fanout_presence(hub_worker_t *w, const char *type, const char *room, uint64_t conn_id,
