@@ -524,42 +524,54 @@ static hub_frame_t *envelope(api_req_t *q, const char *type, const char *data, s
 
 /* ---- endpoints ---------------------------------------------------------------- */
 
-/* POST /api/broadcast {"message":<any>,"message_type"?} */
-static void broadcast(api_req_t *q)
+/* The frame a POST body asks to send: {"<field>":<any>,"message_type"?}
+ * (default_type when absent), its data built by server_data for room (NULL
+ * = none). type gets the message type (API_MAX_TYPE + 1 bytes), *len the
+ * data's length. NULL when an error was answered. */
+static hub_frame_t *body_frame(api_req_t *q, const char *field, const char *default_type,
+                               const char *room, char *type, size_t *len)
 {
     cJSON *j = parse_body(q);
     if (j == NULL)
-        return;
-    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(j, "message");
-    const char *type, *raw;
+        return NULL;
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(j, field);
+    const char *t, *raw;
     char *owned = NULL, *data = NULL;
-    size_t rawlen, len;
+    size_t rawlen;
     hub_frame_t *f = NULL;
-    if (msg == NULL) {
-        fail(q, 400, "bad_request", "message is required", NULL);
-        goto out;
+    if (item == NULL) {
+        char why[64];
+        snprintf(why, sizeof(why), "%s is required", field);
+        fail(q, 400, "bad_request", why, NULL);
+    } else if (string_field(q, j, "message_type", default_type, API_MAX_TYPE, &t) &&
+               raw_field(q, item, field, &raw, &rawlen, &owned)) {
+        if ((data = server_data(room, raw, rawlen, len)) == NULL)
+            fail(q, 500, "internal", "out of memory", NULL);
+        else if ((f = envelope(q, t, data, *len)) != NULL)
+            snprintf(type, API_MAX_TYPE + 1, "%s", t);
     }
-    if (!string_field(q, j, "message_type", "broadcast", API_MAX_TYPE, &type) ||
-        !raw_field(q, msg, "message", &raw, &rawlen, &owned))
-        goto out;
-    if ((data = server_data(NULL, raw, rawlen, &len)) == NULL) {
-        fail(q, 500, "internal", "out of memory", NULL);
-        goto out;
-    }
-    if ((f = envelope(q, type, data, len)) == NULL)
-        goto out;
+    free(data);
+    cJSON_free(owned);
+    cJSON_Delete(j);
+    return f;
+}
+
+/* POST /api/broadcast {"message":<any>,"message_type"?} */
+static void broadcast(api_req_t *q)
+{
+    char type[API_MAX_TYPE + 1];
+    size_t len;
+    hub_frame_t *f = body_frame(q, "message", "broadcast", NULL, type, &len);
+    if (f == NULL)
+        return;
     hub_fanout_all(q->w, f, 0);
+    hub_frame_release(f);
     size_t clients, rooms;
     hub_reg_counts(&clients, &rooms);
     hub_log_info("api broadcast", "type=%s bytes=%zu clients=%zu", type, len, clients);
     char body[96];
     int n = snprintf(body, sizeof(body), "{\"status\":\"ok\",\"delivered\":%zu}", clients);
     respond(q, 200, NULL, body, (size_t)n);
-out:
-    hub_frame_release(f);
-    free(data);
-    cJSON_free(owned);
-    cJSON_Delete(j);
 }
 
 /* GET /api/stats */
@@ -723,39 +735,19 @@ static void room_message(api_req_t *q)
 {
     if (!path_room_id(q))
         return;
-    cJSON *j = parse_body(q);
-    if (j == NULL)
+    char type[API_MAX_TYPE + 1];
+    size_t len;
+    hub_frame_t *f = body_frame(q, "content", "room_message", q->path.id, type, &len);
+    if (f == NULL)
         return;
-    const cJSON *content = cJSON_GetObjectItemCaseSensitive(j, "content");
-    const char *type, *raw;
-    char *owned = NULL, *data = NULL;
-    size_t rawlen, len;
-    hub_frame_t *f = NULL;
-    if (content == NULL) {
-        fail(q, 400, "bad_request", "content is required", NULL);
-        goto out;
-    }
-    if (!string_field(q, j, "message_type", "room_message", API_MAX_TYPE, &type) ||
-        !raw_field(q, content, "content", &raw, &rawlen, &owned))
-        goto out;
-    if ((data = server_data(q->path.id, raw, rawlen, &len)) == NULL) {
-        fail(q, 500, "internal", "out of memory", NULL);
-        goto out;
-    }
-    if ((f = envelope(q, type, data, len)) == NULL)
-        goto out;
     int sent = hub_fanout_room(q->w, q->path.id, f, 0);
+    hub_frame_release(f);
     if (sent < 0) {
         fail(q, 404, "room_not_found", "no such room", NULL);
-        goto out;
+        return;
     }
     hub_log_debug("api room message", "room=%s type=%s members=%d", q->path.id, type, sent);
     respond_ok(q);
-out:
-    hub_frame_release(f);
-    free(data);
-    cJSON_free(owned);
-    cJSON_Delete(j);
 }
 
 /* Parses a ?name=digits value: 1 and *out, or 0 when it is not a
