@@ -25,6 +25,7 @@
 #include "jsonscan.h"
 #include "log.h"
 #include "msg.h"
+#include "pct.h"
 #include "registry.h"
 #include "routes.h"
 #include "server.h"
@@ -188,38 +189,6 @@ typedef struct {
     size_t id_len;           /* its length; API_MAX_ID + 1 when longer */
 } api_path_t;
 
-static int hexval(char ch)
-{
-    return ch >= '0' && ch <= '9'   ? ch - '0'
-           : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
-           : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
-                                    : -1;
-}
-
-/* Percent-decodes s[0..n) into dst (cap bytes, NUL-terminated; a longer
- * result is cut there). Returns the full decoded length, or (size_t)-1 for
- * a '%' not followed by two hex digits. */
-static size_t pct_decode(const char *s, size_t n, char *dst, size_t cap)
-{
-    size_t out = 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (ch == '%') {
-            int hi = i + 2 < n ? hexval(s[i + 1]) : -1;
-            int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
-            if (hi < 0 || lo < 0)
-                return (size_t)-1;
-            ch = (char)(hi << 4 | lo);
-            i += 2;
-        }
-        if (out + 1 < cap)
-            dst[out] = ch;
-        out++;
-    }
-    dst[out < cap ? out : cap - 1] = '\0';
-    return out;
-}
-
 /* 1 when the decoded segment s (length n) is exactly name. */
 static int seg_is(const char *s, size_t n, const char *name)
 {
@@ -249,9 +218,9 @@ static int parse_path(const char *p, size_t n, api_path_t *out)
         /* an empty segment ("/api/rooms/", "/api//rooms") names nothing */
         if (len[i] == 0)
             return 404;
-        size_t d = i == 1   ? pct_decode(seg[i], len[i], out->id, sizeof(out->id))
-                   : i == 0 ? (fl = pct_decode(seg[i], len[i], first, sizeof(first)))
-                            : (ll = pct_decode(seg[i], len[i], last, sizeof(last)));
+        size_t d = i == 1   ? hub_pct_decode(seg[i], len[i], out->id, sizeof(out->id))
+                   : i == 0 ? (fl = hub_pct_decode(seg[i], len[i], first, sizeof(first)))
+                            : (ll = hub_pct_decode(seg[i], len[i], last, sizeof(last)));
         if (d == (size_t)-1)
             return 400;
         if (i == 1)

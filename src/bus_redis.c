@@ -62,6 +62,7 @@
 #include "config.h"
 #include "hmap.h"
 #include "log.h"
+#include "pct.h"
 
 #define REDIS_DEFAULT_PORT  6379
 #define REDIS_BACKOFF_MIN_MS 100
@@ -166,39 +167,18 @@ static void queue_free(redis_tr_t *t)
 
 /* ---- address parsing ------------------------------------------------------------ */
 
-static int hexval(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes s[0..n) into a new string (*out, owned by the caller).
  * Returns 0, HUB_EINVAL for a bad escape or %00, or HUB_ENOMEM. */
 static int pct_decode(const char *s, size_t n, char **out)
 {
     char *d = malloc(n + 1);
-    size_t j = 0;
     if (d == NULL)
         return HUB_ENOMEM;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] != '%') {
-            d[j++] = s[i];
-            continue;
-        }
-        if (n - i < 3 || hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0 ||
-            (s[i + 1] == '0' && s[i + 2] == '0')) {
-            free(d);
-            return HUB_EINVAL;
-        }
-        d[j++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
-        i += 2;
+    size_t len = hub_pct_decode(s, n, d, n + 1);
+    if (len == (size_t)-1 || memchr(d, '\0', len) != NULL) {
+        free(d);
+        return HUB_EINVAL;
     }
-    d[j] = '\0';
     *out = d;
     return 0;
 }

@@ -19,6 +19,7 @@
 #include "lua_vm.h"
 #include "metrics.h"
 #include "msg.h"
+#include "pct.h"
 #include "ratelimit.h"
 #include "registry.h"
 #include "reload.h"
@@ -133,14 +134,6 @@ static int ip_rate_ok(hub_conn_t *c)
     return hub_rl_ip_allow((struct sockaddr *)&ss, uv_now(&c->w->loop) * 1000, rate);
 }
 
-static int hex_val(char ch)
-{
-    return ch >= '0' && ch <= '9'   ? ch - '0'
-           : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
-           : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
-                                    : -1;
-}
-
 /* The token of an upgrade request: the first non-empty ?token= query
  * parameter (percent-decoded; '+' stays '+', base64url has none), else
  * "Authorization: Bearer <token>". *tok gets a malloc'd copy (caller
@@ -156,24 +149,15 @@ static int request_token(const hub_http_req_t *r, char **tok, size_t *len)
         const char *pe = amp ? amp : end;
         if (pe - q > 6 && memcmp(q, "token=", 6) == 0) {
             const char *v = q + 6;
-            char *out = malloc((size_t)(pe - v) + 1);
-            size_t n = 0;
+            size_t vl = (size_t)(pe - v);
+            char *out = malloc(vl + 1);
             if (out == NULL)
                 return HUB_ENOMEM;
-            for (const char *s = v; s < pe; s++) {
-                if (*s != '%') {
-                    out[n++] = *s;
-                    continue;
-                }
-                int hi = s + 2 < pe ? hex_val(s[1]) : -1, lo = hi >= 0 ? hex_val(s[2]) : -1;
-                if (lo < 0) {
-                    free(out);
-                    return HUB_EINVAL;
-                }
-                out[n++] = (char)(hi << 4 | lo);
-                s += 2;
+            size_t n = hub_pct_decode(v, vl, out, vl + 1);
+            if (n == (size_t)-1) {
+                free(out);
+                return HUB_EINVAL;
             }
-            out[n] = '\0';
             *tok = out;
             *len = n;
             return 0;
