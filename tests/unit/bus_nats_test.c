@@ -12,6 +12,7 @@
 #include "../../src/bus_nats.c"
 
 #include "harness.h"
+#include "bus_recorder.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -27,12 +28,6 @@
 #define STREAM "GOHUB"
 
 /* ---- recording the core's side ---------------------------------------------- */
-
-typedef struct {
-    char subject[64];
-    char body[64]; /* first bytes, NUL-terminated */
-    size_t n;      /* full payload length */
-} rec_msg_t;
 
 struct hub_bus_s {
     void *impl;
@@ -74,19 +69,7 @@ void hub_bus_transport_message(hub_bus_t *nd, const char *subject, size_t slen, 
                                size_t n)
 {
     check_thread();
-    if (nd->nmsgs == nd->capmsgs) {
-        nd->capmsgs = nd->capmsgs ? nd->capmsgs * 2 : 64;
-        nd->msgs = realloc(nd->msgs, nd->capmsgs * sizeof(*nd->msgs));
-        hub_assert(nd->msgs != NULL);
-    }
-    rec_msg_t *m = &nd->msgs[nd->nmsgs++];
-    size_t sl = slen < sizeof(m->subject) - 1 ? slen : sizeof(m->subject) - 1;
-    memcpy(m->subject, subject, sl);
-    m->subject[sl] = '\0';
-    size_t bl = n < sizeof(m->body) - 1 ? n : sizeof(m->body) - 1;
-    memcpy(m->body, p, bl);
-    m->body[bl] = '\0';
-    m->n = n;
+    rec_push(&nd->msgs, &nd->nmsgs, &nd->capmsgs, subject, slen, p, n);
 }
 
 void hub_bus_transport_dropped(hub_bus_t *nd, const char *why)
@@ -215,21 +198,6 @@ static void spin(uint64_t ms)
 
 static char tmpdir[64];
 static pid_t servers[8];
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(sa);
-    hub_assert(fd >= 0);
-    hub_assert(bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
-    hub_assert(getsockname(fd, (struct sockaddr *)&sa, &len) == 0);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
 
 static int port_open(int port)
 {

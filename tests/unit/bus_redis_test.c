@@ -7,6 +7,7 @@
 #include "bus.h"
 #include "config.h"
 #include "harness.h"
+#include "bus_recorder.h"
 #include "log.h"
 
 #include <arpa/inet.h>
@@ -27,12 +28,6 @@
 #define PREFIX "gohubtest"
 
 /* ---- recording the core's side ------------------------------------------------------ */
-
-typedef struct {
-    char subject[64];
-    char body[64]; /* first bytes, NUL-terminated */
-    size_t n;      /* full payload length */
-} rec_msg_t;
 
 typedef struct {
     void *impl;
@@ -66,19 +61,7 @@ void hub_bus_transport_message(hub_bus_t *bus, const char *subject, size_t slen,
                                const uint8_t *p, size_t n)
 {
     node_t *nd = (node_t *)(void *)bus;
-    if (nd->nmsgs == nd->capmsgs) {
-        nd->capmsgs = nd->capmsgs ? nd->capmsgs * 2 : 64;
-        nd->msgs = realloc(nd->msgs, nd->capmsgs * sizeof(*nd->msgs));
-        hub_assert(nd->msgs != NULL);
-    }
-    rec_msg_t *m = &nd->msgs[nd->nmsgs++];
-    size_t sl = slen < sizeof(m->subject) - 1 ? slen : sizeof(m->subject) - 1;
-    memcpy(m->subject, subject, sl);
-    m->subject[sl] = '\0';
-    size_t bl = n < sizeof(m->body) - 1 ? n : sizeof(m->body) - 1;
-    memcpy(m->body, p, bl);
-    m->body[bl] = '\0';
-    m->n = n;
+    rec_push(&nd->msgs, &nd->nmsgs, &nd->capmsgs, subject, slen, p, n);
 }
 
 void hub_bus_transport_dropped(hub_bus_t *bus, const char *why)
@@ -265,24 +248,6 @@ static size_t count_subject(const node_t *nd, const char *subject)
 }
 
 /* ---- redis-server ------------------------------------------------------------------------ */
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    socklen_t len = sizeof(a);
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 /* Sync client for checks (never used while the server is stopped). */
 static redisContext *rconn(const char *host, int port, const char *pass)
