@@ -239,11 +239,7 @@ static uint64_t next_seq(hub_bus_t *b, const char *subject)
 
 static void counters_free(hub_bus_t *b)
 {
-    size_t it;
-    for (hub_strmap_entry_t *e = hub_strmap_first(&b->counters, &it); e;
-         e = hub_strmap_next(&b->counters, e, &it))
-        free(e->val);
-    hub_strmap_free(&b->counters);
+    hub_strmap_free_values(&b->counters);
 }
 
 /* Forgets counters idle for COUNTER_IDLE_MS (at most once a minute). */
@@ -419,11 +415,7 @@ int hub_cluster_field_get(const uint8_t **p, const uint8_t *end, char *out, size
 
 static void rroom_free(rroom_t *r)
 {
-    size_t it;
-    for (hub_strmap_entry_t *e = hub_strmap_first(&r->members, &it); e;
-         e = hub_strmap_next(&r->members, e, &it))
-        free(e->val);
-    hub_strmap_free(&r->members);
+    hub_strmap_free_values(&r->members);
     free(r->name);
     free(r);
 }
@@ -1256,11 +1248,7 @@ static int seq_fresh(node_t *nd, const char *subject, uint64_t seq, uint64_t now
 /* Frees nd's windows (node record going away). */
 static void windows_free(node_t *nd)
 {
-    size_t it;
-    for (hub_strmap_entry_t *e = hub_strmap_first(&nd->windows, &it); e;
-         e = hub_strmap_next(&nd->windows, e, &it))
-        free(e->val);
-    hub_strmap_free(&nd->windows);
+    hub_strmap_free_values(&nd->windows);
 }
 
 /* Forgets nd's windows idle for STREAM_IDLE_MS. */

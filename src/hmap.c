@@ -149,6 +149,14 @@ static hub_strmap_entry_t **find_slot(const hub_strmap_t *m, const char *key, ui
     return p;
 }
 
+void hub_strmap_free_values(hub_strmap_t *m)
+{
+    for (size_t i = 0; i < m->cap; i++)
+        for (hub_strmap_entry_t *e = m->buckets[i]; e != NULL; e = e->next)
+            free(e->val);
+    hub_strmap_free(m);
+}
+
 void *hub_strmap_get(const hub_strmap_t *m, const char *key)
 {
     if (m->cap == 0)

@@ -39,6 +39,8 @@ typedef struct {
 void hub_strmap_init(hub_strmap_t *m);
 /* Frees the map's entries (not the values). */
 void hub_strmap_free(hub_strmap_t *m);
+/* Frees every value with free(), then the map's entries. */
+void hub_strmap_free_values(hub_strmap_t *m);
 void *hub_strmap_get(const hub_strmap_t *m, const char *key);
 int hub_strmap_put(hub_strmap_t *m, const char *key, void *val);
 void *hub_strmap_del(hub_strmap_t *m, const char *key);

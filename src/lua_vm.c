@@ -1335,11 +1335,7 @@ int hub_vm_check_code(const hub_config_t *cfg, char *err, size_t errlen)
     int rc = vm != NULL ? 0 : -1;
     hub_vm_free(vm);
     hub_reg_free();
-    size_t it;
-    for (hub_strmap_entry_t *e = hub_strmap_first(&w.counters, &it); e;
-         e = hub_strmap_next(&w.counters, e, &it))
-        free(e->val);
-    hub_strmap_free(&w.counters);
+    hub_strmap_free_values(&w.counters);
     hub_idmap_free(&w.byid);
     return rc;
 }

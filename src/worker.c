@@ -269,11 +269,7 @@ void hub_worker_destroy(hub_worker_t *w)
     hub_ws_pool_free(w->ws_pool);
     hub_idmap_free(&w->byid);
     free(w->ending);
-    size_t it;
-    for (hub_strmap_entry_t *e = hub_strmap_first(&w->counters, &it); e;
-         e = hub_strmap_next(&w->counters, e, &it))
-        free(e->val);
-    hub_strmap_free(&w->counters);
+    hub_strmap_free_values(&w->counters);
     hub_conn_pools_free(w);
     hub_frame_release(w->ping_frame);
     free(w->rbuf);
