@@ -971,3 +971,36 @@ def test_a_handler_that_joins_another_client_asks_a_seat_for_that_client(
     assert wait_for(lambda: room_counts(nodes, "one") == [0, 0, 0], 5)
     z = Hub(nodes[1].port, name="z")
     z.call_ok("join_room", {"room_id": "one"}, "room_joined", timeout=10)
+
+
+def test_a_restarted_node_rejoins_with_a_new_identity(start_daemon, bus):
+    """node3 is killed and started again under the same node_id long before
+    the node timeout: the others see a new identity at once (its old
+    members leave their rooms, each once), and the new node's traffic is
+    not taken for duplicates of the old one's."""
+    slow = {"GOHUB_CLUSTER_NODE_TIMEOUT": "30s"}  # only the new identity can explain a leave
+    n1, n2, n3 = cluster(start_daemon, bus, extra=slow)
+    a, old = Hub(n1.port, name="a"), Hub(n3.port, name="old")
+    for h in (a, old):
+        h.call_ok("join_room", {"room_id": "phoenix"}, "room_joined")
+    old_id = old.whoami()
+    settle_subscriptions()
+    a.drain()
+    n3.proc.kill()
+    n3.exit_checked = True
+    new3 = start_node(start_daemon, bus, "node3", slow)
+    wait_for(lambda: health(new3)[1]["bus"] == "connected", 10)
+    left = a.expect_type("member_left", timeout=10)
+    assert left["data"]["client_id"] == old_id, left.raw
+    a.quiet(lambda m: m.get("message_type") == "member_left", wait=0.5, what="a second member_left")
+    assert "node restarted" in n1.log_text()
+    assert wait_for(lambda: node_ids(n1) == ["node1", "node2", "node3"], 5)
+    new = Hub(new3.port, name="new")
+    new.call_ok("join_room", {"room_id": "phoenix"}, "room_joined")
+    settle_subscriptions()
+    for i in range(5):
+        new.send("room_message", {"room_id": "phoenix", "content": i}, mid=None)
+    got = [a.expect_type("room_message", timeout=5)["data"]["content"] for _ in range(5)]
+    assert got == list(range(5)), got
+    a.send("room_message", {"room_id": "phoenix", "content": "back"}, mid=None)
+    assert new.expect_type("room_message", timeout=5)["data"]["content"] == "back"
