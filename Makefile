@@ -37,12 +37,13 @@ LLHTTP_OBJ := $(OUT)/obj/llhttp_api.o $(OUT)/obj/llhttp_http.o $(OUT)/obj/llhttp
 LIB      := $(OUT)/libgohub.a
 BIN      := $(OUT)/gohub
 BENCH    := $(OUT)/gohub-bench
+FLOOR    := $(OUT)/gohub-floor
 UNIT_SRC := $(wildcard tests/unit/*_test.c)
 UNIT_BIN := $(patsubst tests/unit/%.c,$(OUT)/tests/%,$(UNIT_SRC))
 
 .PHONY: all run test unit check-asan integration spec bench deps clean help
 
-all: $(BIN) $(BENCH)
+all: $(BIN) $(BENCH) $(FLOOR)
 
 help:
 	@echo "make            build $(BIN)"
@@ -72,6 +73,11 @@ $(BIN): $(OUT)/obj/main.o $(LIB)
 # the load generator: libc + POSIX only, no code shared with the server
 $(BENCH): $(wildcard src/bench/*.c) $(wildcard src/bench/*.h) | $(OUT)/obj
 	$(CC) $(CFLAGS_ALL) -Isrc/bench $(LDFLAGS_ALL) -o $@ $(wildcard src/bench/*.c)
+
+# the bench's floor: a minimal C room server (src/bench/floor/floor.c), the
+# least a server can do per delivery; it borrows the bench's SHA-1/base64
+$(FLOOR): src/bench/floor/floor.c src/bench/sha1.c src/bench/bench.h | $(OUT)/obj
+	$(CC) $(CFLAGS_ALL) -Isrc/bench $(LDFLAGS_ALL) -o $@ src/bench/floor/floor.c src/bench/sha1.c
 
 $(OUT)/tests/%: tests/unit/%.c $(LIB) tests/harness.h | $(OUT)/tests
 	$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $< $(LIB) $(DEPS_LIBS)
