@@ -20,6 +20,7 @@
 
 #include "config.h"
 #include "jsonscan.h"
+#include "utf8.h"
 
 #define MAX_KEY_FILE (64 * 1024)
 #define MAX_MEMBERS 256        /* members of the header or payload object */
@@ -320,29 +321,8 @@ static int text_ok(const unsigned char *p, size_t n)
             i++;
             continue;
         }
-        size_t len;
-        uint32_t cp;
-        if (c >= 0xc2 && c <= 0xdf) {
-            len = 2;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            len = 3;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            len = 4;
-            cp = c & 0x07;
-        } else {
-            return 0;
-        }
-        if (n - i < len)
-            return 0;
-        for (size_t k = 1; k < len; k++) {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (p[i + k] & 0x3f);
-        }
-        if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-            (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        size_t len = hub_utf8_seq(p + i, p + n);
+        if (len == 0)
             return 0;
         i += len;
     }

@@ -5,6 +5,8 @@
 #include <ctype.h>
 #include <string.h>
 
+#include "utf8.h"
+
 static const char *skip_ws(const char *p, const char *e)
 {
     while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
@@ -150,28 +152,9 @@ static const char *valid_string(const unsigned char *p, const unsigned char *e)
             p++;
             continue;
         }
-        /* UTF-8: lead byte, length, and the range of the second byte that
-         * rules out overlong forms, surrogates and code points > U+10FFFF */
-        size_t len;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) {
-            len = 2;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            len = 3;
-            lo = c == 0xE0 ? 0xA0 : 0x80;
-            hi = c == 0xED ? 0x9F : 0xBF;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            len = 4;
-            lo = c == 0xF0 ? 0x90 : 0x80;
-            hi = c == 0xF4 ? 0x8F : 0xBF;
-        } else {
+        size_t len = hub_utf8_seq(p, e);
+        if (len == 0)
             return NULL;
-        }
-        if ((size_t)(e - p) < len || p[1] < lo || p[1] > hi)
-            return NULL;
-        for (size_t i = 2; i < len; i++)
-            if (p[i] < 0x80 || p[i] > 0xBF)
-                return NULL;
         p += len;
     }
     return NULL;
