@@ -18,6 +18,7 @@
 #include "log.h"
 #include "routes.h"
 #include "server.h"
+#include "utf8.h"
 #include "worker.h"
 
 #define POOL_KEEP 256         /* idle slots kept per worker */
@@ -45,6 +46,7 @@ struct hub_ws_pool_s {
     hub_ws_slot_t *free;
     size_t nfree;
     uint32_t max_message;
+    uint8_t *unmasked;            /* HUB_READ_BUF bytes for whole_message, once used */
 };
 
 hub_ws_pool_t *hub_ws_pool_new(uint32_t max_message)
@@ -71,6 +73,7 @@ void hub_ws_pool_free(hub_ws_pool_t *p)
         p->free = s->next;
         slot_free(s);
     }
+    free(p->unmasked);
     free(p);
 }
 
@@ -370,6 +373,50 @@ static ssize_t feed(hub_conn_t *c, const uint8_t *p, size_t n)
     return (ssize_t)used;
 }
 
+/* The common case without wslay: a whole single-frame text (or binary)
+ * message in the bytes at hand, on a connection that has no slot (so
+ * nothing of an earlier frame or control reply is pending). The header
+ * already passed check_header. Unmasks into the pool's buffer, checks what
+ * wslay would check (minimal length encoding, UTF-8 of text) and hands the
+ * message on. Returns the bytes used, 0 when the frame is not one for this
+ * path (wslay takes it), or -1 when c was closed. */
+static ssize_t whole_message(hub_conn_t *c, const uint8_t *p, size_t n, const hub_ws_hdr_t *h)
+{
+    size_t hl = h->header_len, len = (size_t)h->payload_len;
+    if (!h->fin || (h->opcode != HUB_WS_OP_TEXT && h->opcode != HUB_WS_OP_BINARY) ||
+        c->ws != NULL || len > n - hl || len > HUB_READ_BUF)
+        return 0;
+    /* RFC 6455 5.2: the minimal number of bytes must encode the length;
+     * wslay fails the connection otherwise, so let it */
+    if ((hl == 8 && len < 126) || (hl == 14 && len < 65536))
+        return 0;
+    hub_ws_pool_t *pool = c->w->ws_pool;
+    if (pool->unmasked == NULL && (pool->unmasked = malloc(HUB_READ_BUF)) == NULL) {
+        hub_conn_abort(c);
+        return -1;
+    }
+    uint8_t *out = pool->unmasked;
+    const uint8_t *in = p + hl, *key = p + hl - 4;
+    uint32_t k32;
+    memcpy(&k32, key, 4);
+    uint64_t k64 = (uint64_t)k32 << 32 | k32;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t v;
+        memcpy(&v, in + i, 8);
+        v ^= k64;
+        memcpy(out + i, &v, 8);
+    }
+    for (; i < len; i++)
+        out[i] = in[i] ^ key[i & 3];
+    if (h->opcode == HUB_WS_OP_TEXT && !hub_utf8_valid(out, len)) {
+        hub_conn_close(c, 1007, "invalid UTF-8");
+        return -1;
+    }
+    hub_conn_on_message(c, h->opcode, out, len);
+    return (ssize_t)(hl + len);
+}
+
 void hub_ws_input(hub_conn_t *c, const uint8_t *p, size_t n)
 {
     while (n > 0 && c->state == HUB_CONN_WS && !(c->flags & HUB_CONN_F_CLOSED)) {
@@ -409,6 +456,14 @@ void hub_ws_input(hub_conn_t *c, const uint8_t *p, size_t n)
             }
             if (check_header(c, &h) != 0)
                 return;
+            ssize_t whole = whole_message(c, p, n, &h);
+            if (whole < 0)
+                return;
+            if (whole > 0) {
+                p += whole;
+                n -= (size_t)whole;
+                continue;
+            }
             c->frame_left = h.payload_len + hl;
         }
         size_t give = n;

@@ -1,7 +1,10 @@
-/* ws.h: the WebSocket phase of a connection, on wslay. wslay parses frames,
- * validates UTF-8, answers pings and runs the close handshake; data frames
- * are never sent through wslay (it copies per message), only control frames
- * come out of it, onto the connection's ordered queue.
+/* ws.h: the WebSocket phase of a connection, on wslay. A whole single-frame
+ * message that arrives in one read skips wslay (unmasked and checked here:
+ * the common case); everything else (fragments, frames split across reads,
+ * control frames) goes to wslay, which reassembles, validates UTF-8, answers
+ * pings and runs the close handshake. Data frames are never sent through
+ * wslay (it copies per message), only control frames come out of it, onto
+ * the connection's ordered queue.
  *
  * Idle connections hold no wslay state: a per-worker pool lends a slot (event
  * context + message buffer) while a connection is inside a frame or a

@@ -119,6 +119,42 @@ def test_fragmented_text_reassembled(daemon):
         e.check(7, content)
 
 
+def test_whole_frames_and_split_frames_interleave(daemon):
+    """A whole frame in one read is unmasked and checked without wslay; a
+    frame split across reads goes through wslay. On one connection, in
+    order: several whole frames in one write, a frame dribbled in three
+    reads (header alone, then its payload in two), a control ping, whole
+    frames again. Every payload length 0..24 past the JSON covers each
+    offset of the 8-byte unmasking."""
+    with ws(daemon) as c:
+        c.send_raw(b"".join(frame(OP_TEXT, ping_json(i, ts=500 + i, pad="é" * i))
+                            for i in range(1, 4)))
+        for i in range(1, 4):
+            recv_pong(c, i, 500 + i)
+        f = frame(OP_TEXT, ping_json(4, ts=504, pad="split"))
+        for part in (f[:6], f[6:20], f[20:]):  # a masked short header is 6 bytes
+            c.send_raw(part)
+            time.sleep(0.05)
+        recv_pong(c, 4, 504)
+        c.send_raw(frame(OP_PING, b"between") + frame(OP_TEXT, ping_json(5, ts=505)))
+        pong = c.recv_frame()
+        assert (pong.opcode, pong.payload) == (OP_PONG, b"between"), pong
+        recv_pong(c, 5, 505)
+        c.send_raw(b"".join(frame(OP_TEXT, ping_json(10 + k, ts=k, pad="x" * k))
+                            for k in range(25)))
+        for k in range(25):
+            recv_pong(c, 10 + k, k)
+    # the bytes themselves, at every unmasking offset, through a room
+    with RoomEcho(daemon.port) as e:
+        sent = []
+        for k in range(17):
+            data, content = e.message(100 + k, "a€😀"[: k % 4] + "z" * k)
+            sent.append((100 + k, content))
+            e.sender.ws.send_raw(frame(OP_TEXT, data))
+        for mid, content in sent:
+            e.check(mid, content)
+
+
 # ---------------------------------------------------------------- F1-F3
 
 
