@@ -140,6 +140,19 @@ describe("fake gohub", function()
       assert.equal('[1,"two"]', tostring(fake.raw("content")))
     end)
 
+    it("hands the members a handler lists in raw over as raw JSON", function()
+      local handler = {
+        raw = { "content" },
+        handle = function(_, data) return data end,
+      }
+      local request = { content = { n = 1 }, room_id = "r" }
+      local data = fake.call(handler, fake.client("a"), request)
+      assert.equal('{"n":1}', tostring(data.content))
+      assert.equal('{"content":{"n":1}}', fake.json.encode({ content = data.content }))
+      assert.equal("r", data.room_id)
+      assert.same({ n = 1 }, request.content) -- the caller's table is untouched
+    end)
+
     it("has a read-only config", function()
       assert.has_error(function()
         fake.config.rooms.auto_create = false

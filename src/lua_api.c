@@ -611,7 +611,7 @@ static int l_error(lua_State *L)
     return 4;
 }
 
-static void push_raw(lua_State *L, const char *s, size_t n)
+void hub_lua_push_raw(lua_State *L, const char *s, size_t n)
 {
     lua_createtable(L, 1, 0);
     lua_pushlstring(L, s, n);
@@ -629,10 +629,10 @@ static int l_raw(lua_State *L)
     const char *vs;
     size_t vl;
     if (m != NULL)
-        push_raw(L, m->val, m->val_len);
+        hub_lua_push_raw(L, m->val, m->val_len);
     else if (env && env->data && env->overflow &&
              hub_json_member(env->data, env->data_len, key, &vs, &vl))
-        push_raw(L, vs, vl); /* a member the decoder had no room to record */
+        hub_lua_push_raw(L, vs, vl); /* a member the decoder had no room to record */
     else
         lua_pushnil(L);
     return 1;
@@ -749,7 +749,7 @@ static int l_json_raw(lua_State *L)
 {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
-    push_raw(L, s, n);
+    hub_lua_push_raw(L, s, n);
     return 1;
 }
 
@@ -826,6 +826,16 @@ static int null_tostring(lua_State *L)
     return 1;
 }
 
+/* tostring(raw) → its JSON text */
+static int raw_tostring(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_rawgeti(L, 1, 1);
+    if (!lua_isstring(L, -1))
+        lua_pushliteral(L, "null");
+    return 1;
+}
+
 void hub_lua_open_gohub(hub_vm_t *vm)
 {
     lua_State *L = vm->L;
@@ -843,6 +853,8 @@ void hub_lua_open_gohub(hub_vm_t *vm)
     lua_newtable(L);
     lua_pushliteral(L, "raw");
     lua_setfield(L, -2, "__jsontype");
+    lua_pushcfunction(L, raw_tostring);
+    lua_setfield(L, -2, "__tostring");
     vm->raw_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
     const hub_config_t *cfg = vm->w ? vm->w->cfg : NULL;

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "jsonscan.h"
 #include "lua_priv.h"
 
 #define MAX_DEPTH 128
@@ -260,8 +261,18 @@ static int dec_literal(dec_t *d, const char *word, size_t n)
     return 0;
 }
 
-/* d->p at '{'. When env is set and this is the envelope (depth 1) or its
- * data object (depth 2, env->in_data), member spans are recorded. */
+/* 1 when key..key+kl is one of the handler's M.raw names. */
+static int is_raw(const hub_handler_t *info, const char *key, size_t kl)
+{
+    for (size_t i = 0; info != NULL && i < info->nraw; i++)
+        if (strncmp(info->raw[i], key, kl) == 0 && info->raw[i][kl] == '\0')
+            return 1;
+    return 0;
+}
+
+/* d->p at '{'. With record (the envelope's data object), member spans are
+ * recorded in d->env, and the members the handler takes raw (env->info)
+ * are checked without being decoded, then pushed as raw-JSON values. */
 static int dec_object(dec_t *d, int push, int record)
 {
     lua_State *L = d->L;
@@ -288,8 +299,11 @@ static int dec_object(dec_t *d, int push, int record)
         d->p++;
         skip_blank(d);
         const char *vs = d->p;
-        if (dec_value(d, push) != 0)
+        int raw = push && record && plain && is_raw(d->env->info, ks, kl);
+        if (dec_value(d, push && !raw) != 0)
             return -1;
+        if (raw)
+            hub_lua_push_raw(L, vs, (size_t)(d->p - vs));
         if (record && plain && d->env->nmembers < HUB_JSON_MEMBERS) {
             hub_env_member_t *m = &d->env->members[d->env->nmembers++];
             m->key = ks;
@@ -416,6 +430,20 @@ static int key_is(const char *key, size_t kl, const char *name, size_t nl)
     return kl == nl && memcmp(key, name, nl) == 0;
 }
 
+/* The handler data is decoded for: the message_type seen so far, or, when
+ * data comes first, the first message_type in the text (a later one that
+ * names another handler gets data decoded again). */
+static const hub_handler_t *data_info(hub_vm_t *vm, hub_json_env_t *env, const char *s,
+                                     size_t n)
+{
+    const char *t = env->type;
+    size_t tl = env->type_len;
+    if (t == NULL && !hub_json_member(s, n, "message_type", &t, &tl))
+        return NULL;
+    env->info_type = t;
+    return hub_vm_handler(vm, t, tl);
+}
+
 int hub_lua_decode_envelope(hub_vm_t *vm, const char *s, size_t n, hub_json_env_t *env)
 {
     lua_State *L = vm->L;
@@ -460,6 +488,7 @@ int hub_lua_decode_envelope(hub_vm_t *vm, const char *s, size_t n, hub_json_env_
                     lua_settop(L, top); /* a later "data" replaces it */
                 env->nmembers = 0;
                 env->overflow = 0;
+                env->info = data_info(vm, env, s, n);
                 if (d.p < d.end && *d.p == '{') {
                     if (!lua_checkstack(L, 4)) {
                         dec_fail(&d, "out of memory");
@@ -509,6 +538,23 @@ int hub_lua_decode_envelope(hub_vm_t *vm, const char *s, size_t n, hub_json_env_
         goto bad;
     if (!have_data)
         lua_newtable(L);
+    const hub_handler_t *info = env->info;
+    if (env->type != env->info_type)
+        info = env->type ? hub_vm_handler(vm, env->type, env->type_len) : NULL;
+    if (have_data && info != env->info && *env->data == '{') {
+        /* a message_type after data named another handler than the one
+         * data was decoded for: decode it again for the right one */
+        lua_settop(L, top);
+        env->info = info;
+        env->nmembers = 0;
+        env->overflow = 0;
+        dec_t again = { vm, L, env->data, env->data + env->data_len, NULL, env, 1 };
+        if (dec_object(&again, 1, 1) != 0) {
+            d.err = again.err; /* out of memory: the text was valid */
+            goto bad;
+        }
+    }
+    env->info = info;
     return 0;
 bad:
     lua_settop(L, top);

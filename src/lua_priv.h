@@ -9,11 +9,23 @@
 #include <lualib.h>
 
 #include "common.h"
+#include "hmap.h"
 #include "lua_vm.h"
 
 #define HUB_VM_SMALL 256          /* largest block size vm_alloc caches */
 #define HUB_VM_CACHE (256 * 1024) /* bytes of freed blocks it keeps at most */
 #define HUB_VM_CLASSES ((HUB_VM_SMALL + 7) / 16 + 1)
+
+/* A message handler: lua.path/handlers/<type>.lua, a module M. */
+#define HUB_RAW_MAX 8             /* names in a handler's M.raw */
+#define HUB_RAW_NAME 64           /* bytes per name, NUL included */
+typedef struct {
+    int fn_ref;                   /* M.handle (registry) */
+    int mtype;                    /* its metrics label (HUB_MT_*) */
+    int wants_msg;                /* M.handle takes a third parameter (msg) */
+    size_t nraw;                  /* M.raw: data members passed as raw JSON */
+    char raw[HUB_RAW_MAX][HUB_RAW_NAME];
+} hub_handler_t;
 
 struct hub_vm_s {
     lua_State *L;             /* the thread running now: main, or a handler's coroutine */
@@ -26,7 +38,8 @@ struct hub_vm_s {
     size_t mem, mem_limit;    /* bytes in use / cap (capped allocator) */
     uint32_t gen;             /* generation: conns' lua_ref are valid only for it */
     int traceback_ref;        /* debug.traceback, kept before debug is removed */
-    int handlers_ref;         /* table: message type → handle function */
+    hub_strmap_t handlers;    /* message type → hub_handler_t (malloc'd) */
+    int getinfo_ref;          /* debug.getinfo (read_handler reads nparams) */
     int can_ref;              /* permissions.can */
     int hooks_ref;            /* hooks table, or LUA_NOREF */
     int null_ref;             /* gohub.json.null */
@@ -62,6 +75,8 @@ typedef struct hub_json_env_s {
     size_t id_len, type_len, data_len;
     int type_is_string;
     int has_nul;              /* a string contains \u0000 */
+    const hub_handler_t *info; /* message_type's handler; NULL: none */
+    const char *info_type;    /* the message_type span info was looked up for */
     int overflow;             /* data had members not recorded below */
     size_t nmembers;          /* data's members, when data is an object */
     hub_env_member_t members[HUB_JSON_MEMBERS]; /* must stay last */
@@ -83,8 +98,10 @@ int hub_lua_decode(hub_vm_t *vm, const char *s, size_t n, const char **err);
 
 /* Decodes a message envelope: pushes the value of its `data` member (an
  * empty table when absent) and records the spans of message_id,
- * message_type and data's members in env. Returns 0 (stack +1) or -1 with
- * env->err (stack unchanged). May raise a Lua memory error. */
+ * message_type and data's members in env, and env->info for message_type.
+ * Members the handler lists in M.raw are checked but not decoded: they
+ * arrive as raw-JSON values. Returns 0 (stack +1) or -1 with env->err
+ * (stack unchanged). May raise a Lua memory error. */
 int hub_lua_decode_envelope(hub_vm_t *vm, const char *s, size_t n, hub_json_env_t *env);
 
 /* data's member key as recorded by the envelope decoder (the last one of
@@ -94,6 +111,14 @@ const hub_env_member_t *hub_json_env_member(const hub_json_env_t *env, const cha
 /* Encodes the value at idx as JSON text: *out is malloc'd (caller frees).
  * Returns 0, or -1 with a reason in err (cycles/depth, bad keys, NaN). */
 int hub_lua_encode(hub_vm_t *vm, int idx, char **out, size_t *len, char *err, size_t errlen);
+
+/* The handler named by the message_type span t..t+n (quotes included, as
+ * sent), or NULL (no such handler, or not a plain name). */
+const hub_handler_t *hub_vm_handler(hub_vm_t *vm, const char *t, size_t n);
+
+/* Pushes a raw-JSON value holding the text s..s+n (emitted verbatim by
+ * the encoder; tostring gives the text). */
+void hub_lua_push_raw(lua_State *L, const char *s, size_t n);
 
 /* Calls the function below nargs arguments under the time limit, with a
  * traceback handler. Returns the lua_pcall status; on error the message is

@@ -324,7 +324,74 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Loads every lua.path/handlers/<name>.lua into the handlers table. */
+/* Registers handler name, whose module table is at mod and handle
+ * function at fn, with what dispatch needs to know: whether handle takes a
+ * third parameter (the msg table is built only then: a function of two
+ * fixed parameters cannot see it) and M.raw, the data members it takes as
+ * raw JSON. Returns 0, or -1 with err. */
+static int read_handler(hub_vm_t *vm, const char *dir, const char *name, int mod, int fn,
+                             char *err, size_t errlen)
+{
+    lua_State *L = vm->L;
+    hub_handler_t *info = calloc(1, sizeof(*info));
+    if (info == NULL || hub_strmap_put(&vm->handlers, name, info) != 0) {
+        free(info);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    lua_pushvalue(L, fn);
+    info->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    info->mtype = hub_metrics_type(name, strlen(name));
+    info->wants_msg = 1;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->getinfo_ref);
+    lua_pushvalue(L, fn);
+    lua_pushliteral(L, "u");
+    if (lua_pcall(L, 2, 1, 0) == 0 && lua_istable(L, -1)) {
+        lua_getfield(L, -1, "nparams");
+        lua_getfield(L, -2, "isvararg");
+        if (lua_type(L, -2) == LUA_TNUMBER && lua_tointeger(L, -2) < 3 && !lua_toboolean(L, -1))
+            info->wants_msg = 0;
+        lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
+    lua_pushliteral(L, "raw");
+    lua_rawget(L, mod);
+    int bad = 0;
+    if (lua_istable(L, -1)) {
+        size_t n = lua_objlen(L, -1);
+        bad = n > HUB_RAW_MAX;
+        for (size_t i = 0; i < n && !bad; i++) {
+            lua_rawgeti(L, -1, (int)i + 1);
+            size_t kl;
+            const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &kl) : NULL;
+            bad = k == NULL || kl == 0 || kl >= HUB_RAW_NAME || memchr(k, '\0', kl) != NULL;
+            if (!bad)
+                memcpy(info->raw[info->nraw++], k, kl + 1);
+            lua_pop(L, 1);
+        }
+    } else {
+        bad = !lua_isnil(L, -1);
+    }
+    lua_pop(L, 1);
+    if (bad) {
+        snprintf(err, errlen, "%s/%s.lua: raw must be a list of up to %d data member names "
+                 "(1 to %d bytes each)", dir, name, HUB_RAW_MAX, HUB_RAW_NAME - 1);
+        return -1;
+    }
+    return 0;
+}
+
+const hub_handler_t *hub_vm_handler(hub_vm_t *vm, const char *t, size_t n)
+{
+    char name[65];
+    if (n < 2 || t[0] != '"' || !valid_handler_name(t + 1, n - 2))
+        return NULL;
+    memcpy(name, t + 1, n - 2);
+    name[n - 2] = '\0';
+    return hub_strmap_get(&vm->handlers, name);
+}
+
+/* Loads every lua.path/handlers/<name>.lua into vm->handlers. */
 static int load_handlers(hub_vm_t *vm, char *err, size_t errlen)
 {
     lua_State *L = vm->L;
@@ -351,8 +418,7 @@ static int load_handlers(hub_vm_t *vm, char *err, size_t errlen)
     }
     closedir(d);
     qsort(names, nn, sizeof(char *), cmp_str);
-    lua_newtable(L);
-    int tidx = lua_gettop(L), rc = 0;
+    int rc = 0;
     for (size_t i = 0; i < nn && rc == 0; i++) {
         char mod[128];
         snprintf(mod, sizeof(mod), "handlers.%s", names[i]);
@@ -372,17 +438,17 @@ static int load_handlers(hub_vm_t *vm, char *err, size_t errlen)
             rc = -1;
             break;
         }
-        lua_setfield(L, tidx, names[i]);
-        lua_pop(L, 1);
+        int top = lua_gettop(L);
+        if (read_handler(vm, dir, names[i], top - 1, top, err, errlen) != 0) {
+            lua_pop(L, 2);
+            rc = -1;
+            break;
+        }
+        lua_pop(L, 2);
     }
     for (size_t i = 0; i < nn; i++)
         free(names[i]);
-    if (rc != 0) {
-        lua_pop(L, 1);
-        return -1;
-    }
-    vm->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    return 0;
+    return rc;
 }
 
 /* Stack discipline of a protected boot: everything below runs in
@@ -414,6 +480,8 @@ static int boot(lua_State *L)
     lua_getglobal(L, "debug");
     lua_getfield(L, -1, "traceback");
     vm->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "getinfo");
+    vm->getinfo_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
     /* a message runs in a coroutine, so a handler can wait (a seat in a
      * room, seats.h); it must not yield across a C function, so the C part
@@ -483,7 +551,9 @@ hub_vm_t *hub_vm_new(hub_worker_t *w, uint32_t gen, char *err, size_t errlen)
     vm->gen = gen;
     vm->mem_limit = cfg ? (size_t)cfg->lua_max_memory_mb << 20 : (size_t)64 << 20;
     vm->lua_path = strdup(cfg ? cfg->lua_path : "lua");
-    vm->handlers_ref = vm->can_ref = vm->hooks_ref = vm->co_ref = LUA_NOREF;
+    vm->can_ref = vm->hooks_ref = vm->co_ref = LUA_NOREF;
+    vm->getinfo_ref = LUA_NOREF;
+    hub_strmap_init(&vm->handlers);
     struct stat st;
     if (w != NULL && (stat(vm->lua_path, &st) != 0 || !S_ISDIR(st.st_mode))) {
         char cwd[512];
@@ -520,6 +590,7 @@ void hub_vm_free(hub_vm_t *vm)
     if (vm->main)
         lua_close(vm->main);
     small_free_all(vm);
+    hub_strmap_free_values(&vm->handlers);
     free(vm->lua_path);
     free(vm->scratch);
     free(vm);
@@ -820,29 +891,31 @@ static int run_message(lua_State *L)
      * \u0000) of a handler name is not that handler */
     const char *tn = env->type + 1;
     size_t tl = env->type_len - 2;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->handlers_ref);
-    d->mtype = HUB_MT_OTHER;
+    const hub_handler_t *h = env->info; /* found by the decoder */
+    d->mtype = h ? h->mtype : HUB_MT_OTHER;
     if (valid_handler_name(tn, tl)) {
-        d->mtype = hub_metrics_type(tn, tl);
+        if (h == NULL)
+            d->mtype = hub_metrics_type(tn, tl);
         memcpy(d->type, tn, tl);
         d->type[tl] = '\0';
-        lua_getfield(L, -1, d->type);
-    } else {
-        lua_pushnil(L);
     }
-    if (!lua_isfunction(L, -1))
+    if (h == NULL)
         return refuse(d, 1006, "unknown message type");
     if (env->has_nul)
         return refuse(d, 1001, "strings must not contain NUL (\\u0000)");
-    lua_replace(L, 1);                 /* fn, data, handlers */
-    lua_pop(L, 1);                     /* fn, data */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->fn_ref);
+    lua_replace(L, 1);                 /* fn, data */
     hub_lua_push_client(vm, d->c);     /* fn, data, client */
     lua_insert(L, 2);                  /* fn, client, data */
-    lua_createtable(L, 0, 2);
-    lua_pushstring(L, d->type);
-    lua_setfield(L, -2, "type");
-    lua_pushnumber(L, (lua_Number)d->rid);
-    lua_setfield(L, -2, "id");
+    if (h->wants_msg) {
+        lua_createtable(L, 0, 2);
+        lua_pushstring(L, d->type);
+        lua_setfield(L, -2, "type");
+        lua_pushnumber(L, (lua_Number)d->rid);
+        lua_setfield(L, -2, "id");
+    } else {
+        lua_pushnil(L);
+    }
     vm->cur = d->c;
     vm->env = env;
     vm->cur_type = d->type;

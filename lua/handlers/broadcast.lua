@@ -7,6 +7,10 @@ local validate = require "lib.validate"
 
 local M = {}
 
+-- content is passed on untouched: it arrives as a raw JSON value (checked
+-- but not decoded into Lua tables) and is sent on byte for byte
+M.raw = { "content" }
+
 
 function M.handle(client, data)
   local bad = validate.object(data) or validate.present(data, "content")
@@ -19,7 +23,7 @@ function M.handle(client, data)
   end
 
   gohub.broadcast("broadcast", {
-    content = gohub.raw("content"),
+    content = data.content,
     sender_id = client.user_id,
     timestamp = gohub.now(),
   }, client.id)

@@ -9,6 +9,10 @@ local errors = gohub.errors
 
 local M = {}
 
+-- content is passed on untouched: it arrives as a raw JSON value (checked
+-- but not decoded into Lua tables) and is sent on byte for byte
+M.raw = { "content" }
+
 
 function M.handle(client, data)
   local bad = validate.object(data)
@@ -24,7 +28,7 @@ function M.handle(client, data)
   end
 
   local message = {
-    content = gohub.raw("content"),
+    content = data.content,
     sender_id = client.user_id,
     timestamp = gohub.now(),
   }

@@ -11,6 +11,10 @@ local errors = gohub.errors
 
 local M = {}
 
+-- content is passed on untouched: it arrives as a raw JSON value (checked
+-- but not decoded into Lua tables) and is sent on byte for byte
+M.raw = { "content" }
+
 
 function M.handle(client, data)
   local bad = validate.object(data)
@@ -45,7 +49,7 @@ function M.handle(client, data)
 
   local sent, err = gohub.rooms.publish(room_id, "room_message", {
     room_id = room_id,
-    content = gohub.raw("content"),   -- the client's JSON, byte for byte
+    content = data.content,   -- the client's JSON, byte for byte
     sender_id = client.user_id,
     timestamp = gohub.now(),
   }, exclude)

@@ -1004,12 +1004,26 @@ end
 
 
 -- Calls handler.handle(client, data, msg) as the server would: data
--- defaults to {}, msg to { type = "", id = 0 }, and gohub.raw reads data.
+-- defaults to {}, msg to { type = "", id = 0 }, gohub.raw reads data, and
+-- the members named in handler.raw arrive as raw JSON values (the handler
+-- gets a copy of data with those replaced).
 function helpers.call(handler, client, data, msg)
   if data == nil then
     data = {}
   end
   request = data
+  if type(handler.raw) == "table" and type(data) == "table" then
+    local copy = {}
+    for k, v in pairs(data) do
+      copy[k] = v
+    end
+    for _, key in ipairs(handler.raw) do
+      if copy[key] ~= nil then
+        copy[key] = fake.raw(key)
+      end
+    end
+    data = copy
+  end
   return handler.handle(client, data, msg or { type = "", id = 0 })
 end
 

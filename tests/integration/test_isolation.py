@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from gohub_helpers import ServerClosed, check_envelope, check_error, write_lua
+from gohub_helpers import (
+    CONFIG, REPO, ServerClosed, check_envelope, check_error, clean_env, write_lua,
+)
 
 # `return 42` compiled by LuaJIT 2.1 (luajit -b); regenerated below when a
 # luajit binary is on the PATH so that it matches the local LuaJIT.
@@ -411,3 +413,99 @@ def test_handler_closing_another_connection_on_any_worker(iso, hubs):
     # a client that is gone: 4001 offline
     r = kicker.call_err("close_other", {"target": target}, 4001)
     kicker.ping()
+
+
+# ---------------------------------------------------------------- M.raw, msg
+
+# rawecho takes `blob` raw: it answers with its type and text (tostring),
+# and sends it on inside a table (emitted byte for byte)
+RAWECHO = ("local M = {}\n"
+           "M.raw = { 'blob' }\n"
+           "function M.handle(client, data)\n"
+           "  local b = data.blob\n"
+           "  return 'rawecho', { kind = type(b), text = tostring(b), same = { v = b },\n"
+           "                      other = type(data.other) }\n"
+           "end\n"
+           "return M\n")
+# tableecho takes everything decoded
+TABLEECHO = handler("  return 'tableecho', { kind = type(data.blob) }")
+
+
+def test_raw_member_arrives_undecoded_and_is_sent_on_byte_for_byte(iso, hubs):
+    d = iso({"rawecho.lua": RAWECHO})
+    (c,) = [hubs(d.port)]
+    blob = '{ "b":[1, 2.50,"é\\u00e9"] ,"a":{}}'
+    c.send_raw('{"message_type":"rawecho","message_id":1,"data":{"blob":%s,"other":{"x":1}}}'
+               % blob)
+    r = c.reply(1)
+    assert r["message_type"] == "rawecho", r.raw
+    assert r["data"]["kind"] == "table" and r["data"]["text"] == blob, r.raw
+    assert r["data"]["other"] == "table", r.raw  # only the listed member is raw
+    assert ('"same":{"v":%s}' % blob) in r.raw, r.raw
+
+
+def test_raw_member_is_still_checked(iso, hubs):
+    d = iso({"rawecho.lua": RAWECHO})
+    c = hubs(d.port)
+    for bad in ['{"a":01}', '[1,]', '"\\u0000"', '"\\ud800"']:
+        c.send_raw('{"message_type":"rawecho","message_id":7,"data":{"blob":%s}}' % bad)
+        r = c.expect_type("error")
+        assert r["data"]["code"] == 1001, (bad, r.raw)
+    c.ping()
+
+
+def test_raw_members_follow_the_last_message_type(iso, hubs):
+    """data before message_type, and a duplicate message_type after data
+    (the last one wins): data is decoded for the handler that runs."""
+    d = iso({"rawecho.lua": RAWECHO, "tableecho.lua": TABLEECHO})
+    c = hubs(d.port)
+    c.send_raw('{"data":{"blob":{"k":[1]}},"message_id":1,"message_type":"rawecho"}')
+    r = c.reply(1)
+    assert r["message_type"] == "rawecho" and r["data"]["text"] == '{"k":[1]}', r.raw
+    c.send_raw('{"message_type":"tableecho","data":{"blob":{"k":1}},"message_id":2,'
+               '"message_type":"rawecho"}')
+    r = c.reply(2)
+    assert r["message_type"] == "rawecho" and r["data"]["text"] == '{"k":1}', r.raw
+    c.send_raw('{"message_type":"rawecho","data":{"blob":{"k":1}},"message_id":3,'
+               '"message_type":"tableecho"}')
+    r = c.reply(3)
+    assert r["message_type"] == "tableecho" and r["data"]["kind"] == "table", r.raw
+
+
+@pytest.mark.parametrize("raw", ["'blob'", "{ 1 }", "{ 'a','b','c','d','e','f','g','h','i' }",
+                                 "{ '' }", "{ string.rep('k', 64) }"])
+def test_bad_raw_list_fails_the_config_test(gohub_bin, lua_copy, raw):
+    """-t loads the code as a worker would: a bad M.raw is named (exit 1)."""
+    write_lua(lua_copy, "handlers/badraw.lua",
+              f"local M = {{}}\nM.raw = {raw}\nfunction M.handle() end\nreturn M\n")
+    e = clean_env()
+    e["GOHUB_LUA_PATH"] = str(lua_copy)
+    p = subprocess.run([gohub_bin, "-t", "-c", str(CONFIG)], cwd=str(REPO), env=e,
+                       capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
+    err = p.stderr.decode(errors="replace")
+    assert p.returncode == 1, err[-600:]
+    assert "handlers/badraw.lua: raw must be a list" in err, err[-600:]
+
+
+def test_msg_reaches_handlers_that_take_it(iso, hubs):
+    """msg is built only for a handle with a third parameter (or ...)."""
+    three = handler("  return 'three', { type = msg.type, id = msg.id }")
+    vararg = ("local M = {}\n"
+              "function M.handle(...)\n"
+              "  local msg = select(3, ...)\n"
+              "  return 'vararg', { type = msg.type, id = msg.id, n = select('#', ...) }\n"
+              "end\n"
+              "return M\n")
+    two = ("local M = {}\n"
+           "function M.handle(client, data)\n"
+           "  return 'two', { client = client.id ~= nil, k = data.k }\n"
+           "end\n"
+           "return M\n")
+    d = iso({"three.lua": three, "vararg.lua": vararg, "two.lua": two})
+    c = hubs(d.port)
+    r = c.call("three", {})
+    assert r["data"] == {"type": "three", "id": r["request_id"]}, r.raw
+    r = c.call("vararg", {})
+    assert r["data"] == {"type": "vararg", "id": r["request_id"], "n": 3}, r.raw
+    r = c.call("two", {"k": 5})
+    assert r["data"] == {"client": True, "k": 5}, r.raw
