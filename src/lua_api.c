@@ -60,12 +60,13 @@ static const char *check_room(lua_State *L, int arg, int *valid)
 static hub_frame_t *build(lua_State *L, const char *type, int idx)
 {
     hub_vm_t *vm = hub_vm_of(L);
-    char *json = NULL, err[160];
-    size_t len = 0;
-    if (!lua_isnoneornil(L, idx) && hub_lua_encode(vm, idx, &json, &len, err, sizeof(err)) != 0)
+    char err[160];
+    vm->out.len = 0;
+    if (!lua_isnoneornil(L, idx) && hub_lua_encode(vm, idx, &vm->out, err, sizeof(err)) != 0)
         luaL_error(L, "gohub: cannot encode data: %s", err);
-    hub_frame_t *f = hub_msg_frame(type, json, len, hub_msg_next_id(), HUB_NO_REQUEST);
-    free(json);
+    hub_frame_t *f = hub_msg_frame(type, vm->out.p, vm->out.len, hub_msg_next_id(),
+                                   HUB_NO_REQUEST);
+    hub_vm_buf_done(&vm->out);
     if (f == NULL)
         luaL_error(L, "gohub: out of memory");
     return f;
@@ -585,20 +586,34 @@ static int l_room_publish(lua_State *L)
 
 /* ---- permissions, errors, request ----------------------------------------- */
 
-/* gohub.can(client, permission [, target]) → boolean (asks permissions.can) */
-static int l_can(lua_State *L)
+/* gohub.can(client, permission [, target]) → boolean (asks permissions.can).
+ * In Lua: a handler calls it on every message, and a Lua-to-Lua call costs
+ * a fraction of a C function calling back into Lua. */
+static const char can_src[] =
+    "local policy, type, error = ...\n"
+    "return function(client, permission, target)\n"
+    "  if type(client) ~= 'table' then\n"
+    "    error(\"bad argument #1 to 'can' (table expected, got \" .. type(client) .. ')', 2)\n"
+    "  end\n"
+    "  local pt = type(permission)\n"
+    "  if pt ~= 'string' and pt ~= 'number' then\n"
+    "    error(\"bad argument #2 to 'can' (string expected, got \" .. pt .. ')', 2)\n"
+    "  end\n"
+    "  local can = policy[1]\n"
+    "  if can == nil then\n"
+    "    error('gohub.can: no permissions module loaded', 2)\n"
+    "  end\n"
+    "  return can(client, permission, target) and true or false\n"
+    "end\n";
+
+static void push_can(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    luaL_checkstring(L, 2);
-    hub_vm_t *vm = hub_vm_of(L);
-    if (vm->can_ref == LUA_NOREF)
-        return luaL_error(L, "gohub.can: no permissions module loaded");
-    lua_settop(L, 3);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->can_ref);
-    lua_insert(L, 1);
+    if (luaL_loadbuffer(L, can_src, sizeof(can_src) - 1, "=gohub.can") != 0)
+        lua_error(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, hub_vm_of(L)->policy_ref);
+    lua_getglobal(L, "type");
+    lua_getglobal(L, "error");
     lua_call(L, 3, 1);
-    lua_pushboolean(L, lua_toboolean(L, -1));
-    return 1;
 }
 
 /* gohub.error(code, message [, details]) → nil, code, message, details */
@@ -718,12 +733,15 @@ static int l_node_id(lua_State *L)
 static int l_json_encode(lua_State *L)
 {
     luaL_checkany(L, 1);
-    char *out, err[160];
-    size_t len;
-    if (hub_lua_encode(hub_vm_of(L), 1, &out, &len, err, sizeof(err)) != 0)
+    char err[160];
+    /* its own buffer: pushing the string may run a finalizer that encodes */
+    hub_lua_buf_t out = { NULL, 0, 0 };
+    if (hub_lua_encode(hub_vm_of(L), 1, &out, err, sizeof(err)) != 0) {
+        free(out.p);
         return fail(L, err);
-    lua_pushlstring(L, out, len);
-    free(out);
+    }
+    lua_pushlstring(L, out.p, out.len); /* may raise: out.p leaks only then */
+    free(out.p);
     return 1;
 }
 
@@ -757,10 +775,10 @@ static int l_json_raw(lua_State *L)
 
 static const luaL_Reg gohub_funcs[] = {
     { "send", l_send },         { "send_user", l_send_user }, { "broadcast", l_broadcast },
-    { "close", l_close },       { "can", l_can },             { "error", l_error },
-    { "raw", l_raw },           { "log", l_log },             { "count", l_count },
-    { "now", l_now },           { "node_id", l_node_id },     { "authenticate", l_authenticate },
-    { NULL, NULL },
+    { "close", l_close },       { "error", l_error },         { "raw", l_raw },
+    { "log", l_log },           { "count", l_count },         { "now", l_now },
+    { "node_id", l_node_id },   { "authenticate", l_authenticate },
+    { NULL, NULL }, /* can: push_can */
 };
 
 static const luaL_Reg room_funcs[] = {
@@ -801,6 +819,8 @@ static int luaopen_gohub(lua_State *L)
     hub_vm_t *vm = hub_vm_of(L);
     lua_newtable(L);
     luaL_register(L, NULL, gohub_funcs);
+    push_can(L);
+    lua_setfield(L, -2, "can");
     lua_newtable(L);
     luaL_register(L, NULL, room_funcs);
     lua_setfield(L, -2, "rooms");
@@ -845,16 +865,21 @@ void hub_lua_open_gohub(hub_vm_t *vm)
     lua_pushcfunction(L, null_tostring);
     lua_setfield(L, -2, "__tostring");
     lua_setmetatable(L, -2);
+    lua_newtable(L);
+    vm->policy_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    vm->null_ptr = lua_topointer(L, -1);
     vm->null_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_newtable(L);
     lua_pushliteral(L, "array");
     lua_setfield(L, -2, "__jsontype");
+    vm->array_mt_ptr = lua_topointer(L, -1);
     vm->array_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_newtable(L);
     lua_pushliteral(L, "raw");
     lua_setfield(L, -2, "__jsontype");
     lua_pushcfunction(L, raw_tostring);
     lua_setfield(L, -2, "__tostring");
+    vm->raw_mt_ptr = lua_topointer(L, -1);
     vm->raw_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
     const hub_config_t *cfg = vm->w ? vm->w->cfg : NULL;

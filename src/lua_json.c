@@ -571,8 +571,8 @@ const hub_env_member_t *hub_json_env_member(const hub_json_env_t *env, const cha
     return NULL;
 }
 
-/* The encoder writes JSON text straight from Lua values into a growing
- * buffer: no intermediate tree, integers without printf. */
+/* The encoder writes JSON text straight from Lua values into the caller's
+ * growing buffer: no intermediate tree, integers without printf. */
 typedef struct {
     hub_vm_t *vm;
     char *err;
@@ -581,10 +581,8 @@ typedef struct {
     size_t len, cap;
 } enc_t;
 
-static int grow(enc_t *e, size_t need)
+static int grow_slow(enc_t *e, size_t need)
 {
-    if (e->len + need <= e->cap)
-        return 0;
     size_t cap = e->cap ? e->cap * 2 : 256;
     while (cap < e->len + need)
         cap *= 2;
@@ -596,6 +594,11 @@ static int grow(enc_t *e, size_t need)
     e->buf = nb;
     e->cap = cap;
     return 0;
+}
+
+static inline int grow(enc_t *e, size_t need)
+{
+    return e->len + need <= e->cap ? 0 : grow_slow(e, need);
 }
 
 static int put(enc_t *e, const char *s, size_t n)
@@ -621,44 +624,34 @@ static const unsigned char needs_escape[256] = {
 static int put_string(enc_t *e, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    if (grow(e, n + 2) != 0)
-        return -1;
-    e->buf[e->len++] = '"';
+    if (n > (SIZE_MAX - 2) / 6 || grow(e, n * 6 + 2) != 0) /* every byte escaped, quotes */
+        return n > (SIZE_MAX - 2) / 6 ? (snprintf(e->err, e->errlen, "string too long"), -1)
+                                      : -1;
+    char *o = e->buf + e->len;
+    *o++ = '"';
     for (size_t i = 0; i < n; i++) {
-        /* copy the run of bytes that need no escape in one go */
-        size_t j = i;
-        while (j < n && !needs_escape[(unsigned char)s[j]])
-            j++;
-        if (j > i) {
-            if (grow(e, j - i + 1) != 0)
-                return -1;
-            memcpy(e->buf + e->len, s + i, j - i);
-            e->len += j - i;
-            i = j;
-            if (i == n)
-                break;
-        }
         unsigned char ch = (unsigned char)s[i];
-        if (grow(e, 7) != 0)
-            return -1;
-        e->buf[e->len++] = '\\';
+        if (!needs_escape[ch]) {
+            *o++ = (char)ch;
+            continue;
+        }
+        *o++ = '\\';
         switch (ch) {
-        case '"': e->buf[e->len++] = '"'; break;
-        case '\\': e->buf[e->len++] = '\\'; break;
-        case '\n': e->buf[e->len++] = 'n'; break;
-        case '\r': e->buf[e->len++] = 'r'; break;
-        case '\t': e->buf[e->len++] = 't'; break;
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\r': *o++ = 'r'; break;
+        case '\t': *o++ = 't'; break;
         default:
-            e->buf[e->len++] = 'u';
-            e->buf[e->len++] = '0';
-            e->buf[e->len++] = '0';
-            e->buf[e->len++] = hex[ch >> 4];
-            e->buf[e->len++] = hex[ch & 15];
+            *o++ = 'u';
+            *o++ = '0';
+            *o++ = '0';
+            *o++ = hex[ch >> 4];
+            *o++ = hex[ch & 15];
         }
     }
-    if (grow(e, 1) != 0)
-        return -1;
-    e->buf[e->len++] = '"';
+    *o++ = '"';
+    e->len = (size_t)(o - e->buf);
     return 0;
 }
 
@@ -736,16 +729,15 @@ static int enc(enc_t *e, int idx, int depth)
         return -1;
     }
     luaL_checkstack(L, 6, "JSON encode");
-    lua_rawgeti(L, LUA_REGISTRYINDEX, e->vm->null_ref);
-    int is_null = lua_rawequal(L, -1, idx);
-    lua_pop(L, 1);
-    if (is_null)
+    /* the marker tables live as long as the state (registry), and LuaJIT
+     * never moves objects: their addresses identify them */
+    if (lua_topointer(L, idx) == e->vm->null_ptr)
         return put(e, "null", 4);
     int is_array = 0;
     if (lua_getmetatable(L, idx)) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, e->vm->raw_mt_ref);
-        if (lua_rawequal(L, -1, -2)) {
-            lua_pop(L, 2);
+        const void *mt = lua_topointer(L, -1);
+        lua_pop(L, 1);
+        if (mt == e->vm->raw_mt_ptr) {
             lua_rawgeti(L, idx, 1);
             size_t n;
             const char *raw = lua_tolstring(L, -1, &n);
@@ -753,10 +745,7 @@ static int enc(enc_t *e, int idx, int depth)
             lua_pop(L, 1);
             return rc;
         }
-        lua_pop(L, 1);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, e->vm->array_mt_ref);
-        is_array = lua_rawequal(L, -1, -2);
-        lua_pop(L, 2);
+        is_array = mt == e->vm->array_mt_ptr;
     }
     int n = is_array ? (int)lua_objlen(L, idx) : seq_len(L, idx);
     if (n > 0 || is_array) {
@@ -807,20 +796,21 @@ static int enc(enc_t *e, int idx, int depth)
     return put(e, "}", 1);
 }
 
-int hub_lua_encode(hub_vm_t *vm, int idx, char **out, size_t *len, char *err, size_t errlen)
+int hub_lua_encode(hub_vm_t *vm, int idx, hub_lua_buf_t *out, char *err, size_t errlen)
 {
-    enc_t e = { vm, err, errlen, NULL, 0, 0 };
+    enc_t e = { vm, err, errlen, out->p, 0, out->cap };
     err[0] = '\0';
     if (idx < 0)
         idx = lua_gettop(vm->L) + idx + 1;
-    if (enc(&e, idx, 0) != 0 || grow(&e, 1) != 0) {
-        free(e.buf);
+    int rc = enc(&e, idx, 0) == 0 && grow(&e, 1) == 0 ? 0 : -1;
+    out->p = e.buf; /* grown or not, the caller's buffer */
+    out->cap = e.cap;
+    out->len = e.len;
+    if (rc != 0) {
         if (!err[0])
             snprintf(err, errlen, "out of memory");
         return -1;
     }
     e.buf[e.len] = '\0';
-    *out = e.buf;
-    *len = e.len;
     return 0;
 }

@@ -16,6 +16,12 @@
 #define HUB_VM_CACHE (256 * 1024) /* bytes of freed blocks it keeps at most */
 #define HUB_VM_CLASSES ((HUB_VM_SMALL + 7) / 16 + 1)
 
+/* A growable output buffer (malloc'd; the owner frees p). */
+typedef struct {
+    char *p;
+    size_t len, cap;
+} hub_lua_buf_t;
+
 /* A message handler: lua.path/handlers/<type>.lua, a module M. */
 #define HUB_RAW_MAX 8             /* names in a handler's M.raw */
 #define HUB_RAW_NAME 64           /* bytes per name, NUL included */
@@ -40,15 +46,17 @@ struct hub_vm_s {
     int traceback_ref;        /* debug.traceback, kept before debug is removed */
     hub_strmap_t handlers;    /* message type → hub_handler_t (malloc'd) */
     int getinfo_ref;          /* debug.getinfo (read_handler reads nparams) */
-    int can_ref;              /* permissions.can */
+    int policy_ref;           /* table: [1] = permissions.can, once loaded */
     int hooks_ref;            /* hooks table, or LUA_NOREF */
     int null_ref;             /* gohub.json.null */
     int array_mt_ref;         /* metatable marking JSON arrays */
     int raw_mt_ref;           /* metatable of raw-JSON values */
+    const void *null_ptr, *array_mt_ptr, *raw_mt_ptr; /* the same, by address */
     int config_ref;           /* gohub.config */
     char *lua_path;           /* copy of lua.path */
     int dispatch_ref;         /* the function a message's coroutine runs (boot) */
     char *scratch;            /* decoder buffer for escaped strings (grows) */
+    hub_lua_buf_t out;        /* encoder buffer for replies and publishes */
     size_t scratch_cap;
     /* small blocks the state freed, kept for its next allocations (vm_alloc):
      * per size class up to HUB_VM_SMALL bytes, HUB_VM_CACHE bytes in all */
@@ -108,9 +116,24 @@ int hub_lua_decode_envelope(hub_vm_t *vm, const char *s, size_t n, hub_json_env_
  * that name), or NULL (absent, or not recorded: see env->overflow). */
 const hub_env_member_t *hub_json_env_member(const hub_json_env_t *env, const char *key);
 
-/* Encodes the value at idx as JSON text: *out is malloc'd (caller frees).
- * Returns 0, or -1 with a reason in err (cycles/depth, bad keys, NaN). */
-int hub_lua_encode(hub_vm_t *vm, int idx, char **out, size_t *len, char *err, size_t errlen);
+/* Encodes the value at idx as JSON text into out (from its start; grown
+ * as needed, NUL-terminated): out->p..out->p+out->len. Returns 0, or -1
+ * with a reason in err (cycles/depth, bad keys, NaN). Nothing in it runs
+ * Lua code, so a VM-wide buffer is safe until the caller's next Lua call. */
+int hub_lua_encode(hub_vm_t *vm, int idx, hub_lua_buf_t *out, char *err, size_t errlen);
+
+/* The VM's encode buffer, for results copied out before any Lua runs
+ * again; hub_vm_buf_done trims it back when a big value grew it. */
+#define HUB_VM_BUF_KEEP (64 * 1024)
+static inline void hub_vm_buf_done(hub_lua_buf_t *b)
+{
+    if (b->cap > HUB_VM_BUF_KEEP) {
+        free(b->p);
+        b->p = NULL;
+        b->cap = 0;
+    }
+    b->len = 0;
+}
 
 /* The handler named by the message_type span t..t+n (quotes included, as
  * sent), or NULL (no such handler, or not a plain name). */

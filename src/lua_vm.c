@@ -516,8 +516,10 @@ static int boot(lua_State *L)
                  vm->lua_path);
         goto fail;
     }
-    vm->can_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pop(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->policy_ref); /* gohub.can calls policy[1] */
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, 1);
+    lua_pop(L, 2);
 
     char path[1100];
     struct stat st;
@@ -551,7 +553,7 @@ hub_vm_t *hub_vm_new(hub_worker_t *w, uint32_t gen, char *err, size_t errlen)
     vm->gen = gen;
     vm->mem_limit = cfg ? (size_t)cfg->lua_max_memory_mb << 20 : (size_t)64 << 20;
     vm->lua_path = strdup(cfg ? cfg->lua_path : "lua");
-    vm->can_ref = vm->hooks_ref = vm->co_ref = LUA_NOREF;
+    vm->policy_ref = vm->hooks_ref = vm->co_ref = LUA_NOREF;
     vm->getinfo_ref = LUA_NOREF;
     hub_strmap_init(&vm->handlers);
     struct stat st;
@@ -591,6 +593,7 @@ void hub_vm_free(hub_vm_t *vm)
         lua_close(vm->main);
     small_free_all(vm);
     hub_strmap_free_values(&vm->handlers);
+    free(vm->out.p);
     free(vm->lua_path);
     free(vm->scratch);
     free(vm);
@@ -774,17 +777,18 @@ static void reply_from_results(hub_vm_t *vm, hub_conn_t *c, int base, int64_t ri
     int nres = lua_gettop(L) - base;
     int t1 = nres >= 1 ? lua_type(L, base + 1) : LUA_TNONE;
     if (t1 == LUA_TSTRING) {
-        char *json = NULL, err[128];
-        size_t len = 0;
+        char err[128];
+        vm->out.len = 0;
         if (nres >= 2 && !lua_isnil(L, base + 2) &&
-            hub_lua_encode(vm, base + 2, &json, &len, err, sizeof(err)) != 0) {
+            hub_lua_encode(vm, base + 2, &vm->out, err, sizeof(err)) != 0) {
+            hub_vm_buf_done(&vm->out);
             hub_log_error("handler reply cannot be encoded", "handler=%s error=%s",
                           vm->cur_type, err);
             send_error(c, 1003, NULL, rid, NULL);
             return;
         }
-        send_reply(c, lua_tostring(L, base + 1), json, len, rid);
-        free(json);
+        send_reply(c, lua_tostring(L, base + 1), vm->out.p, vm->out.len, rid);
+        hub_vm_buf_done(&vm->out);
         return;
     }
     if (t1 == LUA_TNONE || (t1 == LUA_TNIL && (nres < 2 || lua_isnil(L, base + 2))) ||
@@ -799,13 +803,14 @@ static void reply_from_results(hub_vm_t *vm, hub_conn_t *c, int base, int64_t ri
     if (t1 == LUA_TNIL && lua_type(L, base + 2) == LUA_TNUMBER) {
         int code = (int)lua_tointeger(L, base + 2);
         const char *msg = nres >= 3 ? lua_tostring(L, base + 3) : NULL;
-        char *details = NULL, err[128];
-        size_t dlen;
+        char err[128];
+        const char *details = NULL;
+        vm->out.len = 0;
         if (nres >= 4 && !lua_isnil(L, base + 4) &&
-            hub_lua_encode(vm, base + 4, &details, &dlen, err, sizeof(err)) != 0)
-            details = NULL;
+            hub_lua_encode(vm, base + 4, &vm->out, err, sizeof(err)) == 0)
+            details = vm->out.p;
         send_error(c, code, msg, rid, details);
-        free(details);
+        hub_vm_buf_done(&vm->out);
         return;
     }
     hub_log_error("handler returned an invalid result", "handler=%s first=%s", vm->cur_type,

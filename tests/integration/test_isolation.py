@@ -509,3 +509,32 @@ def test_msg_reaches_handlers_that_take_it(iso, hubs):
     assert r["data"] == {"type": "vararg", "id": r["request_id"], "n": 3}, r.raw
     r = c.call("two", {"k": 5})
     assert r["data"] == {"client": True, "k": 5}, r.raw
+
+
+def test_can_checks_its_arguments_and_returns_a_boolean(iso, hubs):
+    """gohub.can asks permissions.can and answers true or false, whatever
+    the policy returns; a bad argument raises a clear error."""
+    policy = ("local M = {}\n"
+              "function M.can(client, permission, target)\n"
+              "  if permission == 'maybe' then return 'yes' end\n"
+              "  if permission == 'never' then return nil end\n"
+              "  return target == 'ok'\n"
+              "end\n"
+              "return M\n")
+    asks = ("local gohub = require 'gohub'\n"
+            "local M = {}\n"
+            "function M.handle(client, data)\n"
+            "  local ok1, e1 = pcall(gohub.can, nil, 'x')\n"
+            "  local ok2, e2 = pcall(gohub.can, client, {})\n"
+            "  return 'asks', { maybe = gohub.can(client, 'maybe'), never = gohub.can(client, 'never'),\n"
+            "                   ok = gohub.can(client, 'p', 'ok'), no = gohub.can(client, 'p', 'x'),\n"
+            "                   e1 = tostring(e1), e2 = tostring(e2), ok1 = ok1, ok2 = ok2 }\n"
+            "end\n"
+            "return M\n")
+    d = iso({"permissions.lua": policy, "asks.lua": asks})
+    c = hubs(d.port)
+    r = c.call("asks", {})["data"]
+    assert (r["maybe"], r["never"], r["ok"], r["no"]) == (True, False, True, False), r
+    assert (r["ok1"], r["ok2"]) == (False, False), r
+    assert "bad argument #1 to 'can' (table expected, got nil)" in r["e1"], r
+    assert "bad argument #2 to 'can' (string expected, got table)" in r["e2"], r
