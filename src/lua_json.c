@@ -33,6 +33,31 @@ typedef struct {
 
 static int dec_value(dec_t *d, int push);
 
+/* The first byte at or after p (before end) that a JSON string cannot hold
+ * as it is: '"', '\\' or a control; end when there is none. Eight bytes
+ * at a time: a word's bytes below 0x20, or equal to '"' or '\\', set their
+ * high bits in the mask (exact as to whether any byte matches). */
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "plain_run reads words little-endian"
+#endif
+static inline const char *plain_run(const char *p, const char *end)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    while (end - p >= 8) {
+        uint64_t v, q, b, hit;
+        memcpy(&v, p, 8);
+        q = v ^ (ones * '"');
+        b = v ^ (ones * '\\');
+        hit = (((v - ones * 0x20) & ~v) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs;
+        if (hit) /* the lowest flagged byte is a true match (little-endian) */
+            return p + (__builtin_ctzll(hit) >> 3);
+        p += 8;
+    }
+    while (p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
+        p++;
+    return p;
+}
+
 static inline void skip_blank(dec_t *d)
 {
     while (d->p < d->end && (*d->p == ' ' || *d->p == '\n' || *d->p == '\r' || *d->p == '\t'))
@@ -86,9 +111,7 @@ static int scratch_reserve(hub_vm_t *vm, size_t n)
  * it had no escapes (its text is then exactly between the quotes). */
 static int dec_string(dec_t *d, int push, int *plain)
 {
-    const char *s = ++d->p, *q = s;
-    while (q < d->end && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20)
-        q++;
+    const char *s = ++d->p, *q = plain_run(s, d->end);
     if (q < d->end && *q == '"') { /* the common case: nothing to decode */
         d->p = q + 1;
         if (plain)
@@ -610,17 +633,6 @@ static int put(enc_t *e, const char *s, size_t n)
     return 0;
 }
 
-/* 1 for the bytes a JSON string cannot hold as they are: controls, '"'
- * and '\\' (rows of 16 from 0x00; the rest are 0) */
-static const unsigned char needs_escape[256] = {
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
-};
-
 static int put_string(enc_t *e, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -629,12 +641,14 @@ static int put_string(enc_t *e, const char *s, size_t n)
                                       : -1;
     char *o = e->buf + e->len;
     *o++ = '"';
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (!needs_escape[ch]) {
-            *o++ = (char)ch;
-            continue;
-        }
+    for (const char *p = s, *end = s + n; p < end;) {
+        const char *run = plain_run(p, end);
+        memcpy(o, p, (size_t)(run - p));
+        o += run - p;
+        if (run == end)
+            break;
+        unsigned char ch = (unsigned char)*run;
+        p = run + 1;
         *o++ = '\\';
         switch (ch) {
         case '"': *o++ = '"'; break;

@@ -224,6 +224,39 @@ TEST(nul_is_kept_in_strings)
     lua_pop(vm.L, 1);
 }
 
+/* Strings are scanned eight bytes at a time: an escape or a raw control at
+ * every offset of the first words, both ways (decode, then encode back to
+ * the same text), and a raw control refused wherever it is. */
+TEST(string_specials_at_every_offset)
+{
+    static const char *esc[] = { "\\\"", "\\\\", "\\n", "\\u0001" };
+    char doc[64];
+    hub_lua_buf_t out = { NULL, 0, 0 };
+    char err[128];
+    for (int len = 1; len <= 20; len++) {
+        for (int pos = 0; pos < len; pos++) {
+            for (size_t k = 0; k < sizeof(esc) / sizeof(esc[0]); k++) {
+                int n = snprintf(doc, sizeof(doc), "\"%.*s%s%.*s\"", pos, "aaaaaaaaaaaaaaaaaaaa",
+                                 esc[k], len - pos - 1, "bbbbbbbbbbbbbbbbbbbb");
+                ASSERT(agrees(doc, (size_t)n));
+                const char *derr;
+                ASSERT_EQ(hub_lua_decode(&vm, doc, (size_t)n, &derr), 0);
+                ASSERT_EQ(hub_lua_encode(&vm, -1, &out, err, sizeof(err)), 0);
+                ASSERT_EQ(out.len, (size_t)n);
+                ASSERT(memcmp(out.p, doc, (size_t)n) == 0);
+                lua_pop(vm.L, 1);
+            }
+            int n = snprintf(doc, sizeof(doc), "\"%.*s\x01%.*s\"", pos, "aaaaaaaaaaaaaaaaaaaa",
+                             len - pos - 1, "bbbbbbbbbbbbbbbbbbbb");
+            const char *derr;
+            int top = lua_gettop(vm.L);
+            ASSERT(hub_lua_decode(&vm, doc, (size_t)n, &derr) != 0);
+            ASSERT_EQ(lua_gettop(vm.L), top);
+        }
+    }
+    free(out.p);
+}
+
 /* Random edits of valid documents: never a crash (ASan), never accepted
  * when cJSON refuses, and equal values when both accept (unless the edit
  * made a \u0000, which cJSON cuts). */
@@ -346,6 +379,7 @@ int main(void)
     RUN(nesting_limit_and_a_megabyte_of_brackets);
     RUN(numbers_round_like_strtod);
     RUN(nul_is_kept_in_strings);
+    RUN(string_specials_at_every_offset);
     RUN(mutations_never_crash_and_never_exceed_cjson);
     RUN(envelope_spans_and_data);
     RUN(envelope_duplicates_last_wins_everywhere);
