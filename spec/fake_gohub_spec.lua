@@ -102,6 +102,15 @@ describe("fake gohub", function()
       assert.equal(1, fake.rooms.count("r"))
     end)
 
+    it("tells valid room ids by the server's rule", function()
+      assert.is_true(fake.rooms.valid_id("A-z_0:9.x@y"))
+      assert.is_true(fake.rooms.valid_id(string.rep("r", 128)))
+      assert.is_false(fake.rooms.valid_id(string.rep("r", 129)))
+      assert.is_false(fake.rooms.valid_id(""))
+      assert.is_false(fake.rooms.valid_id("a b"))
+      assert.is_false(fake.rooms.valid_id(42))
+    end)
+
     it("refuses invalid room ids", function()
       assert.same({ nil, "invalid_room_id" },
                   { fake.rooms.join("c1", "a b") })

@@ -549,6 +549,15 @@ static int l_room_is_member(lua_State *L)
     return 1;
 }
 
+/* gohub.rooms.valid_id(id) → boolean: the server's rule for room ids */
+static int l_room_valid_id(lua_State *L)
+{
+    size_t n;
+    const char *s = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &n) : NULL;
+    lua_pushboolean(L, s != NULL && hub_reg_valid_room_id(s, n));
+    return 1;
+}
+
 static int l_room_of(lua_State *L)
 {
     uint64_t cid = check_client(L, 1);
@@ -786,6 +795,7 @@ static const luaL_Reg room_funcs[] = {
     { "leave", l_room_leave },         { "get", l_room_get },         { "list", l_room_list },
     { "members", l_room_members },     { "count", l_room_count },
     { "is_member", l_room_is_member }, { "of", l_room_of },           { "publish", l_room_publish },
+    { "valid_id", l_room_valid_id },
     { NULL, NULL },
 };
 

@@ -13,6 +13,7 @@
 local gohub = require "gohub"
 
 local type = type
+local valid_id = gohub.rooms.valid_id
 local floor = math.floor
 local huge = math.huge
 
@@ -73,14 +74,15 @@ function M.string(data, key, opts)
 end
 
 
--- data[key] must be a room id: 1 to 128 of A-Z a-z 0-9 _ - : . @ (the same
--- rule the server applies).
+-- data[key] must be a room id: 1 to 128 of A-Z a-z 0-9 _ - : . @ (the
+-- server's own rule, gohub.rooms.valid_id: a Lua pattern here cost ~2,000
+-- instructions per message).
 function M.room_id(data, key)
   local value = data[key]
   if type(value) ~= "string" then
     return key .. " must be a string"
   end
-  if #value < 1 or #value > 128 or value:find("[^%w_%-:%.@]") then
+  if not valid_id(value) then
     return key .. " must be 1 to 128 of A-Z a-z 0-9 _ - : . @"
   end
   return nil

@@ -643,6 +643,11 @@ function api_rooms.count(room_id)
 end
 
 
+function api_rooms.valid_id(room_id)
+  return type(room_id) == "string" and valid_room_id(room_id)
+end
+
+
 function api_rooms.is_member(client_id, room_id)
   check_arg("rooms.is_member", 1, client_id, "string")
   check_arg("rooms.is_member", 2, room_id, "string")
