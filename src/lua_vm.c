@@ -794,9 +794,11 @@ static void reply_from_results(hub_vm_t *vm, hub_conn_t *c, int base, int64_t ri
     if (t1 == LUA_TNONE || (t1 == LUA_TNIL && (nres < 2 || lua_isnil(L, base + 2))) ||
         (t1 == LUA_TBOOLEAN && lua_toboolean(L, base + 1))) {
         if (rid > 0) {
-            char ack[48];
-            int n = snprintf(ack, sizeof(ack), "{\"request_id\":%lld}", (long long)rid);
-            send_reply(c, "ack", ack, (size_t)n, rid);
+            char ack[48] = "{\"request_id\":";
+            size_t n = sizeof("{\"request_id\":") - 1;
+            n += hub_msg_u64(ack + n, (uint64_t)rid);
+            ack[n++] = '}';
+            send_reply(c, "ack", ack, n, rid);
         }
         return;
     }

@@ -49,8 +49,7 @@ size_t hub_json_quote(char *buf, size_t len, size_t cap, const char *s, size_t n
     return len;
 }
 
-/* Appends the decimal digits of v (this runs per message: no printf). */
-static size_t put_u64(char *out, uint64_t v)
+size_t hub_msg_u64(char *out, uint64_t v)
 {
     char tmp[24];
     size_t n = 0;
@@ -75,7 +74,7 @@ hub_frame_t *hub_msg_frame(const char *type, const char *data, size_t data_len,
 {
     char head[512], tail[96];
     size_t hl = put_lit(head, "{\"message_id\":");
-    hl += put_u64(head + hl, message_id);
+    hl += hub_msg_u64(head + hl, message_id);
     hl += put_lit(head + hl, ",\"message_type\":");
     hl = hub_json_quote(head, hl, sizeof(head) - 16, type, strlen(type));
     if (hl == (size_t)-1)
@@ -87,10 +86,10 @@ hub_frame_t *hub_msg_frame(const char *type, const char *data, size_t data_len,
         data_len = 2;
     }
     size_t tl = put_lit(tail, ",\"timestamp\":");
-    tl += put_u64(tail + tl, hub_now_ms());
+    tl += hub_msg_u64(tail + tl, hub_now_ms());
     if (request_id >= 0) {
         tl += put_lit(tail + tl, ",\"request_id\":");
-        tl += put_u64(tail + tl, (uint64_t)request_id);
+        tl += hub_msg_u64(tail + tl, (uint64_t)request_id);
     }
     tail[tl++] = '}';
     size_t plen = hl + data_len + tl;
