@@ -6,10 +6,12 @@ local validate = require "lib.validate"
 
 local M = {}
 
+local OPTIONAL = { optional = true } -- one table, not one per ping
+
 
 function M.handle(client, data)
   local bad = validate.object(data)
-      or validate.number(data, "ts", { optional = true })
+      or validate.number(data, "ts", OPTIONAL)
   if bad then
     return gohub.error(gohub.errors.INVALID_FORMAT, bad)
   end
