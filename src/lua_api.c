@@ -637,9 +637,8 @@ static int l_error(lua_State *L)
 
 void hub_lua_push_raw(lua_State *L, const char *s, size_t n)
 {
-    lua_createtable(L, 1, 0);
-    lua_pushlstring(L, s, n);
-    lua_rawseti(L, -2, 1);
+    /* a userdata holding the bytes: one allocation, no string to intern */
+    memcpy(lua_newuserdata(L, n), s, n);
     lua_rawgeti(L, LUA_REGISTRYINDEX, hub_vm_of(L)->raw_mt_ref);
     lua_setmetatable(L, -2);
 }
@@ -859,10 +858,8 @@ static int null_tostring(lua_State *L)
 /* tostring(raw) → its JSON text */
 static int raw_tostring(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_rawgeti(L, 1, 1);
-    if (!lua_isstring(L, -1))
-        lua_pushliteral(L, "null");
+    luaL_checktype(L, 1, LUA_TUSERDATA);
+    lua_pushlstring(L, lua_touserdata(L, 1), lua_objlen(L, 1));
     return 1;
 }
 

@@ -738,6 +738,15 @@ static int enc(enc_t *e, int idx, int depth)
     }
     case LUA_TTABLE:
         break;
+    case LUA_TUSERDATA:
+        if (lua_getmetatable(L, idx)) {
+            const void *mt = lua_topointer(L, -1);
+            lua_pop(L, 1);
+            if (mt == e->vm->raw_mt_ptr) /* gohub.raw, gohub.json.raw, M.raw */
+                return put(e, lua_touserdata(L, idx), lua_objlen(L, idx));
+        }
+        snprintf(e->err, e->errlen, "cannot encode a userdata");
+        return -1;
     default:
         snprintf(e->err, e->errlen, "cannot encode a %s", luaL_typename(L, idx));
         return -1;
@@ -749,17 +758,8 @@ static int enc(enc_t *e, int idx, int depth)
         return put(e, "null", 4);
     int is_array = 0;
     if (lua_getmetatable(L, idx)) {
-        const void *mt = lua_topointer(L, -1);
+        is_array = lua_topointer(L, -1) == e->vm->array_mt_ptr;
         lua_pop(L, 1);
-        if (mt == e->vm->raw_mt_ptr) {
-            lua_rawgeti(L, idx, 1);
-            size_t n;
-            const char *raw = lua_tolstring(L, -1, &n);
-            int rc = raw ? put(e, raw, n) : put(e, "null", 4);
-            lua_pop(L, 1);
-            return rc;
-        }
-        is_array = mt == e->vm->array_mt_ptr;
     }
     int n = is_array ? (int)lua_objlen(L, idx) : seq_len(L, idx);
     if (n > 0 || is_array) {

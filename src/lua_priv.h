@@ -139,8 +139,8 @@ static inline void hub_vm_buf_done(hub_lua_buf_t *b)
  * sent), or NULL (no such handler, or not a plain name). */
 const hub_handler_t *hub_vm_handler(hub_vm_t *vm, const char *t, size_t n);
 
-/* Pushes a raw-JSON value holding the text s..s+n (emitted verbatim by
- * the encoder; tostring gives the text). */
+/* Pushes a raw-JSON value holding the text s..s+n: a userdata with the
+ * raw metatable (emitted verbatim by the encoder; tostring gives the text). */
 void hub_lua_push_raw(lua_State *L, const char *s, size_t n);
 
 /* Calls the function below nargs arguments under the time limit, with a

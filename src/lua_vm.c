@@ -330,7 +330,7 @@ static int cmp_str(const void *a, const void *b)
  * fixed parameters cannot see it) and M.raw, the data members it takes as
  * raw JSON. Returns 0, or -1 with err. */
 static int read_handler(hub_vm_t *vm, const char *dir, const char *name, int mod, int fn,
-                             char *err, size_t errlen)
+                        char *err, size_t errlen)
 {
     lua_State *L = vm->L;
     hub_handler_t *info = calloc(1, sizeof(*info));

@@ -67,7 +67,11 @@ end
 local NULL = setmetatable({}, {
   __tostring = function() return "gohub.json.null" end,
 })
-local RAW_MT = { __tostring = function(raw) return raw.text end }
+-- raw JSON values are userdata, as in the server: a proxy sharing RAW's
+-- metatable, its text in raw_text (weak keys)
+local raw_text = setmetatable({}, { __mode = "k" })
+local RAW = newproxy(true)
+getmetatable(RAW).__tostring = function(raw) return raw_text[raw] end
 local array_marks = setmetatable({}, { __mode = "k" })
 
 local json = {}
@@ -83,7 +87,9 @@ end
 
 function json.raw(text)
   check_arg("json.raw", 1, text, "string")
-  return setmetatable({ text = text }, RAW_MT)
+  local raw = newproxy(RAW)
+  raw_text[raw] = text
+  return raw
 end
 
 
@@ -190,8 +196,8 @@ encode_value = function(value, depth, out)
     out[#out + 1] = encode_number(value)
   elseif vt == "string" then
     out[#out + 1] = encode_string(value)
-  elseif vt == "table" and getmetatable(value) == RAW_MT then
-    out[#out + 1] = value.text
+  elseif vt == "userdata" and raw_text[value] then
+    out[#out + 1] = raw_text[value]
   elseif vt == "table" then
     encode_table(value, depth, out)
   else
