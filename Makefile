@@ -115,7 +115,7 @@ integration: all
 spec: all
 	GOHUB_BIN=$(abspath $(BIN)) busted -f spec/.busted
 
-# standard scenarios, gohub and a Node ws hub alternately (< 10 minutes)
+# standard scenarios, gohub, the C floor (gohub-floor) and a Node ws hub alternately (< 10 minutes)
 bench: deps
 	@$(MAKE) --no-print-directory all
 	bash scripts/bench/run.sh

@@ -24,7 +24,8 @@
 #   scripts/bench/cluster.sh                 (run.sh calls it; standalone works too)
 # Knobs: GOHUB_BIN, GOHUB_BENCH, BENCH_CLUSTER_NODES=6, BENCH_CLUSTER_CONNS=100000,
 #        BENCH_CLUSTER_ROOMS=1000, BENCH_FANOUT_RATE=150, BENCH_FANOUT_FACTOR=1.25,
-#        BENCH_STEP_S=3, BENCH_REPEAT=2, BENCH_GOHUB_WORKERS=1 (per node)
+#        BENCH_STEP_S=3, BENCH_REPEAT=2, BENCH_GOHUB_WORKERS=1 (per node),
+#        BENCH_RESULTS=bench/results
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -34,7 +35,7 @@ PY=/usr/bin/python3
 GOHUB=${GOHUB_BIN:-build/release/gohub}
 BENCH=${GOHUB_BENCH:-build/release/gohub-bench}
 CONFIG=configs/gohub.yaml
-RESULTS=bench/results
+RESULTS=${BENCH_RESULTS:-bench/results}
 NODES=${BENCH_CLUSTER_NODES:-6}
 CONNS=${BENCH_CLUSTER_CONNS:-100000}
 ROOMS=${BENCH_CLUSTER_ROOMS:-1000}

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # make bench: the standard scenarios of issue 4, on gohub and on the Node `ws`
-# hub (scripts/bench/ws_hub.js) alternately, same scenario, same machine.
+# hub (scripts/bench/ws_hub.js) alternately, same scenario, same machine;
+# fan-out and echo also on the floor (gohub-floor, src/bench/floor/floor.c: a
+# minimal single-threaded C room server, the least a server does per delivery).
 # Writes bench/results/<scenario>-<server>.json (the JSON line of gohub-bench,
 # or of callgrind.py), <scenario>-<server>.log (the tool's full output) and
 # bench/results/summary.md, which it also prints. Run from anywhere after
-# `make all` (which builds build/release/gohub and build/release/gohub-bench).
+# `make all` (which builds build/release/gohub, gohub-bench and gohub-floor).
 #
 # Environment knobs (defaults are the standard run):
-#   GOHUB_BIN, GOHUB_BENCH      binaries (build/release/gohub, build/release/gohub-bench)
+#   GOHUB_BIN, GOHUB_BENCH, GOHUB_FLOOR
+#                               binaries (build/release/gohub, build/release/gohub-bench,
+#                               build/release/gohub-floor)
+#   BENCH_RESULTS=bench/results where the results go (a helper's run need not overwrite them)
+#   BENCH_FLOOR=1               0: leave the floor out of fan-out and echo
 #   BENCH_SCENARIOS             space-separated subset of: idle connect fanout echo callgrind cluster
 #                               (cluster: scripts/bench/cluster.sh, 6 gohub nodes on NATS holding
 #                               100,000 connections, cross-node fan-out; gohub only)
@@ -29,8 +35,9 @@ cd "$ROOT"
 PY=/usr/bin/python3
 GOHUB=${GOHUB_BIN:-build/release/gohub}
 BENCH=${GOHUB_BENCH:-build/release/gohub-bench}
+FLOOR=${GOHUB_FLOOR:-build/release/gohub-floor}
 CONFIG=configs/gohub.yaml
-RESULTS=bench/results
+RESULTS=${BENCH_RESULTS:-bench/results}
 SCENARIOS=${BENCH_SCENARIOS:-idle connect fanout echo callgrind cluster}
 FANOUT_RATE=${BENCH_FANOUT_RATE:-150}
 FANOUT_FACTOR=${BENCH_FANOUT_FACTOR:-1.25}
@@ -39,6 +46,9 @@ STEP_S=${BENCH_STEP_S:-3}
 ECHO_S=${BENCH_ECHO_S:-5}
 CG_MESSAGES=${BENCH_CG_MESSAGES:-5000}
 REPEAT=${BENCH_REPEAT:-2}
+# the servers compared in fan-out and echo (idle and connect: gohub and Node only)
+SERVERS="gohub node"
+[ "${BENCH_FLOOR:-1}" != 0 ] && SERVERS="gohub floor node"
 
 T0=$(date +%s)
 export BENCH_LOADAVG_START
@@ -106,7 +116,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# start_server gohub|node LOGNAME: sets SERVER_PID and SERVER_PORT
+# start_server gohub|floor|node LOGNAME: sets SERVER_PID and SERVER_PORT
 start_server() {
     local kind=$1 name=$2 i
     SERVER_PORT=$(free_port)
@@ -116,6 +126,8 @@ start_server() {
             GOHUB_ROOMS_PRESENCE_EVENTS=false GOHUB_LUA_PATH="$LUA_DIR" \
             GOHUB_SERVER_SHUTDOWN_TIMEOUT=3s GOHUB_LIMITS_MESSAGES_PER_SECOND=0 \
             "$GOHUB" -c "$CONFIG" >"$RESULTS/$name.server.log" 2>&1 &
+    elif [ "$kind" = floor ]; then
+        "$FLOOR" --host 127.0.0.1 --port "$SERVER_PORT" >"$RESULTS/$name.server.log" 2>&1 &
     else
         node scripts/bench/ws_hub.js --host 127.0.0.1 --port "$SERVER_PORT" \
             >"$RESULTS/$name.server.log" 2>&1 &
@@ -195,7 +207,9 @@ wanted() { case " $SCENARIOS " in *" $1 "*) return 0;; esac; return 1; }
 
 # ---- preparation ------------------------------------------------------------
 
-for f in "$GOHUB" "$BENCH"; do
+BINS=("$GOHUB" "$BENCH")
+case " $SERVERS " in *" floor "*) BINS+=("$FLOOR");; esac
+for f in "${BINS[@]}"; do
     if [ ! -x "$f" ]; then
         echo "run.sh: $f not found: run \`make all\` first" >&2
         exit 1
@@ -227,8 +241,8 @@ end
 return M
 EOF
 
-# both servers speak the subset the scenarios use
-for server in gohub node; do
+# every server speaks the subset the scenarios use
+for server in $SERVERS; do
     if ! start_server "$server" "smoke-$server"; then
         echo "run.sh: $server did not start" >&2
         exit 1
@@ -240,7 +254,7 @@ for server in gohub node; do
     stop_server
 done
 rm -f "$RESULTS"/smoke-*.server.log
-log "gohub $(git rev-parse --short HEAD 2>/dev/null) and the Node ws hub pass the smoke check"
+log "$SERVERS (gohub $(git rev-parse --short HEAD 2>/dev/null)) pass the smoke check"
 
 # ---- scenarios --------------------------------------------------------------
 
@@ -263,22 +277,22 @@ fi
 
 if wanted fanout; then
     for i in $(seq 1 "$REPEAT"); do
-        for server in gohub node; do
+        for server in $SERVERS; do
             bench "fanout.run$i" "$server" 240 fanout --conns 10000 --rooms 100 --step --rate "$FANOUT_RATE" \
                 --step-factor "$FANOUT_FACTOR" --refine "$FANOUT_REFINE" --duration "$STEP_S" --warmup 1
         done
     done
-    for server in gohub node; do best fanout "$server" best.delivered_per_s "$REPEAT"; done
+    for server in $SERVERS; do best fanout "$server" best.delivered_per_s "$REPEAT"; done
 fi
 
 if wanted echo; then
     for type in ping lookup; do
         for i in $(seq 1 "$REPEAT"); do
-            for server in gohub node; do
+            for server in $SERVERS; do
                 bench "echo-$type.run$i" "$server" 60 echo --conns 100 --type "$type" --duration "$ECHO_S" --warmup 1
             done
         done
-        for server in gohub node; do best "echo-$type" "$server" replies_per_s "$REPEAT"; done
+        for server in $SERVERS; do best "echo-$type" "$server" replies_per_s "$REPEAT"; done
     done
 fi
 
@@ -299,7 +313,7 @@ fi
 
 if wanted cluster; then
     t1=$(date +%s)
-    if run_child env GOHUB_BIN="$GOHUB" GOHUB_BENCH="$BENCH" BENCH_FANOUT_RATE="$FANOUT_RATE" \
+    if run_child env GOHUB_BIN="$GOHUB" GOHUB_BENCH="$BENCH" BENCH_RESULTS="$RESULTS" BENCH_FANOUT_RATE="$FANOUT_RATE" \
            BENCH_FANOUT_FACTOR="$FANOUT_FACTOR" BENCH_STEP_S="$STEP_S" \
            timeout -k 30 480 bash scripts/bench/cluster.sh >"$RESULTS/cluster.log" 2>&1; then
         log "cluster: done in $(( $(date +%s) - t1 )) s"
@@ -319,6 +333,12 @@ Fan-out steps start at ${FANOUT_RATE} msg/s, ×${FANOUT_FACTOR} every ${STEP_S} 
 Connect, fan-out and Lua dispatch: best of ${REPEAT} alternating runs per server \
 (the machine is shared; a run disturbed by another process does not decide the result). \
 Cluster: one run; its fan-out steps use the same grid from 3 steps lower."
+case " $SERVERS " in *" floor "*)
+    BENCH_NOTE="$BENCH_NOTE The floor (gohub-floor, src/bench/floor/floor.c) is a minimal single-threaded \
+epoll room server in plain C: the same protocol subset and replies as the Node hub, fields found by string search, \
+each room message framed once and sent with one send() per recipient; it runs the fan-out and echo scenarios \
+in the same alternation (gohub, floor, Node)." ;;
+esac
 find "$RESULTS" -maxdepth 1 -type f -empty -delete
 echo
 "$PY" scripts/bench/summarize.py "$RESULTS" --runtime "$(( $(date +%s) - T0 ))"
