@@ -282,7 +282,14 @@ void hub_ws_start(hub_conn_t *c)
     c->frame_left = 0;
     c->msg_bytes = 0;
     c->stash_len = 0;
-    c->timer_ms = uv_now(&c->w->loop) + c->w->cfg->ping_interval_ms;
+    /* the first ping comes after half to all of ping_interval, spread by
+     * the connection id: clients that connected together (a restart, a
+     * load test) must not all be pinged, and answer, in the same tick. Ten
+     * thousand pings at once stalled the worker for ~100 ms. Later pings
+     * follow each pong by ping_interval, so the spread stays. */
+    uint64_t half = c->w->cfg->ping_interval_ms / 2;
+    uint64_t spread = half ? ((c->id * 0x9E3779B97F4A7C15ull) >> 32) % (half + 1) : 0;
+    c->timer_ms = uv_now(&c->w->loop) + half + spread;
 }
 
 /* Judges a complete frame header before wslay sees it: the checks that must

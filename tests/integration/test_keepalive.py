@@ -2,6 +2,7 @@
 answer stay connected."""
 
 import asyncio
+import select
 import time
 
 import websockets
@@ -81,3 +82,30 @@ def test_f19_python_client_stays_connected(daemon):
             await ws.send(ping_json(1, ts=4000, pad="after 4 s").decode())
             check_pong(await asyncio.wait_for(ws.recv(), 3), 1, 4000)
     asyncio.run(asyncio.wait_for(go(), 20))
+
+
+def test_first_pings_of_clients_that_connected_together_are_spread(start_daemon):
+    """Twenty clients connected at once are not all pinged in the same tick:
+    the first ping comes after half to all of ping_interval (spread by the
+    connection), give or take one tick (a quarter of the interval here)."""
+    d = start_daemon(env={"GOHUB_SERVER_PING_INTERVAL": "2s", "GOHUB_SERVER_PONG_TIMEOUT": "2s"})
+    conns = [RawWS.connect(d.port) for _ in range(20)]
+    t0 = time.monotonic()
+    first = {}
+    try:
+        while len(first) < len(conns) and time.monotonic() < t0 + 5.0:
+            waiting = [c for c in conns if c not in first]
+            ready, _, _ = select.select([c.conn.sock for c in waiting], [], [], 0.02)
+            for c in waiting:
+                if c.conn.buf or c.conn.sock in ready:
+                    f = c.recv_frame(1.0)
+                    assert f.opcode == OP_PING, f
+                    first[c] = time.monotonic() - t0
+                    c.send_frame(OP_PONG, f.payload)
+    finally:
+        for c in conns:
+            c.close()
+    times = sorted(first.values())
+    assert len(times) == len(conns), f"only {len(times)} of {len(conns)} pinged: {times}"
+    assert times[0] >= 0.9 and times[-1] <= 2.0 + 0.5 + JITTER, times
+    assert times[-1] - times[0] >= 0.4, f"all first pings in one tick: {times}"
