@@ -544,13 +544,12 @@ void hub_conn_accept(hub_worker_t *w, uv_stream_t *server, uint8_t scope)
 
 /* ---- timers ------------------------------------------------------------ */
 
-void hub_conn_tick(hub_conn_t *c, uint64_t now)
+void hub_conn_tick(hub_conn_t *c, uint64_t now, uint64_t wall_ms)
 {
     /* J11: the token's exp (+ leeway) passed and no fresh authenticate
-     * replaced the identity. The wall clock is read only for connections
-     * that hold an identity; the tick period bounds the delay. */
+     * replaced the identity; the tick period bounds the delay */
     if (c->ident != NULL && c->state == HUB_CONN_WS && !(c->flags & HUB_CONN_F_CLOSED) &&
-        hub_identity_expired(c->ident, hub_now_ms())) {
+        hub_identity_expired(c->ident, wall_ms)) {
         hub_log_info("token expired: closing", "conn=%llu user_id=%s",
                      (unsigned long long)c->id, c->ident->user_id);
         hub_conn_close(c, 1008, "token expired");

@@ -128,9 +128,10 @@ void hub_conn_linger(hub_conn_t *c);
  * uv_write over an iovec for the rest). */
 void hub_conn_flush(hub_conn_t *c);
 
-/* Worker timer: applies the header deadline, server pings, the pong timeout
- * and the lingering-close deadline. now is uv_now(). */
-void hub_conn_tick(hub_conn_t *c, uint64_t now);
+/* Worker timer: applies the header deadline, server pings, the pong timeout,
+ * the lingering-close deadline and token expiry. now is uv_now(), wall_ms
+ * hub_now_ms() (read once per tick). */
+void hub_conn_tick(hub_conn_t *c, uint64_t now, uint64_t wall_ms);
 
 /* A complete inbound WebSocket data message (called by ws.c). */
 void hub_conn_on_message(hub_conn_t *c, int opcode, const uint8_t *p, size_t n);

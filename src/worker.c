@@ -11,6 +11,7 @@
 #include "frame.h"
 #include "log.h"
 #include "lua_vm.h"
+#include "msg.h"
 #include "server.h"
 
 typedef struct {
@@ -91,6 +92,8 @@ hub_conn_t *hub_worker_conn(hub_worker_t *w, uint64_t id)
 void hub_worker_conn_gone(hub_worker_t *w, hub_conn_t *c)
 {
     hub_idmap_del(&w->byid, c->id);
+    if (w->tick_at == c)
+        w->tick_at = c->next;
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -109,16 +112,28 @@ void hub_worker_sample_metrics(hub_worker_t *w)
     hub_mc_set(&w->metrics.queue_bytes, queued);
 }
 
+/* Each tick visits the next slice of the connections, so that a round
+ * visits every one once per round_ms; the deadlines that fall due together
+ * (pings, above all) are then met a slice at a time, not in one stall. A
+ * tick never frees a connection (closes finish in the prepare phase), and
+ * one that goes away moves the cursor on (hub_worker_conn_gone). */
 static void on_tick(uv_timer_t *t)
 {
     hub_worker_t *w = t->data;
-    uint64_t now = uv_now(&w->loop);
-    uint64_t queued = 0; /* hub_worker_sample_metrics, in the same walk */
-    for (hub_conn_t *c = w->conns; c != NULL; c = c->next) {
-        queued += c->oq_bytes;
-        hub_conn_tick(c, now);
+    uint64_t now = uv_now(&w->loop), wall_ms = hub_now_ms();
+    uint64_t slice = (w->nconns * w->tick_ms + w->round_ms - 1) / w->round_ms;
+    if (w->tick_at == NULL) {
+        w->tick_at = w->conns;
+        w->tick_queued = 0;
     }
-    hub_mc_set(&w->metrics.queue_bytes, queued);
+    for (uint64_t i = 0; i < slice && w->tick_at != NULL; i++) {
+        hub_conn_t *c = w->tick_at;
+        w->tick_at = c->next;
+        w->tick_queued += c->oq_bytes; /* hub_worker_sample_metrics, in the same walk */
+        hub_conn_tick(c, now, wall_ms);
+    }
+    if (w->tick_at == NULL)
+        hub_mc_set(&w->metrics.queue_bytes, w->tick_queued);
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -203,8 +218,11 @@ int hub_worker_init(hub_worker_t *w, hub_server_t *srv, int index, const int *fd
     w->prepare.data = w;
     uv_prepare_start(&w->prepare, on_prepare);
 
-    /* one tick drives every per-connection deadline: a quarter of the
-     * shortest timeout, between 25 ms and 1 s */
+    /* one walk drives every per-connection deadline: a round visits each
+     * connection once per a quarter of the shortest timeout (25 ms to 1 s),
+     * a slice per tick of at most 100 ms. Whole walks once a second sent
+     * ~800 pings (and took ~800 pongs) at once with 10,000 connections: a
+     * ~10 ms stall in every second's delivery latency. */
     uint64_t shortest = cfg->header_timeout_ms;
     if (cfg->ping_interval_ms < shortest)
         shortest = cfg->ping_interval_ms;
@@ -213,10 +231,11 @@ int hub_worker_init(hub_worker_t *w, hub_server_t *srv, int index, const int *fd
     if (cfg->close_timeout_ms < shortest)
         shortest = cfg->close_timeout_ms;
     uint64_t period = shortest / 4;
-    period = period < 25 ? 25 : (period > 1000 ? 1000 : period);
+    w->round_ms = period < 25 ? 25 : (period > 1000 ? 1000 : period);
+    w->tick_ms = w->round_ms < 100 ? w->round_ms : 100;
     uv_timer_init(&w->loop, &w->tick);
     w->tick.data = w;
-    uv_timer_start(&w->tick, on_tick, period, period);
+    uv_timer_start(&w->tick, on_tick, w->tick_ms, w->tick_ms);
 
     hub_assert(n >= 1 && n <= HUB_MAX_LISTENERS);
     for (int i = 0; i < n; i++) {

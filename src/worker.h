@@ -44,6 +44,9 @@ struct hub_worker_s {
     hub_inbox_t inbox;
     uv_prepare_t prepare;
     uv_timer_t tick;
+    uint64_t tick_ms, round_ms;  /* on_tick's period; the time one round of the walk takes */
+    hub_conn_t *tick_at;         /* the walk's next connection; NULL: a round starts */
+    uint64_t tick_queued;        /* outbound bytes summed so far in this round */
     char *rbuf;                  /* shared read buffer: data is consumed or copied in on_read */
     hub_conn_t *conns;           /* every connection (doubly linked) */
     hub_idmap_t byid;            /* connection id → connection */
