@@ -751,11 +751,15 @@ class RawWS:
                 raise EOFError(f"EOF (reset={self.conn.reset}) with {len(self.conn.buf)} unparsed bytes")
 
     def recv_data(self, timeout=3.0, skip_control=True):
-        """Next data frame, skipping pings/pongs if skip_control."""
+        """Next data frame, skipping pings/pongs if skip_control; a skipped
+        ping is answered, as every client must (RFC 6455 5.5.2), so a test
+        that runs past the server's first ping is not closed for it."""
         deadline = time.monotonic() + timeout
         while True:
             f = self.recv_frame(max(0.01, deadline - time.monotonic()))
             if skip_control and f.opcode in (OP_PING, OP_PONG):
+                if f.opcode == OP_PING:
+                    self.send_frame(OP_PONG, f.payload)
                 continue
             return f
 
