@@ -287,8 +287,8 @@ static int dec_literal(dec_t *d, const char *word, size_t n)
 /* 1 when key..key+kl is one of the handler's M.raw names. */
 static int is_raw(const hub_handler_t *info, const char *key, size_t kl)
 {
-    for (size_t i = 0; info != NULL && i < info->nraw; i++)
-        if (strncmp(info->raw[i], key, kl) == 0 && info->raw[i][kl] == '\0')
+    for (size_t i = 0; info != NULL && i < info->nraw && kl < HUB_RAW_NAME; i++)
+        if (memcmp(info->raw[i], key, kl) == 0 && info->raw[i][kl] == '\0')
             return 1;
     return 0;
 }
@@ -636,19 +636,21 @@ static int put(enc_t *e, const char *s, size_t n)
 static int put_string(enc_t *e, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    if (n > (SIZE_MAX - 2) / 6 || grow(e, n * 6 + 2) != 0) /* every byte escaped, quotes */
-        return n > (SIZE_MAX - 2) / 6 ? (snprintf(e->err, e->errlen, "string too long"), -1)
-                                      : -1;
-    char *o = e->buf + e->len;
-    *o++ = '"';
+    /* room for the text as it is and the quotes; an escape grows it */
+    if (grow(e, n + 2) != 0)
+        return -1;
+    e->buf[e->len++] = '"';
     for (const char *p = s, *end = s + n; p < end;) {
         const char *run = plain_run(p, end);
-        memcpy(o, p, (size_t)(run - p));
-        o += run - p;
+        memcpy(e->buf + e->len, p, (size_t)(run - p));
+        e->len += (size_t)(run - p);
         if (run == end)
             break;
+        /* one byte becomes up to six; the rest and the closing quote follow */
+        if (grow(e, 6 + (size_t)(end - run)) != 0)
+            return -1;
         unsigned char ch = (unsigned char)*run;
-        p = run + 1;
+        char *o = e->buf + e->len;
         *o++ = '\\';
         switch (ch) {
         case '"': *o++ = '"'; break;
@@ -663,9 +665,10 @@ static int put_string(enc_t *e, const char *s, size_t n)
             *o++ = hex[ch >> 4];
             *o++ = hex[ch & 15];
         }
+        e->len = (size_t)(o - e->buf);
+        p = run + 1;
     }
-    *o++ = '"';
-    e->len = (size_t)(o - e->buf);
+    e->buf[e->len++] = '"';
     return 0;
 }
 
