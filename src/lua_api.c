@@ -61,7 +61,7 @@ static hub_frame_t *build(lua_State *L, const char *type, int idx)
 {
     hub_vm_t *vm = hub_vm_of(L);
     char err[160];
-    vm->out.len = 0;
+    vm->out.len = 0; /* nothing encoded: data {} */
     if (!lua_isnoneornil(L, idx) && hub_lua_encode(vm, idx, &vm->out, err, sizeof(err)) != 0)
         luaL_error(L, "gohub: cannot encode data: %s", err);
     hub_frame_t *f = hub_msg_frame(type, vm->out.p, vm->out.len, hub_msg_next_id(),

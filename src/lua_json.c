@@ -8,6 +8,7 @@
 
 #include "jsonscan.h"
 #include "lua_priv.h"
+#include "msg.h"
 
 #define MAX_DEPTH 128
 
@@ -685,15 +686,11 @@ static int put_number(enc_t *e, double d)
     size_t n;
     if (d == (double)(int64_t)d && d > -9007199254740992.0 && d < 9007199254740992.0) {
         int64_t v = (int64_t)d;
-        uint64_t u = v < 0 ? (uint64_t)(-v) : (uint64_t)v;
-        char *p = tmp + sizeof(tmp);
-        do {
-            *--p = (char)('0' + u % 10);
-            u /= 10;
-        } while (u);
+        n = 0;
         if (v < 0)
-            *--p = '-';
-        return put(e, p, (size_t)(tmp + sizeof(tmp) - p));
+            tmp[n++] = '-';
+        n += hub_msg_u64(tmp + n, v < 0 ? (uint64_t)(-v) : (uint64_t)v);
+        return put(e, tmp, n);
     }
     n = (size_t)snprintf(tmp, sizeof(tmp), "%.15g", d);
     if (strtod(tmp, NULL) != d)

@@ -778,7 +778,7 @@ static void reply_from_results(hub_vm_t *vm, hub_conn_t *c, int base, int64_t ri
     int t1 = nres >= 1 ? lua_type(L, base + 1) : LUA_TNONE;
     if (t1 == LUA_TSTRING) {
         char err[128];
-        vm->out.len = 0;
+        vm->out.len = 0; /* no data: {} */
         if (nres >= 2 && !lua_isnil(L, base + 2) &&
             hub_lua_encode(vm, base + 2, &vm->out, err, sizeof(err)) != 0) {
             hub_vm_buf_done(&vm->out);
@@ -807,7 +807,6 @@ static void reply_from_results(hub_vm_t *vm, hub_conn_t *c, int base, int64_t ri
         const char *msg = nres >= 3 ? lua_tostring(L, base + 3) : NULL;
         char err[128];
         const char *details = NULL;
-        vm->out.len = 0;
         if (nres >= 4 && !lua_isnil(L, base + 4) &&
             hub_lua_encode(vm, base + 4, &vm->out, err, sizeof(err)) == 0)
             details = vm->out.p;
@@ -900,7 +899,7 @@ static int run_message(lua_State *L)
     size_t tl = env->type_len - 2;
     const hub_handler_t *h = env->info; /* found by the decoder */
     d->mtype = h ? h->mtype : HUB_MT_OTHER;
-    if (valid_handler_name(tn, tl)) {
+    if (h != NULL || valid_handler_name(tn, tl)) { /* a handler's name is valid */
         if (h == NULL)
             d->mtype = hub_metrics_type(tn, tl);
         memcpy(d->type, tn, tl);
