@@ -699,10 +699,14 @@ static int put_number(enc_t *e, double d)
 }
 
 /* Returns n when the table at idx is a sequence 1..n with no other keys,
- * else -1. */
+ * else -1. A table whose length is 0 is never a non-empty sequence, so it
+ * is not walked: the caller encodes it as an object ({} when empty), which
+ * is what a walk would have decided too. */
 static int seq_len(lua_State *L, int idx)
 {
     int n = (int)lua_objlen(L, idx), count = 0;
+    if (n == 0)
+        return -1;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         lua_pop(L, 1);

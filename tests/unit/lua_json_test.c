@@ -19,6 +19,11 @@ static void vm_setup(void)
     vm.null_ref = luaL_ref(vm.L, LUA_REGISTRYINDEX);
     lua_newtable(vm.L);
     vm.array_mt_ref = luaL_ref(vm.L, LUA_REGISTRYINDEX);
+    lua_rawgeti(vm.L, LUA_REGISTRYINDEX, vm.null_ref);
+    vm.null_ptr = lua_topointer(vm.L, -1);
+    lua_rawgeti(vm.L, LUA_REGISTRYINDEX, vm.array_mt_ref);
+    vm.array_mt_ptr = lua_topointer(vm.L, -1);
+    lua_pop(vm.L, 2);
 }
 
 static void vm_teardown(void)
@@ -257,6 +262,57 @@ TEST(string_specials_at_every_offset)
     free(out.p);
 }
 
+/* Which tables encode as arrays and which as objects: a table is an array
+ * when it carries the array marker or is a sequence 1..n (n > 0) with no
+ * other keys; anything else, the empty table included, is an object. The
+ * cases have at most one hash key, so the text does not depend on the
+ * order of a table walk. */
+TEST(encoder_table_shapes)
+{
+    static const struct {
+        const char *lua, *json;
+    } cases[] = {
+        { "return {}", "{}" },
+        { "return setmetatable({}, A)", "[]" },
+        { "return setmetatable({1, 2}, A)", "[1,2]" },
+        { "return {1, 'a', true}", "[1,\"a\",true]" },
+        { "return {[2] = 'x'}", "{\"2\":\"x\"}" },
+        { "return {[0] = 'x'}", "{\"0\":\"x\"}" },
+        { "return {[1.5] = 'x'}", "{\"1.5\":\"x\"}" },
+        { "return {a = 1}", "{\"a\":1}" },
+        { "return {1, a = 2}", "{\"1\":1,\"a\":2}" },
+        { "return {x = {}}", "{\"x\":{}}" },
+        { "return {x = {{}, N}}", "{\"x\":[{},null]}" },
+        { "return {t = 1700000000000, n = nil}", "{\"t\":1700000000000}" },
+        { "return N", "null" },
+    };
+    hub_lua_buf_t out = { NULL, 0, 0 };
+    char err[128];
+    lua_State *L = vm.L;
+    lua_pushcfunction(L, luaopen_base); /* setmetatable */
+    lua_call(L, 0, 0);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int top = lua_gettop(L);
+        ASSERT_EQ(luaL_loadstring(L, cases[i].lua), 0);
+        lua_newtable(L); /* the chunk's environment: A, N and setmetatable */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm.array_mt_ref);
+        lua_setfield(L, -2, "A");
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm.null_ref);
+        lua_setfield(L, -2, "N");
+        lua_getglobal(L, "setmetatable");
+        lua_setfield(L, -2, "setmetatable");
+        lua_setfenv(L, -2);
+        ASSERT_EQ(lua_pcall(L, 0, 1, 0), 0);
+        ASSERT_EQ(hub_lua_encode(&vm, -1, &out, err, sizeof(err)), 0);
+        if (strcmp(out.p, cases[i].json) != 0)
+            fprintf(stderr, "  %s: got %s, want %s\n", cases[i].lua, out.p, cases[i].json);
+        ASSERT(strcmp(out.p, cases[i].json) == 0);
+        ASSERT_EQ(lua_gettop(L), top + 1);
+        lua_settop(L, top);
+    }
+    free(out.p);
+}
+
 /* Random edits of valid documents: never a crash (ASan), never accepted
  * when cJSON refuses, and equal values when both accept (unless the edit
  * made a \u0000, which cJSON cuts). */
@@ -380,6 +436,7 @@ int main(void)
     RUN(numbers_round_like_strtod);
     RUN(nul_is_kept_in_strings);
     RUN(string_specials_at_every_offset);
+    RUN(encoder_table_shapes);
     RUN(mutations_never_crash_and_never_exceed_cjson);
     RUN(envelope_spans_and_data);
     RUN(envelope_duplicates_last_wins_everywhere);
