@@ -49,16 +49,47 @@ size_t hub_json_quote(char *buf, size_t len, size_t cap, const char *s, size_t n
     return len;
 }
 
+/* "00" .. "99": two digits per division. */
+static const char digit_pairs[201] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+/* Decimal digits in v: the bit length gives it to within one
+ * (1233 / 4096 ~ log10(2)), one comparison settles it. */
+static size_t u64_digits(uint64_t v)
+{
+    static const uint64_t pow10[20] = {
+        1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull, 10000000ull,
+        100000000ull, 1000000000ull, 10000000000ull, 100000000000ull, 1000000000000ull,
+        10000000000000ull, 100000000000000ull, 1000000000000000ull, 10000000000000000ull,
+        100000000000000000ull, 1000000000000000000ull, 10000000000000000000ull,
+    };
+    if (v == 0)
+        return 1;
+    size_t t = (size_t)(64 - __builtin_clzll(v)) * 1233 >> 12;
+    return t + (v >= pow10[t]);
+}
+
 size_t hub_msg_u64(char *out, uint64_t v)
 {
-    char tmp[24];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        out[i] = tmp[n - 1 - i];
+    /* written backwards from the last digit, two at a time (timestamps
+     * and ids are 10 to 13 digits: half the divisions of one at a time) */
+    size_t n = u64_digits(v);
+    char *p = out + n;
+    while (v >= 100) {
+        size_t r = (size_t)(v % 100) * 2;
+        v /= 100;
+        p -= 2;
+        p[0] = digit_pairs[r];
+        p[1] = digit_pairs[r + 1];
+    }
+    if (v >= 10) {
+        p[-2] = digit_pairs[v * 2];
+        p[-1] = digit_pairs[v * 2 + 1];
+    } else {
+        p[-1] = (char)('0' + v);
+    }
     return n;
 }
 
