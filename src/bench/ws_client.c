@@ -490,12 +490,16 @@ static void on_sub_message(worker_t *w, uint32_t ci, const uint8_t *p, size_t le
         uint64_t *ls = &w->lastseq[(size_t)ci * w->ppr + slot];
         uint64_t s1 = (uint64_t)seq + 1;
         if (*ls != 0 && s1 <= *ls) {
-            w->reordered++;
-        } else {
-            if (*ls != 0 && s1 > *ls + 1 && in_win)
-                w->gaps += s1 - *ls - 1;
-            *ls = s1;
+            /* a duplicate, or older than one already received (then the
+             * gap counted it as lost): not a new delivery, so a server
+             * that repeats messages cannot inflate `delivered` */
+            if (in_win)
+                w->reordered++;
+            return;
         }
+        if (*ls != 0 && s1 > *ls + 1 && in_win)
+            w->gaps += s1 - *ls - 1;
+        *ls = s1;
     }
     if (in_win) {
         w->delivered++;
