@@ -23,7 +23,8 @@
  *   hold    connect_s = first connect() to the last connection ready (101, or
  *           room_joined with --rooms); handshakes_per_s = connected / (first
  *           connect() to last 101); failed = connections that failed twice
- *           (each failure is retried once); server_cpu_s spans connect + hold.
+ *           (each failure is retried once); dropped = connections the server
+ *           closed during the hold; server_cpu_s spans connect + hold.
  *   fanout  a message counts when its ts lies in the measured window: sent =
  *           messages sent in it, expected = sum over rooms of sent(room) x
  *           subscribers connected in that room, delivered = such messages
@@ -48,7 +49,8 @@
  *           top-level fields are those of the best passing step (the first
  *           step when none passed).
  *   echo    replies (and errors) received within the window; latency = reply
- *           time - send time of that message_id.
+ *           time - send time of that message_id; connected, failed and
+ *           dropped as in hold.
  * Exit status: 2 usage, 1 when connections failed (or dropped during hold),
  * a client process died, or nothing was measured; 0 otherwise. */
 #include "bench.h"
@@ -758,6 +760,7 @@ static int run_hold(void)
     jkey("rooms"), jraw("%ld", O.rooms);
     jkey("connected"), jraw("%llu", (unsigned long long)s.connected);
     jkey("failed"), jraw("%llu", (unsigned long long)s.failed);
+    jkey("dropped"), jraw("%llu", (unsigned long long)dropped);
     jkey("connect_s"), jnum(conn_span, 3, 0);
     jkey("handshakes_per_s"), jnum(hps, 0, 0);
     jkey("rss_before_kb"), jnum((double)rss_before, 0, 1);
@@ -1130,6 +1133,9 @@ static int run_echo(void)
     jkey("type"), jstr(O.type);
     jkey("conns"), jraw("%ld", O.conns);
     jkey("window"), jraw("%ld", O.window);
+    jkey("connected"), jraw("%llu", (unsigned long long)s.connected);
+    jkey("failed"), jraw("%llu", (unsigned long long)s.failed);
+    jkey("dropped"), jraw("%llu", (unsigned long long)dropped);
     jkey("replies"), jraw("%llu", (unsigned long long)replies);
     jkey("errors"), jraw("%llu", (unsigned long long)errors);
     jkey("replies_per_s"), jnum(rps, 1, 0);
