@@ -84,9 +84,11 @@ static const struct {
 
 int hub_metrics_type(const char *name, size_t len)
 {
-    /* runs once per message: the length is compared before the bytes */
+    /* runs once per frame: the length and the first and last bytes are
+     * compared before the rest (several names share a length) */
     for (int i = HUB_MT_PING; i < HUB_MT_OTHER; i++)
-        if (types[i].len == len && memcmp(types[i].s, name, len) == 0)
+        if (types[i].len == len && types[i].s[0] == name[0] &&
+            types[i].s[len - 1] == name[len - 1] && memcmp(types[i].s, name, len) == 0)
             return i;
     return HUB_MT_OTHER;
 }

@@ -23,26 +23,41 @@ uint64_t hub_now_ms(void)
     return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
 }
 
+/* Bytes a JSON string cannot hold as they are: controls, '"' and '\\'. */
+static const unsigned char json_special[256] = {
+    [0x00] = 1, [0x01] = 1, [0x02] = 1, [0x03] = 1, [0x04] = 1, [0x05] = 1, [0x06] = 1,
+    [0x07] = 1, [0x08] = 1, [0x09] = 1, [0x0a] = 1, [0x0b] = 1, [0x0c] = 1, [0x0d] = 1,
+    [0x0e] = 1, [0x0f] = 1, [0x10] = 1, [0x11] = 1, [0x12] = 1, [0x13] = 1, [0x14] = 1,
+    [0x15] = 1, [0x16] = 1, [0x17] = 1, [0x18] = 1, [0x19] = 1, [0x1a] = 1, [0x1b] = 1,
+    [0x1c] = 1, [0x1d] = 1, [0x1e] = 1, [0x1f] = 1, ['"'] = 1, ['\\'] = 1,
+};
+
 size_t hub_json_quote(char *buf, size_t len, size_t cap, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     if (len + 2 > cap)
         return (size_t)-1;
     buf[len++] = '"';
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+    /* each byte takes at most six: while six per byte fit, plain bytes
+     * need no bound check (the loop below refuses exactly where it did) */
+    if (n <= (cap - len) / 6 && len + 6 * n + 1 <= cap)
+        while (i < n && !json_special[(unsigned char)s[i]])
+            buf[len++] = s[i++];
+    for (; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
         if (len + 6 + 1 > cap)
             return (size_t)-1;
-        if (ch == '"' || ch == '\\') {
+        if (!json_special[ch]) {
+            buf[len++] = (char)ch;
+        } else if (ch == '"' || ch == '\\') {
             buf[len++] = '\\';
             buf[len++] = (char)ch;
-        } else if (ch < 0x20) {
+        } else {
             memcpy(buf + len, "\\u00", 4);
             buf[len + 4] = hex[ch >> 4];
             buf[len + 5] = hex[ch & 15];
             len += 6;
-        } else {
-            buf[len++] = (char)ch;
         }
     }
     buf[len++] = '"';
@@ -107,9 +122,16 @@ hub_frame_t *hub_msg_frame(const char *type, const char *data, size_t data_len,
     size_t hl = put_lit(head, "{\"message_id\":");
     hl += hub_msg_u64(head + hl, message_id);
     hl += put_lit(head + hl, ",\"message_type\":");
-    hl = hub_json_quote(head, hl, sizeof(head) - 16, type, strlen(type));
-    if (hl == (size_t)-1)
+    size_t type_len = strlen(type);
+    int kind = hub_metrics_type(type, type_len);
+    if (kind != HUB_MT_OTHER) { /* a protocol name: short, nothing to escape */
+        head[hl++] = '"';
+        memcpy(head + hl, type, type_len);
+        hl += type_len;
+        head[hl++] = '"';
+    } else if ((hl = hub_json_quote(head, hl, sizeof(head) - 16, type, type_len)) == (size_t)-1) {
         return NULL;
+    }
     memcpy(head + hl, ",\"data\":", 8);
     hl += 8;
     if (data == NULL || data_len == 0) {
@@ -128,7 +150,7 @@ hub_frame_t *hub_msg_frame(const char *type, const char *data, size_t data_len,
     hub_frame_t *f = hub_frame_alloc(hdr + plen);
     if (f == NULL)
         return NULL;
-    f->kind = (uint8_t)hub_metrics_type(type, strlen(type));
+    f->kind = (uint8_t)kind;
     uint8_t *p = f->data + hub_ws_write_header(f->data, HUB_WS_OP_TEXT, plen);
     memcpy(p, head, hl);
     memcpy(p + hl, data, data_len);
