@@ -59,6 +59,42 @@ static inline const char *plain_run(const char *p, const char *end)
     return p;
 }
 
+/* Whether any byte of the word v (n bytes wide, as a uint64_t) is below
+ * 0x20, '"' or '\\': exact (see plain_run). */
+static inline int word_special(uint64_t v, uint64_t ones)
+{
+    uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
+    return ((((v - ones * 0x20) & ~v) | ((q - ones) & ~q) | ((b - ones) & ~b)) & (ones * 0x80)) != 0;
+}
+
+/* 1 when none of s..s+n needs an escape in a JSON string. Reads only
+ * inside the text: words of eight bytes (the last one overlapping the one
+ * before), two overlapping words of four, or single bytes. */
+static inline int all_plain(const char *s, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101ull;
+    if (n >= 8) {
+        uint64_t v;
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&v, s + i, 8);
+            if (word_special(v, ones))
+                return 0;
+        }
+        memcpy(&v, s + n - 8, 8);
+        return !word_special(v, ones);
+    }
+    if (n >= 4) {
+        uint32_t a, z;
+        memcpy(&a, s, 4);
+        memcpy(&z, s + n - 4, 4);
+        return !word_special(a, 0x01010101u) && !word_special(z, 0x01010101u);
+    }
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == '"' || s[i] == '\\')
+            return 0;
+    return 1;
+}
+
 static inline void skip_blank(dec_t *d)
 {
     while (d->p < d->end && (*d->p == ' ' || *d->p == '\n' || *d->p == '\r' || *d->p == '\t'))
@@ -641,6 +677,12 @@ static int put_string(enc_t *e, const char *s, size_t n)
     if (grow(e, n + 2) != 0)
         return -1;
     e->buf[e->len++] = '"';
+    if (all_plain(s, n)) { /* nearly always: one copy */
+        memcpy(e->buf + e->len, s, n);
+        e->len += n;
+        e->buf[e->len++] = '"';
+        return 0;
+    }
     for (const char *p = s, *end = s + n; p < end;) {
         const char *run = plain_run(p, end);
         memcpy(e->buf + e->len, p, (size_t)(run - p));
@@ -686,11 +728,12 @@ static int put_number(enc_t *e, double d)
     size_t n;
     if (d == (double)(int64_t)d && d > -9007199254740992.0 && d < 9007199254740992.0) {
         int64_t v = (int64_t)d;
-        n = 0;
+        if (grow(e, 21) != 0) /* a sign and up to 20 digits, in place */
+            return -1;
         if (v < 0)
-            tmp[n++] = '-';
-        n += hub_msg_u64(tmp + n, v < 0 ? (uint64_t)(-v) : (uint64_t)v);
-        return put(e, tmp, n);
+            e->buf[e->len++] = '-';
+        e->len += hub_msg_u64(e->buf + e->len, v < 0 ? (uint64_t)(-v) : (uint64_t)v);
+        return 0;
     }
     n = (size_t)snprintf(tmp, sizeof(tmp), "%.15g", d);
     if (strtod(tmp, NULL) != d)
@@ -719,11 +762,19 @@ static int seq_len(lua_State *L, int idx)
     return count == n ? n : -1;
 }
 
+static inline int put_char(enc_t *e, char c)
+{
+    if (grow(e, 1) != 0)
+        return -1;
+    e->buf[e->len++] = c;
+    return 0;
+}
+
+/* Encodes the value at idx (an absolute index). Leaves the stack as it
+ * found it, also on failure. */
 static int enc(enc_t *e, int idx, int depth)
 {
     lua_State *L = e->vm->L;
-    if (idx < 0)
-        idx = lua_gettop(L) + idx + 1;
     if (depth > MAX_DEPTH) {
         snprintf(e->err, e->errlen, "value nested too deeply (or a cycle)");
         return -1;
@@ -766,52 +817,54 @@ static int enc(enc_t *e, int idx, int depth)
         lua_pop(L, 1);
     }
     int n = is_array ? (int)lua_objlen(L, idx) : seq_len(L, idx);
+    int top = lua_gettop(L); /* an element (or key, value) goes above it */
     if (n > 0 || is_array) {
-        if (put(e, "[", 1) != 0)
+        if (put_char(e, '[') != 0)
             return -1;
         for (int i = 1; i <= n; i++) {
-            if (i > 1 && put(e, ",", 1) != 0)
+            if (i > 1 && put_char(e, ',') != 0)
                 return -1;
             lua_rawgeti(L, idx, i);
-            int rc = enc(e, -1, depth + 1);
-            lua_pop(L, 1);
+            int rc = enc(e, top + 1, depth + 1);
+            lua_settop(L, top);
             if (rc != 0)
                 return -1;
         }
-        return put(e, "]", 1);
+        return put_char(e, ']');
     }
-    if (put(e, "{", 1) != 0)
+    if (put_char(e, '{') != 0)
         return -1;
     int first = 1;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
-        /* stack: key value */
-        int rc = first ? 0 : put(e, ",", 1);
+        /* stack: key (top + 1) value (top + 2) */
+        int rc = first ? 0 : put_char(e, ',');
         first = 0;
-        if (rc == 0 && lua_type(L, -2) == LUA_TSTRING) {
+        int kt = lua_type(L, top + 1);
+        if (rc == 0 && kt == LUA_TSTRING) {
             size_t kl;
-            const char *k = lua_tolstring(L, -2, &kl);
+            const char *k = lua_tolstring(L, top + 1, &kl);
             rc = put_string(e, k, kl);
-        } else if (rc == 0 && lua_type(L, -2) == LUA_TNUMBER) {
+        } else if (rc == 0 && kt == LUA_TNUMBER) {
             char numkey[32];
-            int kl = snprintf(numkey, sizeof(numkey), "%.14g", lua_tonumber(L, -2));
+            int kl = snprintf(numkey, sizeof(numkey), "%.14g", lua_tonumber(L, top + 1));
             rc = put_string(e, numkey, (size_t)kl);
         } else if (rc == 0) {
             snprintf(e->err, e->errlen, "cannot encode a table key of type %s",
-                     luaL_typename(L, -2));
+                     luaL_typename(L, top + 1));
             rc = -1;
         }
         if (rc == 0)
-            rc = put(e, ":", 1);
+            rc = put_char(e, ':');
         if (rc == 0)
-            rc = enc(e, -1, depth + 1);
-        lua_pop(L, 1);
+            rc = enc(e, top + 2, depth + 1);
         if (rc != 0) {
-            lua_pop(L, 1);
+            lua_settop(L, top);
             return -1;
         }
+        lua_settop(L, top + 1); /* the key, for lua_next */
     }
-    return put(e, "}", 1);
+    return put_char(e, '}');
 }
 
 int hub_lua_encode(hub_vm_t *vm, int idx, hub_lua_buf_t *out, char *err, size_t errlen)
