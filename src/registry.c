@@ -3,7 +3,6 @@
  * returns, so no caller ever holds a pointer into the registry. */
 #include "registry.h"
 
-#include <ctype.h>
 #include <string.h>
 #include <uv.h>
 
@@ -76,14 +75,28 @@ static int idvec_has(const idvec_t *v, uint64_t id)
     return 0;
 }
 
+/* The bytes of a room id: A-Z a-z 0-9 _ - : . @ (ASCII; gohub never sets
+ * a locale, so isalnum meant these). */
+static const uint8_t room_id_byte[256] = {
+    ['-'] = 1, ['.'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1,
+    ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1, [':'] = 1, ['@'] = 1, ['A'] = 1, ['B'] = 1,
+    ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1,
+    ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
+    ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
+    ['_'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1,
+    ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1,
+    ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1,
+    ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
 int hub_reg_valid_room_id(const char *s, size_t len)
 {
     if (len == 0 || len > 128)
         return 0;
-    for (size_t i = 0; i < len; i++)
-        if (!isalnum((unsigned char)s[i]) && (s[i] == '\0' || !strchr("_-:.@", s[i])))
-            return 0;
-    return 1;
+    unsigned ok = 1;
+    for (size_t i = 0; i < len; i++) /* no early exit: ids are short and valid */
+        ok &= room_id_byte[(unsigned char)s[i]];
+    return (int)ok;
 }
 
 int hub_reg_init(int nworkers)
@@ -673,10 +686,13 @@ int hub_reg_room_members(const char *id, hub_member_t **out, size_t *n)
 
 int hub_reg_room_is_member(const char *id, uint64_t conn_id)
 {
+    /* the client's rooms (a few) rather than the room's members (maybe
+     * thousands): joins, leaves and deletes keep both lists in step */
     uv_mutex_lock(&R.mu);
-    room_t *r = hub_strmap_get(&R.rooms, id);
     client_t *c = hub_idmap_get(&R.clients, conn_id);
-    int yes = r && c && idvec_has(&r->pw[c->worker], conn_id);
+    int yes = 0;
+    for (uint32_t i = 0; c != NULL && i < c->nrooms && !yes; i++)
+        yes = strcmp(c->rooms[i]->id, id) == 0;
     uv_mutex_unlock(&R.mu);
     return yes;
 }

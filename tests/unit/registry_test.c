@@ -1,6 +1,9 @@
 /* registry_test.c: the client listing the HTTP API pages through: order by
  * connection time (then id), offset and limit at and past the ends, each
- * client's user id and rooms, and the client and room counts. */
+ * client's user id and rooms, and the client and room counts; the room id
+ * rule byte by byte; membership as joins, leaves, deletes and departures
+ * change it. */
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -126,10 +129,84 @@ TEST(details_and_counts)
     hub_reg_free();
 }
 
+/* Room ids: 1 to 128 of A-Z a-z 0-9 _ - : . @, every byte value tried in
+ * the first, a middle and the last position. */
+TEST(room_id_rule)
+{
+    char id[129];
+    memset(id, 'a', sizeof(id));
+    ASSERT(!hub_reg_valid_room_id(id, 0));
+    ASSERT(hub_reg_valid_room_id(id, 1));
+    ASSERT(hub_reg_valid_room_id(id, 128));
+    ASSERT(!hub_reg_valid_room_id(id, 129));
+    for (int b = 0; b < 256; b++) {
+        int want = (b >= 'A' && b <= 'Z') || (b >= 'a' && b <= 'z') || (b >= '0' && b <= '9') ||
+                   b == '_' || b == '-' || b == ':' || b == '.' || b == '@';
+        size_t pos[] = { 0, 5, 9 };
+        for (size_t k = 0; k < 3; k++) {
+            memset(id, 'a', sizeof(id));
+            id[pos[k]] = (char)b;
+            if (hub_reg_valid_room_id(id, 10) != want)
+                FAILF("byte 0x%02x at %zu: want %d", b, pos[k], want);
+        }
+    }
+}
+
+/* is_member follows joins, leaves, a room's deletion and a client's
+ * departure, on both workers, and knows nothing of unknown ids. */
+TEST(membership)
+{
+    hub_reg_init(2);
+    add_clients(4);
+    ASSERT(hub_reg_room_join("r1", 1, 1, 0, 0, NULL) > 0);
+    ASSERT(hub_reg_room_join("r1", 2, 1, 0, 0, NULL) > 0);
+    ASSERT(hub_reg_room_join("r2", 2, 1, 0, 0, NULL) > 0);
+    ASSERT(hub_reg_room_join("r2", 3, 1, 0, 0, NULL) > 0);
+    ASSERT(hub_reg_room_is_member("r1", 1));
+    ASSERT(hub_reg_room_is_member("r1", 2));
+    ASSERT(!hub_reg_room_is_member("r1", 3));
+    ASSERT(!hub_reg_room_is_member("r1", 4));
+    ASSERT(hub_reg_room_is_member("r2", 2));
+    ASSERT(hub_reg_room_is_member("r2", 3));
+    ASSERT(!hub_reg_room_is_member("r2", 1));
+    ASSERT(!hub_reg_room_is_member("r3", 1));   /* no such room */
+    ASSERT(!hub_reg_room_is_member("r1", 99));  /* no such client */
+    ASSERT(!hub_reg_room_is_member("r", 1));    /* a prefix is another room */
+    ASSERT(!hub_reg_room_is_member("r1x", 1));
+
+    int deleted = -1;
+    ASSERT_EQ(hub_reg_room_leave("r1", 2, &deleted), 0);
+    ASSERT(!hub_reg_room_is_member("r1", 2));
+    ASSERT(hub_reg_room_is_member("r2", 2));
+    ASSERT(hub_reg_room_is_member("r1", 1));
+
+    hub_member_t *m = NULL;
+    size_t n = 0;
+    ASSERT_EQ(hub_reg_room_delete("r2", &m, &n), 0);
+    hub_reg_members_free(m, n);
+    ASSERT(!hub_reg_room_is_member("r2", 2));
+    ASSERT(!hub_reg_room_is_member("r2", 3));
+    /* a new room of the same name starts empty */
+    ASSERT(hub_reg_room_join("r2", 4, 1, 0, 0, NULL) > 0);
+    ASSERT(!hub_reg_room_is_member("r2", 3));
+    ASSERT(hub_reg_room_is_member("r2", 4));
+
+    char **left;
+    uint8_t *gone;
+    size_t nleft;
+    hub_reg_client_remove(1, &left, &gone, &nleft);
+    hub_reg_strv_free(left, nleft);
+    free(gone);
+    ASSERT(!hub_reg_room_is_member("r1", 1));
+    hub_reg_free();
+}
+
 int main(void)
 {
     RUN(pages_in_connection_order);
     RUN(past_the_end_and_limit_zero);
     RUN(details_and_counts);
+    RUN(room_id_rule);
+    RUN(membership);
     HARNESS_MAIN_END();
 }
