@@ -14,6 +14,7 @@ local gohub = require "gohub"
 
 local type = type
 local valid_id = gohub.rooms.valid_id
+local null = gohub.json.null
 local floor = math.floor
 local huge = math.huge
 
@@ -21,13 +22,13 @@ local M = {}
 
 
 local function is_null(value)
-  return value == nil or value == gohub.json.null
+  return value == nil or value == null
 end
 
 
 -- data itself must be a JSON object (a table that is not JSON null).
 function M.object(data)
-  if type(data) ~= "table" or data == gohub.json.null then
+  if type(data) ~= "table" or data == null then
     return "data must be an object"
   end
   return nil
@@ -79,13 +80,13 @@ end
 -- instructions per message).
 function M.room_id(data, key)
   local value = data[key]
+  if valid_id(value) then -- false for anything but a string
+    return nil
+  end
   if type(value) ~= "string" then
     return key .. " must be a string"
   end
-  if not valid_id(value) then
-    return key .. " must be 1 to 128 of A-Z a-z 0-9 _ - : . @"
-  end
-  return nil
+  return key .. " must be 1 to 128 of A-Z a-z 0-9 _ - : . @"
 end
 
 
