@@ -7,7 +7,13 @@ local gohub = require "gohub"
 local validate = require "lib.validate"
 local room_errors = require "lib.room_errors"
 
+-- localised: this handler runs for every chat message, and each table
+-- lookup saved is interpreter work saved (the tables live as long as the VM)
 local errors = gohub.errors
+local rooms = gohub.rooms
+local rooms_config = gohub.config.rooms
+local can = gohub.can
+local now = gohub.now
 
 local M = {}
 
@@ -25,20 +31,19 @@ function M.handle(client, data)
   end
 
   local room_id = data.room_id
-  if not gohub.can(client, "send:message", room_id) then
+  if not can(client, "send:message", room_id) then
     return gohub.error(errors.FORBIDDEN, "forbidden")
   end
   -- membership implies the room exists: the lookup is only needed to tell
   -- 3000 from 3003 on the error path
-  local rooms_config = gohub.config.rooms
   if rooms_config.members_only_send then
-    if not gohub.rooms.is_member(client.id, room_id) then
-      if not gohub.rooms.get(room_id) then
+    if not rooms.is_member(client.id, room_id) then
+      if not rooms.get(room_id) then
         return gohub.error(errors.ROOM_NOT_FOUND, "room not found")
       end
       return gohub.error(errors.NOT_IN_ROOM, "not in room")
     end
-  elseif not gohub.rooms.get(room_id) then
+  elseif not rooms.get(room_id) then
     return gohub.error(errors.ROOM_NOT_FOUND, "room not found")
   end
 
@@ -47,11 +52,11 @@ function M.handle(client, data)
     exclude = nil
   end
 
-  local sent, err = gohub.rooms.publish(room_id, "room_message", {
+  local sent, err = rooms.publish(room_id, "room_message", {
     room_id = room_id,
     content = data.content,   -- the client's JSON, byte for byte
     sender_id = client.user_id,
-    timestamp = gohub.now(),
+    timestamp = now(),
   }, exclude)
   if not sent then
     return room_errors.reply(err)
