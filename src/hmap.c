@@ -165,6 +165,19 @@ void *hub_strmap_get(const hub_strmap_t *m, const char *key)
     return *p ? (*p)->val : NULL;
 }
 
+void *hub_strmap_getn(const hub_strmap_t *m, const char *key, size_t len)
+{
+    if (m->cap == 0)
+        return NULL;
+    uint64_t h = 1469598103934665603ULL; /* str_hash over len bytes */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)key[i]) * 1099511628211ULL;
+    for (hub_strmap_entry_t *e = m->buckets[h & (m->cap - 1)]; e != NULL; e = e->next)
+        if (e->hash == h && strncmp(e->key, key, len) == 0 && e->key[len] == '\0')
+            return e->val;
+    return NULL;
+}
+
 int hub_strmap_put(hub_strmap_t *m, const char *key, void *val)
 {
     if (m->n + 1 > m->cap) {

@@ -42,6 +42,9 @@ void hub_strmap_free(hub_strmap_t *m);
 /* Frees every value with free(), then the map's entries. */
 void hub_strmap_free_values(hub_strmap_t *m);
 void *hub_strmap_get(const hub_strmap_t *m, const char *key);
+/* The value of the key spelled by key..key+len (not NUL-terminated; it
+ * must hold no NUL byte), or NULL. */
+void *hub_strmap_getn(const hub_strmap_t *m, const char *key, size_t len);
 int hub_strmap_put(hub_strmap_t *m, const char *key, void *val);
 void *hub_strmap_del(hub_strmap_t *m, const char *key);
 

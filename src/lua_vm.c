@@ -306,17 +306,26 @@ static int require_module(hub_vm_t *vm, const char *name, char *err, size_t errl
 
 static int run_message(lua_State *L);
 
+/* The bytes of a handler name: A-Z a-z 0-9 _ */
+static const uint8_t name_byte[256] = {
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
+    ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1,
+    ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1,
+    ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['_'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1,
+    ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1,
+    ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1,
+    ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
 static int valid_handler_name(const char *s, size_t n)
 {
     if (n == 0 || n > 64)
         return 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '_'))
-            return 0;
-    }
-    return 1;
+    unsigned ok = 1;
+    for (size_t i = 0; i < n; i++) /* names are short: no early exit */
+        ok &= name_byte[(unsigned char)s[i]];
+    return (int)ok;
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -383,12 +392,9 @@ static int read_handler(hub_vm_t *vm, const char *dir, const char *name, int mod
 
 const hub_handler_t *hub_vm_handler(hub_vm_t *vm, const char *t, size_t n)
 {
-    char name[65];
     if (n < 2 || t[0] != '"' || !valid_handler_name(t + 1, n - 2))
         return NULL;
-    memcpy(name, t + 1, n - 2);
-    name[n - 2] = '\0';
-    return hub_strmap_get(&vm->handlers, name);
+    return hub_strmap_getn(&vm->handlers, t + 1, n - 2); /* a valid name has no NUL */
 }
 
 /* Loads every lua.path/handlers/<name>.lua into vm->handlers. */

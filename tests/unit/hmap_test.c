@@ -59,9 +59,39 @@ TEST(strmap_put_get_del_iterate)
     hub_strmap_free(&m);
 }
 
+/* getn finds exactly the key its bytes spell: not a prefix, not a longer
+ * key, whatever follows the span. */
+TEST(strmap_getn_by_span)
+{
+    hub_strmap_t m;
+    hub_strmap_init(&m);
+    ASSERT(hub_strmap_getn(&m, "x", 1) == NULL); /* empty map */
+    char key[32];
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof(key), "room_%d", i);
+        ASSERT_EQ(hub_strmap_put(&m, key, (void *)(uintptr_t)(i + 1)), 0);
+    }
+    ASSERT_EQ(hub_strmap_put(&m, "room", (void *)1000), 0);
+    for (int i = 0; i < 200; i++) {
+        int n = snprintf(key, sizeof(key), "room_%d\"tail", i);
+        ASSERT(hub_strmap_getn(&m, key, (size_t)n - 5) == (void *)(uintptr_t)(i + 1));
+        ASSERT(hub_strmap_getn(&m, key, (size_t)n) == NULL);
+        /* one byte short: room_12 -> room_1, room_7 -> room_ (no key) */
+        void *shorter = i >= 10 ? (void *)(uintptr_t)(i / 10 + 1) : NULL;
+        ASSERT(hub_strmap_getn(&m, key, (size_t)n - 6) == shorter);
+    }
+    ASSERT(hub_strmap_getn(&m, "room_", 4) == (void *)1000);
+    ASSERT(hub_strmap_getn(&m, "room_", 5) == NULL);
+    ASSERT(hub_strmap_getn(&m, "", 0) == NULL);
+    ASSERT_EQ(hub_strmap_put(&m, "", (void *)7), 0);
+    ASSERT(hub_strmap_getn(&m, "abc", 0) == (void *)7);
+    hub_strmap_free(&m);
+}
+
 int main(void)
 {
     RUN(idmap_random_ops_match_reference);
     RUN(strmap_put_get_del_iterate);
+    RUN(strmap_getn_by_span);
     HARNESS_MAIN_END();
 }
