@@ -816,8 +816,26 @@ static int enc(enc_t *e, int idx, int depth)
         is_array = lua_topointer(L, -1) == e->vm->array_mt_ptr;
         lua_pop(L, 1);
     }
-    int n = is_array ? (int)lua_objlen(L, idx) : seq_len(L, idx);
     int top = lua_gettop(L); /* an element (or key, value) goes above it */
+    int n = 0, more = 0;
+    if (is_array) {
+        n = (int)lua_objlen(L, idx);
+    } else {
+        /* the walk starts here: a table whose first key is not a number is
+         * no sequence, so it is an object and needs no length; a first key
+         * that is a number sends it through seq_len */
+        lua_pushnil(L);
+        more = lua_next(L, idx);
+        if (more && lua_type(L, top + 1) == LUA_TNUMBER) {
+            lua_settop(L, top);
+            more = 0;
+            n = seq_len(L, idx);
+            if (n <= 0) { /* an object after all: walk it from the start */
+                lua_pushnil(L);
+                more = lua_next(L, idx);
+            }
+        }
+    }
     if (n > 0 || is_array) {
         if (put_char(e, '[') != 0)
             return -1;
@@ -832,11 +850,12 @@ static int enc(enc_t *e, int idx, int depth)
         }
         return put_char(e, ']');
     }
-    if (put_char(e, '{') != 0)
+    if (put_char(e, '{') != 0) {
+        lua_settop(L, top);
         return -1;
+    }
     int first = 1;
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
+    for (; more; more = lua_next(L, idx)) {
         /* stack: key (top + 1) value (top + 2) */
         int rc = first ? 0 : put_char(e, ',');
         first = 0;
