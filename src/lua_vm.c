@@ -102,11 +102,12 @@ static void small_free_all(hub_vm_t *vm)
     vm->small_bytes = 0;
 }
 
-static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+/* Everything vm_alloc's two fast paths do not handle (mallocs, frees past
+ * the cache, reallocs, the cap). Kept out of line so that the fast paths
+ * make no call. */
+static __attribute__((noinline)) void *vm_alloc_slow(hub_vm_t *vm, void *ptr, size_t osize,
+                                                     size_t nsize)
 {
-    hub_vm_t *vm = ud;
-    if (ptr == NULL)
-        osize = 0;
     if (nsize == 0) {
         if (ptr != NULL)
             block_free(vm, ptr, osize);
@@ -130,6 +131,37 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     if (p != NULL)
         vm->mem = vm->mem - osize + nsize;
     return p;
+}
+
+static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    hub_vm_t *vm = ud;
+    if (ptr == NULL)
+        osize = 0;
+    /* the usual calls (the collector freeing a small block, a fresh small
+     * allocation while its class has a kept block) as in block_free and
+     * block_new, with no call */
+    if (nsize == 0 && ptr != NULL && osize <= HUB_VM_SMALL) {
+        size_t c = small_class(osize), cs = class_size(c);
+        if (vm->small_bytes + cs <= HUB_VM_CACHE) {
+            *(void **)ptr = vm->small[c];
+            vm->small[c] = ptr;
+            vm->small_bytes += cs;
+            vm->mem -= osize;
+            return NULL;
+        }
+    } else if (ptr == NULL && nsize != 0 && nsize <= HUB_VM_SMALL &&
+               vm->mem + nsize <= vm->mem_limit) {
+        size_t c = small_class(nsize);
+        void **head = (void **)vm->small[c];
+        if (head != NULL) {
+            vm->small[c] = *head;
+            vm->small_bytes -= class_size(c);
+            vm->mem += nsize;
+            return head;
+        }
+    }
+    return vm_alloc_slow(vm, ptr, osize, nsize);
 }
 
 static int on_panic(lua_State *L)
