@@ -144,12 +144,15 @@ static int scratch_reserve(hub_vm_t *vm, size_t n)
     return 0;
 }
 
+static int dec_string_escaped(dec_t *d, const char *s, const char *q, int push, int *plain);
+
 /* d->p at the opening quote. Pushes the string when push; sets *plain when
- * it had no escapes (its text is then exactly between the quotes). */
-static int dec_string(dec_t *d, int push, int *plain)
+ * it had no escapes (its text is then exactly between the quotes). The
+ * common case, no escape, is inlined; the rest is dec_string_escaped. */
+static inline int dec_string(dec_t *d, int push, int *plain)
 {
     const char *s = ++d->p, *q = plain_run(s, d->end);
-    if (q < d->end && *q == '"') { /* the common case: nothing to decode */
+    if (hub_likely(q < d->end && *q == '"')) {
         d->p = q + 1;
         if (plain)
             *plain = 1;
@@ -157,6 +160,14 @@ static int dec_string(dec_t *d, int push, int *plain)
             lua_pushlstring(d->L, s, (size_t)(q - s));
         return 0;
     }
+    return dec_string_escaped(d, s, q, push, plain);
+}
+
+/* dec_string past the first byte (at q, after s) that is not plain: an
+ * escape, a control, or the end. */
+static __attribute__((noinline)) int dec_string_escaped(dec_t *d, const char *s, const char *q,
+                                                       int push, int *plain)
+{
     if (plain)
         *plain = 0;
     /* escapes: the decoded text is never longer than the source */
