@@ -681,19 +681,30 @@ static int put(enc_t *e, const char *s, size_t n)
     return 0;
 }
 
-static int put_string(enc_t *e, const char *s, size_t n)
+static int put_string_escaped(enc_t *e, const char *s, size_t n);
+
+/* s as a JSON string. Nearly always nothing needs an escape: one copy,
+ * inlined; the rest is put_string_escaped. */
+static inline int put_string(enc_t *e, const char *s, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
     /* room for the text as it is and the quotes; an escape grows it */
     if (grow(e, n + 2) != 0)
         return -1;
-    e->buf[e->len++] = '"';
-    if (all_plain(s, n)) { /* nearly always: one copy */
-        memcpy(e->buf + e->len, s, n);
-        e->len += n;
-        e->buf[e->len++] = '"';
+    if (hub_likely(all_plain(s, n))) {
+        char *o = e->buf + e->len;
+        o[0] = '"';
+        memcpy(o + 1, s, n);
+        o[n + 1] = '"';
+        e->len += n + 2;
         return 0;
     }
+    return put_string_escaped(e, s, n);
+}
+
+static __attribute__((noinline)) int put_string_escaped(enc_t *e, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    e->buf[e->len++] = '"';
     for (const char *p = s, *end = s + n; p < end;) {
         const char *run = plain_run(p, end);
         memcpy(e->buf + e->len, p, (size_t)(run - p));
