@@ -226,7 +226,7 @@ int hub_fanout_room(hub_worker_t *w, const char *room_id, hub_frame_t *f, uint64
     int total = hub_reg_room_visit(room_id, w->index, exclude, send_to_id, &v, per_worker);
     if (total < 0)
         return total;
-    int want[256] = { 0 };
+    int want[256]; /* post_each reads the nw entries set here: no 1 KB to zero */
     for (int i = 0; i < nw; i++)
         want[i] = i != w->index && per_worker[i] > 0;
     target_t t = { room_id, exclude };
