@@ -626,7 +626,7 @@ int hub_conn_set_identity(hub_conn_t *c, hub_identity_t *id)
 
 uint64_t hub_client_id_parse(const hub_server_t *srv, const char *s, size_t len)
 {
-    size_t nl = strlen(srv->node_id);
+    size_t nl = srv->node_id_len ? srv->node_id_len : strlen(srv->node_id);
     if (len <= nl + 1 || len > nl + 17 || memcmp(s, srv->node_id, nl) != 0 || s[nl] != '-')
         return 0;
     uint64_t id = 0;

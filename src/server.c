@@ -125,15 +125,16 @@ static void make_node_id(hub_server_t *s)
                                                  : s->cfg->server_node_id;
     if (id[0]) {
         snprintf(s->node_id, sizeof(s->node_id), "%s", id);
-        return;
+    } else {
+        unsigned char rnd[4] = { 0 };
+        if (uv_random(NULL, NULL, rnd, sizeof(rnd), 0, NULL) != 0) {
+            uint64_t t = uv_hrtime() ^ (uint64_t)getpid();
+            memcpy(rnd, &t, sizeof(rnd));
+        }
+        snprintf(s->node_id, sizeof(s->node_id), "gohub-%02x%02x%02x%02x", rnd[0], rnd[1],
+                 rnd[2], rnd[3]);
     }
-    unsigned char rnd[4] = { 0 };
-    if (uv_random(NULL, NULL, rnd, sizeof(rnd), 0, NULL) != 0) {
-        uint64_t t = uv_hrtime() ^ (uint64_t)getpid();
-        memcpy(rnd, &t, sizeof(rnd));
-    }
-    snprintf(s->node_id, sizeof(s->node_id), "gohub-%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2],
-             rnd[3]);
+    s->node_id_len = strlen(s->node_id); /* client ids are parsed twice per room message */
 }
 
 typedef struct {

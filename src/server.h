@@ -21,6 +21,8 @@ struct hub_server_s {
                                      one, workers follow like cfg, the old one is
                                      freed once every worker moved on */
     char node_id[72];
+    size_t node_id_len;           /* strlen(node_id) once set at start; 0 = not
+                                     cached (client ids then measure node_id) */
     uint64_t start_ms;            /* uv_hrtime()/1e6 at start */
     uint32_t max_connections;     /* effective limit on WebSocket connections */
     atomic_long ws_connections;   /* open WebSocket connections, all workers */
