@@ -81,7 +81,8 @@ static struct {
     int64_t max_deliver;       /* JetStream MaxDeliver */
     uint32_t ack_wait_ms;      /* JetStream AckWait (the server's default is 30 s) */
     int64_t max_ack_pending;   /* JetStream MaxAckPending, below the core's window */
-} tune = { 64u << 20, 65536, 256u << 10, 10000, 1000, 5, 2000, 1000 };
+    int64_t max_pending_acks;  /* JetStream publishes awaiting the stream's ack */
+} tune = { 64u << 20, 65536, 256u << 10, 10000, 1000, 5, 2000, 1000, 65536 };
 
 #define MSG_ID_MAX 128
 #define MSG_ID_HDR "Nats-Msg-Id"
@@ -128,7 +129,12 @@ typedef struct {
     int need_delete;       /* JetStream: its consumer still has to be deleted */
     int warned;            /* a failure was logged once */
     int64_t dropped_seen;  /* nats.c's slow-consumer drops already reported */
-    char durable[48];
+    /* JetStream: the stream time (ns) this node has everything up to: the
+     * newest message it acked, or its consumer's creation; 0 = unknown */
+    int64_t since_ns;
+    int resume;            /* recreate the consumer from since_ns, not "new" */
+    uint32_t gen;          /* consumers made for it after server restarts */
+    char durable[64];
 } sub_entry_t;
 
 typedef struct {
@@ -166,6 +172,7 @@ typedef struct {
     size_t pub_bytes;
     int stop;
     int link_changed;      /* nats.c (re)connected or disconnected */
+    int link_lost;         /* nats.c disconnected (maybe reconnected since) */
     int slow_flag;         /* nats.c reported a slow consumer */
     int nats_closed;       /* nats.c's closed callback ran */
     int live_subs;         /* subscriptions whose completion callback is due */
@@ -184,6 +191,9 @@ typedef struct {
     uint64_t poll_at;      /* ms; 0 = not polling slow-consumer drops */
     int idle_polls;
     int connect_warned;
+    char server_id[64];    /* the server of the last JetStream check ("" = none yet) */
+    int linked;            /* connected, and consumers checked since (acks count) */
+    int published_async;   /* a JetStream publish was made on this context */
     int leaked;            /* nats.c did not let go in time: never freed */
 } nats_t;
 
@@ -386,10 +396,12 @@ static void cmd_free_list(cmd_t *c)
     }
 }
 
-/* Queues a SUB / UNSUB / ACK command carrying text. */
-static void post_ctl(nats_t *t, int type, const char *text, size_t len)
+/* Queues a SUB / UNSUB / ACK command carrying text (an ACK: the reply
+ * subject, then after its NUL the subject the message came on). */
+static void post_ctl(nats_t *t, int type, const char *text, size_t len, const char *text2)
 {
-    cmd_t *c = malloc(sizeof(*c) + len + 1);
+    size_t len2 = text2 ? strlen(text2) + 1 : 0;
+    cmd_t *c = malloc(sizeof(*c) + len + 1 + len2);
     if (c == NULL) {
         hub_log_error("nats: out of memory queueing a command", "type=%d", type);
         return;
@@ -398,6 +410,8 @@ static void post_ctl(nats_t *t, int type, const char *text, size_t len)
     c->type = type;
     memcpy(c->text, text, len);
     c->text[len] = '\0';
+    if (text2)
+        memcpy(c->text + len + 1, text2, len2);
     uv_mutex_lock(&t->cmd_mu);
     cmd_append(&t->ctl, c);
     uv_cond_signal(&t->cmd_cond);
@@ -468,10 +482,11 @@ static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *
     uv_mutex_unlock(&t->ev_mu);
 }
 
-static void flag_link(nats_t *t)
+static void flag_link(nats_t *t, int lost)
 {
     uv_mutex_lock(&t->cmd_mu);
     t->link_changed = 1;
+    t->link_lost |= lost;
     uv_cond_signal(&t->cmd_cond);
     uv_mutex_unlock(&t->cmd_mu);
 }
@@ -479,7 +494,35 @@ static void flag_link(nats_t *t)
 static void on_connected(natsConnection *nc, void *closure)
 {
     HUB_UNUSED(nc);
-    flag_link(closure);
+    flag_link(closure, 0);
+}
+
+static void enqueue_pub(nats_t *t, const char *pfx, size_t pfx_len, const char *subject,
+                        const uint8_t *p, size_t n, const char *msg_id);
+
+/* A publish the stream refused. No responders (the stream is being
+ * recreated, or JetStream is not up yet after a restart) and a missing
+ * stream are passing: the message goes back to the queue, which holds it
+ * until the stream is ready again. Anything else loses it. */
+static void on_pub_err(jsCtx *js, jsPubAckErr *pae, void *closure)
+{
+    nats_t *t = closure;
+    HUB_UNUSED(js);
+    natsMsg *m = pae->Msg;
+    if (pae->Err == NATS_NO_RESPONDERS || pae->Err == NATS_TIMEOUT ||
+        pae->ErrCode == JSStreamNotFoundErr) {
+        const char *id = NULL;
+        int n = natsMsg_GetDataLength(m);
+        if (natsMsgHeader_Get(m, MSG_ID_HDR, &id) == NATS_OK && id != NULL && n >= 0) {
+            enqueue_pub(t, "", 0, natsMsg_GetSubject(m), (const uint8_t *)natsMsg_GetData(m),
+                        (size_t)n, id);
+            return;
+        }
+    }
+    hub_log_warn("nats: publish refused by the stream", "subject=%s error=%s code=%d",
+                 natsMsg_GetSubject(m), pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err),
+                 (int)pae->ErrCode);
+    post_dropped(t, "publish refused by the stream", 1);
 }
 
 static void on_disconnected(natsConnection *nc, void *closure)
@@ -487,7 +530,7 @@ static void on_disconnected(natsConnection *nc, void *closure)
     nats_t *t = closure;
     HUB_UNUSED(nc);
     post_state_down(t);
-    flag_link(t);
+    flag_link(t, 1);
 }
 
 static void on_nats_closed(natsConnection *nc, void *closure)
@@ -560,6 +603,50 @@ static void set_ready(nats_t *t, int ready)
     atomic_store(&t->js_ready, ready);
 }
 
+/* The stream timestamp (ns) in a JetStream ack subject, 0 if none:
+ * $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>, or
+ * with <domain>.<account hash> after ACK and a token at the end. */
+static int64_t ack_timestamp(const char *reply)
+{
+    const char *tok[13];
+    int n = 0;
+    for (const char *p = reply; n < 13; n++) {
+        tok[n] = p;
+        p = strchr(p, '.');
+        if (p == NULL) {
+            n++;
+            break;
+        }
+        p++;
+    }
+    int at = n == 9 ? 7 : n >= 11 && n <= 12 ? 9 : -1;
+    if (at < 0 || strncmp(reply, "$JS.ACK.", 8) != 0)
+        return 0;
+    int64_t v = 0;
+    for (const char *p = tok[at]; *p >= '0' && *p <= '9'; p++) {
+        if (v > (INT64_MAX - 9) / 10)
+            return 0;
+        v = v * 10 + (*p - '0');
+    }
+    return v;
+}
+
+/* After acking a message of subject: its entry has everything up to the
+ * message's stream time. Not between a disconnect and the check of the
+ * consumers after the reconnect: a restarted server may deliver through a
+ * consumer whose state skips messages, and those must not move since_ns
+ * past the skipped ones (an ack of an older message lost meanwhile costs a
+ * redelivery the core drops). */
+static void note_acked(nats_t *t, const char *reply, const char *subject)
+{
+    if (!t->linked)
+        return;
+    sub_entry_t *e = hub_strmap_get(&t->subs, subject);
+    int64_t ts = ack_timestamp(reply);
+    if (e != NULL && e->wanted && ts > e->since_ns)
+        e->since_ns = ts;
+}
+
 static void track_sub(nats_t *t, sub_entry_t *e)
 {
     natsSubscription_SetPendingLimits(e->sub, tune.max_pending_msgs,
@@ -588,6 +675,17 @@ static int wire_subject(nats_t *t, const char *subject, char *buf, size_t len)
 {
     int w = snprintf(buf, len, "%s%s", t->prefix, subject);
     return w > 0 && (size_t)w < len;
+}
+
+/* e's durable consumer name: node (with the process nonce), subject and,
+ * after server restarts, the generation. */
+static void name_durable(const nats_t *t, sub_entry_t *e, const char *subject, uint32_t gen)
+{
+    uint64_t h = fnv1a(FNV_INIT, subject, strlen(subject));
+    int n = snprintf(e->durable, sizeof(e->durable), "gohub_%016llx_%016llx",
+                     (unsigned long long)t->node_hash, (unsigned long long)h);
+    if (gen)
+        snprintf(e->durable + n, sizeof(e->durable) - (size_t)n, "_%u", gen);
 }
 
 /* JetStream: deletes e's consumer; 1 when it is gone. */
@@ -630,6 +728,12 @@ static void try_subscribe(nats_t *t, const char *subject, sub_entry_t *e)
         so.Config.Durable = e->durable;
         so.Config.Description = desc;
         so.Config.DeliverPolicy = js_DeliverNew;
+        if (e->resume && e->since_ns > 0) {
+            /* recreated (see resync_subs): from the first message after
+             * the newest one this node has; the core drops what it saw */
+            so.Config.DeliverPolicy = js_DeliverByStartTime;
+            so.Config.OptStartTime = e->since_ns + 1;
+        }
         so.Config.AckPolicy = js_AckExplicit;
         so.Config.MaxDeliver = tune.max_deliver;
         /* a message the server delivered but the node never got (the
@@ -655,18 +759,38 @@ static void try_subscribe(nats_t *t, const char *subject, sub_entry_t *e)
         return;
     }
     e->warned = 0;
+    e->resume = 0;
     track_sub(t, e);
 }
 
+/* 1 when the connection is to another server than at the last JetStream
+ * check (a restart makes a new server id). */
+static int server_changed(nats_t *t)
+{
+    char id[sizeof(t->server_id)] = "";
+    if (natsConnection_GetConnectedServerId(t->nc, id, sizeof(id)) != NATS_OK || !id[0])
+        return 0;
+    int changed = t->server_id[0] && strcmp(id, t->server_id) != 0;
+    memcpy(t->server_id, id, sizeof(id));
+    return changed;
+}
+
 /* Brings every entry in line with what the core wants (subscribed, or its
- * consumer deleted). verify: JetStream, check that existing consumers still
- * exist (the stream was recreated, or the consumer expired during a long
- * outage). Schedules a retry while something is left pending. */
+ * consumer deleted). verify: JetStream, check existing consumers after a
+ * (re)connect. A consumer that is gone (the stream was recreated, or it
+ * expired during a long outage) is created again. After a server restart
+ * every consumer is recreated: a server killed with writes unflushed comes
+ * back with a shorter stream and reuses its sequence numbers, while a
+ * consumer's saved state can be past them; it would skip the new messages
+ * until the stream caught up (nats-server 2.9 does not correct this).
+ * Either way the new consumer starts after the newest message this node
+ * has (since_ns). Schedules a retry while something is left pending. */
 static void resync_subs(nats_t *t, int verify)
 {
     size_t i;
     int pending = 0;
     hub_strmap_entry_t *it, *next;
+    int restarted = verify && t->js && server_changed(t);
     for (it = hub_strmap_first(&t->subs, &i); it; it = next) {
         next = hub_strmap_next(&t->subs, it, &i);
         sub_entry_t *e = it->val;
@@ -674,10 +798,23 @@ static void resync_subs(nats_t *t, int verify)
             jsConsumerInfo *ci = NULL;
             jsErrCode jerr = 0;
             natsStatus s = js_GetConsumerInfo(&ci, t->jsc, t->stream, e->durable, NULL, &jerr);
+            if (s == NATS_OK && ci != NULL && e->since_ns == 0)
+                e->since_ns = ci->Created; /* nothing acked yet */
             jsConsumerInfo_Destroy(ci);
-            if (s != NATS_OK && (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr)) {
-                hub_log_info("nats: JetStream consumer gone, recreating", "subject=%s", it->key);
+            int gone = s != NATS_OK && (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr);
+            if (gone || restarted) {
+                hub_log_info(gone ? "nats: JetStream consumer gone, recreating"
+                                  : "nats: server restarted, recreating the consumer",
+                             "subject=%s since_ns=%lld", it->key, (long long)e->since_ns);
                 drop_sub(e);
+                e->resume = 1;
+                if (restarted && !gone) {
+                    /* the new consumer gets a new name: a restarting
+                     * server may still be loading the old one, and
+                     * subscribing by its name would bind to its state */
+                    delete_consumer(t, e);
+                    name_durable(t, e, it->key, ++e->gen);
+                }
             }
         }
         if (e->wanted && e->sub == NULL)
@@ -741,11 +878,35 @@ static int ensure_stream(nats_t *t)
 
 /* The connection state changed (or a retry is due): make the transport
  * match it and report the bus up when it is. */
+/* After a (re)connect: publishes the server did not acknowledge on the
+ * previous connection go again. A message written just before the server
+ * died was lost with the socket; one the server stored is dropped by the
+ * stream as a duplicate of its Msg-Id. */
+static void resend_pending(nats_t *t)
+{
+    natsMsgList pending = { 0 };
+    /* libnats 3.4 crashes on a context that never published async */
+    if (t->jsc == NULL || !t->published_async ||
+        js_PublishAsyncGetPendingList(&pending, t->jsc) != NATS_OK)
+        return;
+    int lost = 0;
+    for (int i = 0; i < pending.Count; i++)
+        if (js_PublishMsgAsync(t->jsc, &pending.Msgs[i], NULL) != NATS_OK)
+            lost++;
+    if (pending.Count)
+        hub_log_info("nats: publishes not acknowledged before the reconnect sent again",
+                     "count=%d failed=%d", pending.Count, lost);
+    if (lost)
+        post_dropped(t, "publish failed", (uint64_t)lost);
+    natsMsgList_Destroy(&pending); /* and the messages not taken again */
+}
+
 static void handle_link(nats_t *t)
 {
     if (t->nc == NULL)
         return;
     if (natsConnection_Status(t->nc) != NATS_CONN_STATUS_CONNECTED) {
+        t->linked = 0;
         if (t->js)
             set_ready(t, 0);
         return;
@@ -765,6 +926,8 @@ static void handle_link(nats_t *t)
         t->retry_backoff = 0;
         set_ready(t, 1);
         resync_subs(t, 1);
+        t->linked = 1;
+        resend_pending(t);
     } else {
         resync_subs(t, 0);
     }
@@ -789,6 +952,10 @@ static void do_connect(nats_t *t)
         jsOptions jo;
         jsOptions_Init(&jo);
         jo.Wait = t->connect_timeout_ms;
+        jo.PublishAsync.ErrHandler = on_pub_err;
+        jo.PublishAsync.ErrHandlerClosure = t;
+        jo.PublishAsync.MaxPending = tune.max_pending_acks;
+        jo.PublishAsync.StallWait = 1; /* then the publish counts as dropped */
         if (natsConnection_JetStream(&t->jsc, nc, &jo) != NATS_OK) {
             hub_log_error("nats: no JetStream context", "error=%s", nats_GetLastError(NULL));
             t->jsc = NULL;
@@ -808,6 +975,10 @@ static void do_sub(nats_t *t, const char *subject)
     sub_entry_t *e = hub_strmap_get(&t->subs, subject);
     if (e && e->wanted)
         return; /* idempotent */
+    if (e != NULL) { /* wanted again before its consumer was deleted: start afresh */
+        e->since_ns = 0;
+        e->resume = 0;
+    }
     if (e == NULL) {
         e = calloc(1, sizeof(*e));
         if (e == NULL || hub_strmap_put(&t->subs, subject, e) != 0) {
@@ -815,9 +986,7 @@ static void do_sub(nats_t *t, const char *subject)
             hub_log_error("nats: out of memory subscribing", "subject=%s", subject);
             return;
         }
-        uint64_t h = fnv1a(FNV_INIT, subject, strlen(subject));
-        snprintf(e->durable, sizeof(e->durable), "gohub_%016llx_%016llx",
-                 (unsigned long long)t->node_hash, (unsigned long long)h);
+        name_durable(t, e, subject, 0);
     }
     e->wanted = 1;
     if (t->nc == NULL || (t->js && (!t->ready || t->jsc == NULL))) {
@@ -853,14 +1022,18 @@ static void do_pub(nats_t *t, cmd_t *c)
         post_dropped(t, "bus not connected", 1);
         return;
     }
-    if (t->js && c->msg_id) {
+    if (t->js && c->msg_id && t->jsc) {
+        /* the stream acknowledges each message; nats.c keeps it until then
+         * (see resend_pending), and the Msg-Id lets the stream drop a copy
+         * it already has */
         natsMsg *m = NULL;
         s = natsMsg_Create(&m, c->text, NULL, (const char *)c->data, (int)c->n);
         if (s == NATS_OK)
             s = natsMsgHeader_Set(m, MSG_ID_HDR, c->msg_id);
         if (s == NATS_OK)
-            s = natsConnection_PublishMsg(t->nc, m);
-        natsMsg_Destroy(m);
+            s = js_PublishMsgAsync(t->jsc, &m, NULL);
+        natsMsg_Destroy(m); /* NULL once nats.c took it */
+        t->published_async |= s == NATS_OK;
     } else {
         s = natsConnection_Publish(t->nc, c->text, c->data, (int)c->n);
     }
@@ -912,6 +1085,7 @@ static void run_ctl(nats_t *t, cmd_t *c)
         case CMD_ACK:
             if (t->nc)
                 natsConnection_PublishString(t->nc, c->text, "+ACK");
+            note_acked(t, c->text, c->text + strlen(c->text) + 1);
             break;
         default:
             break;
@@ -1001,9 +1175,11 @@ static void io_main(void *arg)
                 uv_cond_wait(&t->cmd_cond, &t->cmd_mu);
         }
         int stop = t->stop, link = t->link_changed, slow = t->slow_flag;
+        if (t->link_lost)
+            t->linked = 0; /* until handle_link has checked the consumers */
         cmd_t *ctl = t->ctl.head, *pub = NULL;
         t->ctl.head = t->ctl.tail = NULL;
-        t->link_changed = t->slow_flag = 0;
+        t->link_changed = t->slow_flag = t->link_lost = 0;
         uv_mutex_unlock(&t->cmd_mu);
 
         if (link)
@@ -1069,7 +1245,7 @@ static void on_events(uv_async_t *h)
             case EV_MSG:
                 hub_bus_transport_message(t->bus, ev->text, ev->slen, ev->data, ev->n);
                 if (ev->reply && !t->closing)
-                    post_ctl(t, CMD_ACK, ev->reply, strlen(ev->reply));
+                    post_ctl(t, CMD_ACK, ev->reply, strlen(ev->reply), ev->text);
                 break;
             case EV_DROPPED:
                 for (uint64_t i = 0; i < ev->count && !t->closing; i++)
@@ -1246,14 +1422,10 @@ static int nats_open(hub_bus_t *bus, uv_loop_t *loop, const hub_config_t *cfg, v
     return 0;
 }
 
-static void nats_publish(void *impl, const char *subject, const uint8_t *p, size_t n,
-                         const char *msg_id)
+/* Queues a publish to pfx + subject for the I/O thread (any thread). */
+static void enqueue_pub(nats_t *t, const char *pfx, size_t pfx_len, const char *subject,
+                        const uint8_t *p, size_t n, const char *msg_id)
 {
-    nats_t *t = impl;
-    if (t->closing)
-        return;
-    if (!t->js || (msg_id && !msg_id_ok(msg_id)))
-        msg_id = NULL;
     size_t slen = strlen(subject);
     size_t idlen = msg_id ? strlen(msg_id) : 0;
     size_t hdr = msg_id ? idlen + MSG_ID_OVERHEAD : 0;
@@ -1261,7 +1433,7 @@ static void nats_publish(void *impl, const char *subject, const uint8_t *p, size
         post_dropped(t, "payload over the server's max_payload", 1);
         return;
     }
-    size_t tlen = t->prefix_len + slen + 1 + (msg_id ? idlen + 1 : 0);
+    size_t tlen = pfx_len + slen + 1 + (msg_id ? idlen + 1 : 0);
     cmd_t *c = malloc(sizeof(*c) + tlen + n);
     if (c == NULL) {
         post_dropped(t, "out of memory", 1);
@@ -1269,9 +1441,9 @@ static void nats_publish(void *impl, const char *subject, const uint8_t *p, size
     }
     memset(c, 0, sizeof(*c));
     c->type = CMD_PUB;
-    memcpy(c->text, t->prefix, t->prefix_len);
-    memcpy(c->text + t->prefix_len, subject, slen + 1);
-    char *q = c->text + t->prefix_len + slen + 1;
+    memcpy(c->text, pfx, pfx_len);
+    memcpy(c->text + pfx_len, subject, slen + 1);
+    char *q = c->text + pfx_len + slen + 1;
     if (msg_id) {
         memcpy(q, msg_id, idlen + 1);
         c->msg_id = q;
@@ -1299,18 +1471,29 @@ static void nats_publish(void *impl, const char *subject, const uint8_t *p, size
     uv_mutex_unlock(&t->cmd_mu);
 }
 
+static void nats_publish(void *impl, const char *subject, const uint8_t *p, size_t n,
+                         const char *msg_id)
+{
+    nats_t *t = impl;
+    if (t->closing)
+        return;
+    if (!t->js || (msg_id && !msg_id_ok(msg_id)))
+        msg_id = NULL;
+    enqueue_pub(t, t->prefix, t->prefix_len, subject, p, n, msg_id);
+}
+
 static void nats_subscribe(void *impl, const char *subject)
 {
     nats_t *t = impl;
     if (!t->closing)
-        post_ctl(t, CMD_SUB, subject, strlen(subject));
+        post_ctl(t, CMD_SUB, subject, strlen(subject), NULL);
 }
 
 static void nats_unsubscribe(void *impl, const char *subject)
 {
     nats_t *t = impl;
     if (!t->closing)
-        post_ctl(t, CMD_UNSUB, subject, strlen(subject));
+        post_ctl(t, CMD_UNSUB, subject, strlen(subject), NULL);
 }
 
 /* Blocks until the I/O thread has closed the connection (bounded by
