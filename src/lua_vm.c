@@ -526,7 +526,7 @@ static int boot(lua_State *L)
      * (decode, checks, lookup) returns the call for Lua to make */
     static const char runner[] = "local prepare = ...\n"
                                  "return function(d)\n"
-                                 "  local fn, client, data, msg = prepare(d)\n"
+                                 "  local data, fn, client, msg = prepare(d)\n"
                                  "  if fn then return fn(client, data, msg) end\n"
                                  "end\n";
     if (luaL_loadbuffer(L, runner, sizeof(runner) - 1, "=gohub.dispatch") != 0)
@@ -911,10 +911,11 @@ static int refuse(dispatch_t *d, int code, const char *message)
     return 0;
 }
 
-/* Decodes and checks the message and returns the call to make: handler,
- * client, data, msg ({type, id}); nothing when it is refused (d->code). Runs in the
- * message's coroutine, so a memory error while decoding is caught like one
- * in the handler. */
+/* Decodes and checks the message and returns the call to make: data,
+ * handler, client, msg ({type, id}) (data first: the decoder left it
+ * there, so nothing on the stack moves); nothing when it is refused
+ * (d->code). Runs in the message's coroutine, so a memory error while
+ * decoding is caught like one in the handler. */
 static int run_message(lua_State *L)
 {
     dispatch_t *d = lua_touserdata(L, 1);
@@ -947,10 +948,8 @@ static int run_message(lua_State *L)
         return refuse(d, 1006, "unknown message type");
     if (env->has_nul)
         return refuse(d, 1001, "strings must not contain NUL (\\u0000)");
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->fn_ref);
-    lua_replace(L, 1);                 /* fn, data */
-    hub_lua_push_client(vm, d->c);     /* fn, data, client */
-    lua_insert(L, 2);                  /* fn, client, data */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->fn_ref); /* d, data, fn */
+    hub_lua_push_client(vm, d->c);                /* d, data, fn, client */
     if (h->wants_msg) {
         lua_createtable(L, 0, 2);
         lua_pushstring(L, d->type);
