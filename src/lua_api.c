@@ -24,12 +24,17 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static hub_worker_t *worker_of(lua_State *L)
+/* vm's worker; raises in the --lua-api dump state, which has none. */
+static hub_worker_t *vm_worker(lua_State *L, hub_vm_t *vm)
 {
-    hub_vm_t *vm = hub_vm_of(L);
     if (vm->w == NULL)
         luaL_error(L, "gohub: not available outside a worker");
     return vm->w;
+}
+
+static hub_worker_t *worker_of(lua_State *L)
+{
+    return vm_worker(L, hub_vm_of(L));
 }
 
 static int fail(lua_State *L, const char *reason)
@@ -40,11 +45,16 @@ static int fail(lua_State *L, const char *reason)
 }
 
 /* Returns the connection id of the client id at arg (0 if not ours). */
-static uint64_t check_client(lua_State *L, int arg)
+static uint64_t client_arg(lua_State *L, hub_vm_t *vm, int arg)
 {
     size_t n;
     const char *s = HUB_LUA_MAY_RAISE(luaL_checklstring(L, arg, &n));
-    return hub_client_id_parse(worker_of(L)->srv, s, n);
+    return hub_client_id_parse(vm_worker(L, vm)->srv, s, n);
+}
+
+static uint64_t check_client(lua_State *L, int arg)
+{
+    return client_arg(L, hub_vm_of(L), arg);
 }
 
 static const char *check_room(lua_State *L, int arg, int *valid)
@@ -57,9 +67,8 @@ static const char *check_room(lua_State *L, int arg, int *valid)
 
 /* Encodes the value at idx and builds an envelope frame of type with a new
  * message id. Raises when the value cannot be encoded (a programmer error). */
-static hub_frame_t *build(lua_State *L, const char *type, int idx)
+static hub_frame_t *vm_build(lua_State *L, hub_vm_t *vm, const char *type, int idx)
 {
-    hub_vm_t *vm = hub_vm_of(L);
     char err[160];
     vm->out.len = 0; /* nothing encoded: data {} */
     if (!lua_isnoneornil(L, idx) && hub_lua_encode(vm, idx, &vm->out, err, sizeof(err)) != 0)
@@ -70,6 +79,11 @@ static hub_frame_t *build(lua_State *L, const char *type, int idx)
     if (f == NULL)
         luaL_error(L, "gohub: out of memory");
     return f;
+}
+
+static hub_frame_t *build(lua_State *L, const char *type, int idx)
+{
+    return vm_build(L, hub_vm_of(L), type, idx);
 }
 
 static void push_member(lua_State *L, hub_server_t *srv, uint64_t conn_id, const char *user_id)
@@ -576,14 +590,15 @@ static int l_room_of(lua_State *L)
 /* gohub.rooms.publish(room_id, type, data [, exclude_client_id]) → n | nil, err */
 static int l_room_publish(lua_State *L)
 {
+    hub_vm_t *vm = hub_vm_of(L); /* once: it runs for every room message */
     int valid;
     const char *room = check_room(L, 1, &valid);
     const char *type = luaL_checkstring(L, 2);
-    uint64_t ex = lua_isnoneornil(L, 4) ? 0 : check_client(L, 4);
+    uint64_t ex = lua_isnoneornil(L, 4) ? 0 : client_arg(L, vm, 4);
     if (!valid)
         return fail(L, "not_found");
-    hub_frame_t *f = build(L, type, 3);
-    int n = hub_fanout_room(worker_of(L), room, f, ex);
+    hub_frame_t *f = vm_build(L, vm, type, 3);
+    int n = hub_fanout_room(vm_worker(L, vm), room, f, ex);
     hub_frame_release(f);
     if (n == HUB_ENOTFOUND && hub_cluster_room_count(room) > 0)
         n = 0; /* only other nodes have it: published to them */
