@@ -264,6 +264,27 @@ static __attribute__((noinline)) int dec_string_escaped(dec_t *d, const char *s,
     return dec_fail(d, "unterminated string");
 }
 
+/* The first byte at or after p (before end) that is not an ASCII digit;
+ * end when there is none. Eight bytes at a time: a byte below '0' borrows
+ * (setting its top bit), one above '9' carries into its top bit when 0x46
+ * is added, one from 0x80 up has it already; the lowest flagged byte is a
+ * true one (borrows only travel upwards, little-endian). */
+static inline const char *digit_run(const char *p, const char *end)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = ones * 0x80;
+    while (end - p >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        uint64_t hit = ((v - ones * '0') | (v + ones * (0x7f - '9')) | v) & highs;
+        if (hit)
+            return p + (__builtin_ctzll(hit) >> 3);
+        p += 8;
+    }
+    while (p < end && *p >= '0' && *p <= '9')
+        p++;
+    return p;
+}
+
 static int dec_number(dec_t *d, int push)
 {
     const char *s = d->p, *q = s;
@@ -271,12 +292,10 @@ static int dec_number(dec_t *d, int push)
         q++;
     if (q >= d->end || *q < '0' || *q > '9')
         return dec_fail(d, "bad number");
-    if (*q == '0') {
+    if (*q == '0')
         q++;
-    } else {
-        while (q < d->end && *q >= '0' && *q <= '9')
-            q++;
-    }
+    else
+        q = digit_run(q, d->end);
     int simple = 1;
     if (q < d->end && *q == '.') {
         simple = 0;

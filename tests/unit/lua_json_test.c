@@ -262,6 +262,33 @@ TEST(string_specials_at_every_offset)
     free(out.p);
 }
 
+/* Integer digits are scanned eight at a time: every length up to 30, at
+ * every offset, ended by each byte that may or may not follow a number,
+ * decodes as cJSON does or is refused by both. */
+TEST(digit_runs_of_every_length)
+{
+    static const char after[] = { ',', ']', ' ', '.', 'e', '/', ':', 'x', '\x80', '0', '\0' };
+    char doc[96];
+    for (int pad = 0; pad < 8; pad++) {
+        for (int len = 1; len <= 30; len++) {
+            for (size_t k = 0; k < sizeof(after); k++) {
+                int n = snprintf(doc, sizeof(doc), "[%.*s%.*s", pad, "        ", len,
+                                 "123456789012345678901234567890");
+                doc[n++] = after[k];
+                n += snprintf(doc + n, sizeof(doc) - (size_t)n, "%s", after[k] == ']' ? "" : "1]");
+                const char *err;
+                int top = lua_gettop(vm.L);
+                int ours = hub_lua_decode(&vm, doc, (size_t)n, &err) == 0;
+                lua_settop(vm.L, top);
+                if (ours != cjson_accepts(doc, (size_t)n, NULL) && after[k] != '\0')
+                    FAILF("%.*s: ours %d", n, doc, ours);
+                if (ours && !agrees(doc, (size_t)n))
+                    FAILF("%.*s decodes differently", n, doc);
+            }
+        }
+    }
+}
+
 /* Which tables encode as arrays and which as objects: a table is an array
  * when it carries the array marker or is a sequence 1..n (n > 0) with no
  * other keys; anything else, the empty table included, is an object. The
@@ -437,6 +464,7 @@ int main(void)
     RUN(nul_is_kept_in_strings);
     RUN(string_specials_at_every_offset);
     RUN(encoder_table_shapes);
+    RUN(digit_runs_of_every_length);
     RUN(mutations_never_crash_and_never_exceed_cjson);
     RUN(envelope_spans_and_data);
     RUN(envelope_duplicates_last_wins_everywhere);
