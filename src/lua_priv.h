@@ -66,6 +66,7 @@ struct hub_vm_s {
     hub_conn_t *cur;
     const struct hub_json_env_s *env; /* its member spans */
     const char *cur_type;
+    struct dispatch_s *dispatching; /* the message run_message is to prepare */
 };
 
 /* What the envelope decoder learned about a message besides `data` (all

@@ -525,8 +525,8 @@ static int boot(lua_State *L)
      * room, seats.h); it must not yield across a C function, so the C part
      * (decode, checks, lookup) returns the call for Lua to make */
     static const char runner[] = "local prepare = ...\n"
-                                 "return function(d)\n"
-                                 "  local data, fn, client, msg = prepare(d)\n"
+                                 "return function()\n"
+                                 "  local data, fn, client, msg = prepare()\n"
                                  "  if fn then return fn(client, data, msg) end\n"
                                  "end\n";
     if (luaL_loadbuffer(L, runner, sizeof(runner) - 1, "=gohub.dispatch") != 0)
@@ -890,7 +890,7 @@ void hub_vm_refuse(hub_conn_t *c, const uint8_t *p, size_t n, int code, const ch
  * coroutine) decodes the envelope and finds the handler; a message refused
  * before its handler runs leaves the error in code. A handler that waits
  * (hub_vm_wait_seat) takes a copy of this with it, text included. */
-typedef struct {
+typedef struct dispatch_s {
     hub_vm_t *vm;
     hub_conn_t *c;
     const char *text;
@@ -911,15 +911,18 @@ static int refuse(dispatch_t *d, int code, const char *message)
     return 0;
 }
 
-/* Decodes and checks the message and returns the call to make: data,
- * handler, client, msg ({type, id}) (data first: the decoder left it
- * there, so nothing on the stack moves); nothing when it is refused
- * (d->code). Runs in the message's coroutine, so a memory error while
- * decoding is caught like one in the handler. */
+/* Decodes and checks vm->dispatching, the message dispatch_one set just
+ * before resuming (only the dispatch runner can call this), and returns
+ * the call to make: data, handler, client, msg ({type, id}) (data first:
+ * the decoder left it there, so nothing on the stack moves); nothing when
+ * it is refused (d->code). Runs in the message's coroutine, so a memory
+ * error while decoding is caught like one in the handler. */
 static int run_message(lua_State *L)
 {
-    dispatch_t *d = lua_touserdata(L, 1);
-    hub_vm_t *vm = d->vm;
+    hub_vm_t *vm = hub_vm_of(L);
+    dispatch_t *d = vm->dispatching; /* set by dispatch_one just before */
+    hub_assert(d != NULL);
+    vm->dispatching = NULL;
     hub_json_env_t *env = &d->env;
     if (hub_lua_decode_envelope(vm, d->text, d->n, env) != 0)
         return refuse(d, 1001, env->not_object ? "message must be a JSON object"
@@ -1199,9 +1202,9 @@ static void dispatch_one(hub_vm_t *vm, hub_conn_t *c, const uint8_t *p, size_t n
         return;
     }
     lua_rawgeti(co, LUA_REGISTRYINDEX, vm->dispatch_ref);
-    lua_pushlightuserdata(co, &d);
+    vm->dispatching = &d; /* run_message takes it: no lightuserdata to push */
     int timed_out;
-    int rc = vm_resume(vm, co, 1, &timed_out);
+    int rc = vm_resume(vm, co, 0, &timed_out);
     finish(vm, c, co, rc, timed_out, &d, 0);
 }
 
