@@ -224,22 +224,7 @@ rm -f "$RESULTS"/*.json "$RESULTS"/*.log "$RESULTS"/*.stderr "$RESULTS"/summary.
 # gohub's Lua tree plus the bench's custom handler (a 1000-entry table lookup)
 LUA_DIR="$TMP/lua"
 cp -r lua "$LUA_DIR"
-cat >"$LUA_DIR/handlers/lookup.lua" <<'EOF'
--- lookup {key} -> found {value}: the bench's custom handler (a table lookup
--- and a reply). The table is built once, when the module loads.
-local M = {}
-
-local t = {}
-for i = 1, 1000 do
-  t["k" .. i] = i
-end
-
-function M.handle(client, data)
-  return "found", { value = t[data.key] }
-end
-
-return M
-EOF
+cp scripts/bench/lookup.lua "$LUA_DIR/handlers/lookup.lua"
 
 # every server speaks the subset the scenarios use
 for server in $SERVERS; do

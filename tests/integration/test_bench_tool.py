@@ -40,18 +40,8 @@ pytestmark = pytest.mark.skipif(
     not (os.access(BENCH, os.X_OK) and os.access(FLOOR, os.X_OK)),
     reason=f"gohub-bench or gohub-floor not built next to GOHUB_BIN (in {BIN_DIR}): `make all`")
 
-# the bench's custom handler, as scripts/bench/run.sh installs it
-LOOKUP_LUA = """\
-local M = {}
-local t = {}
-for i = 1, 1000 do
-  t["k" .. i] = i
-end
-function M.handle(client, data)
-  return "found", { value = t[data.key] }
-end
-return M
-"""
+# the bench's custom handler, the file scripts/bench/run.sh installs
+LOOKUP_LUA = (REPO / "scripts" / "bench" / "lookup.lua").read_text()
 
 
 # --------------------------------------------------------------------------
