@@ -82,7 +82,8 @@ static struct {
     uint32_t ack_wait_ms;      /* JetStream AckWait (the server's default is 30 s) */
     int64_t max_ack_pending;   /* JetStream MaxAckPending, below the core's window */
     int64_t max_pending_acks;  /* JetStream publishes awaiting the stream's ack */
-} tune = { 64u << 20, 65536, 256u << 10, 10000, 1000, 5, 2000, 1000, 65536 };
+    uint32_t consumer_heartbeat_ms; /* JetStream idle heartbeat of each consumer */
+} tune = { 64u << 20, 65536, 256u << 10, 10000, 1000, 5, 2000, 1000, 65536, 2000 };
 
 #define MSG_ID_MAX 128
 #define MSG_ID_HDR "Nats-Msg-Id"
@@ -503,7 +504,9 @@ static void enqueue_pub(nats_t *t, const char *pfx, size_t pfx_len, const char *
 /* A publish the stream refused. No responders (the stream is being
  * recreated, or JetStream is not up yet after a restart) and a missing
  * stream are passing: the message goes back to the queue, which holds it
- * until the stream is ready again. Anything else loses it. */
+ * until the stream is ready again, and the I/O thread checks the stream
+ * (creating it if it is gone) as after a reconnect. Anything else loses
+ * it. */
 static void on_pub_err(jsCtx *js, jsPubAckErr *pae, void *closure)
 {
     nats_t *t = closure;
@@ -516,6 +519,7 @@ static void on_pub_err(jsCtx *js, jsPubAckErr *pae, void *closure)
         if (natsMsgHeader_Get(m, MSG_ID_HDR, &id) == NATS_OK && id != NULL && n >= 0) {
             enqueue_pub(t, "", 0, natsMsg_GetSubject(m), (const uint8_t *)natsMsg_GetData(m),
                         (size_t)n, id);
+            flag_link(t, 0);
             return;
         }
     }
@@ -561,6 +565,14 @@ static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, 
         t->slow_flag = 1;
         uv_cond_signal(&t->cmd_cond);
         uv_mutex_unlock(&t->cmd_mu);
+        return;
+    }
+    if (err == NATS_MISSED_HEARTBEAT) {
+        /* a consumer went silent (deleted, or the stream with it): the
+         * I/O thread checks the consumers as after a reconnect */
+        hub_log_warn("nats: JetStream consumer silent, checking", "subject=%s",
+                     sub ? natsSubscription_GetSubject(sub) : "-");
+        flag_link(t, 0);
         return;
     }
     hub_log_warn("nats: asynchronous error", "error=%s subject=%s", natsStatus_GetText(err),
@@ -744,6 +756,9 @@ static void try_subscribe(nats_t *t, const char *subject, sub_entry_t *e)
          * so it stays inside the core's 1,024-message dedupe window */
         so.Config.MaxAckPending = tune.max_ack_pending;
         so.Config.InactiveThreshold = (int64_t)t->retention_ms * 1000000;
+        /* the server's idle heartbeats tell a consumer that is gone (nats.c
+         * reports missed ones: on_error) */
+        so.Config.Heartbeat = (int64_t)tune.consumer_heartbeat_ms * 1000000;
         jsErrCode jerr = 0;
         s = js_Subscribe(&e->sub, t->jsc, wire, on_msg, t, &jo, &so, &jerr);
         if (s != NATS_OK && !e->warned) {

@@ -431,3 +431,31 @@ def test_restart_with_a_shorter_stream_loses_nothing_sent_after_it(js, start_dae
             what="duplicate room_message")
     for d in (n1, n2):
         assert health(d)[1]["bus"] == "connected"
+
+
+def test_stream_deleted_under_running_nodes_is_made_again_and_loses_nothing(js, start_daemon):
+    """A publish the stream refuses because the stream is gone (deleted by
+    an operator, or lost) makes the node create it again and resubscribe,
+    and the refused message is sent again: nothing waits for a reconnect."""
+    n1, n2 = js_cluster(start_daemon, js, 2)
+    a, b = Hub(n1.port, name="a"), Hub(n2.port, name="b")
+    join_everywhere(js.port, "sd", (a, b), ("node1", "node2"))
+    for i in range(10):
+        a.send("room_message", {"room_id": "sd", "content": i}, mid=None)
+    got = [b.expect_type("room_message", timeout=10)["data"]["content"] for _ in range(10)]
+    check_exactly_once("b", got, list(range(10)))
+
+    with NatsRaw(js.port) as c:
+        r = c.request(f"$JS.API.STREAM.DELETE.{STREAM}", None)
+    assert r.get("success"), r
+    for i in range(10, 20):
+        a.send("room_message", {"room_id": "sd", "content": i}, mid=None)
+        time.sleep(0.05)
+    try:
+        got = [b.expect_type("room_message", timeout=10)["data"]["content"] for _ in range(10)]
+    except AssertionError as e:
+        raise AssertionError(f"{e}; node2's consumers: {js_consumers(js.port, 'node2')}") from None
+    check_exactly_once("b", got, list(range(10, 20)))
+    b.quiet(lambda m: m.get("message_type") == "room_message", wait=1.0,
+            what="duplicate room_message")
+    assert js_stream_msgs(js.port) >= 10
