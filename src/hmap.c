@@ -114,12 +114,18 @@ void *hub_idmap_del(hub_idmap_t *m, uint64_t key)
 }
 
 /* FNV-1a: short keys, no adversarial concern beyond bounded chains. */
-static uint64_t str_hash(const char *s)
+/* FNV-1a over s..s+n */
+static uint64_t bytes_hash(const char *s, size_t n)
 {
     uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
     return h;
+}
+
+static uint64_t str_hash(const char *s)
+{
+    return bytes_hash(s, strlen(s));
 }
 
 void hub_strmap_init(hub_strmap_t *m)
@@ -169,9 +175,7 @@ void *hub_strmap_getn(const hub_strmap_t *m, const char *key, size_t len)
 {
     if (m->cap == 0)
         return NULL;
-    uint64_t h = 1469598103934665603ULL; /* str_hash over len bytes */
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)key[i]) * 1099511628211ULL;
+    uint64_t h = bytes_hash(key, len);
     for (hub_strmap_entry_t *e = m->buckets[h & (m->cap - 1)]; e != NULL; e = e->next)
         if (e->hash == h && strncmp(e->key, key, len) == 0 && e->key[len] == '\0')
             return e->val;

@@ -34,22 +34,29 @@ typedef struct {
 
 static int dec_value(dec_t *d, int push);
 
+/* The bytes of the word v (n bytes wide, as a uint64_t; ones is 0x01 in
+ * each of them) that a JSON string cannot hold as they are: '"', '\\' or a
+ * control. A byte below 0x20, or equal to '"' or '\\', sets its high bit
+ * in the mask; exact as to whether any byte matches, and the lowest flagged
+ * byte is a true match (borrows only travel upwards). */
+static inline uint64_t special_bytes(uint64_t v, uint64_t ones)
+{
+    uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
+    return (((v - ones * 0x20) & ~v) | ((q - ones) & ~q) | ((b - ones) & ~b)) & (ones * 0x80);
+}
+
 /* The first byte at or after p (before end) that a JSON string cannot hold
- * as it is: '"', '\\' or a control; end when there is none. Eight bytes
- * at a time: a word's bytes below 0x20, or equal to '"' or '\\', set their
- * high bits in the mask (exact as to whether any byte matches). */
+ * as it is; end when there is none. Eight bytes at a time. */
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "plain_run reads words little-endian"
 #endif
 static inline const char *plain_run(const char *p, const char *end)
 {
-    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    const uint64_t ones = 0x0101010101010101ull;
     while (end - p >= 8) {
-        uint64_t v, q, b, hit;
+        uint64_t v;
         memcpy(&v, p, 8);
-        q = v ^ (ones * '"');
-        b = v ^ (ones * '\\');
-        hit = (((v - ones * 0x20) & ~v) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs;
+        uint64_t hit = special_bytes(v, ones);
         if (hit) /* the lowest flagged byte is a true match (little-endian) */
             return p + (__builtin_ctzll(hit) >> 3);
         p += 8;
@@ -57,14 +64,6 @@ static inline const char *plain_run(const char *p, const char *end)
     while (p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
         p++;
     return p;
-}
-
-/* Whether any byte of the word v (n bytes wide, as a uint64_t) is below
- * 0x20, '"' or '\\': exact (see plain_run). */
-static inline int word_special(uint64_t v, uint64_t ones)
-{
-    uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
-    return ((((v - ones * 0x20) & ~v) | ((q - ones) & ~q) | ((b - ones) & ~b)) & (ones * 0x80)) != 0;
 }
 
 /* 1 when none of s..s+n needs an escape in a JSON string. Reads only
@@ -77,17 +76,17 @@ static inline int all_plain(const char *s, size_t n)
         uint64_t v;
         for (size_t i = 0; i + 8 < n; i += 8) {
             memcpy(&v, s + i, 8);
-            if (word_special(v, ones))
+            if (special_bytes(v, ones))
                 return 0;
         }
         memcpy(&v, s + n - 8, 8);
-        return !word_special(v, ones);
+        return !special_bytes(v, ones);
     }
     if (n >= 4) {
         uint32_t a, z;
         memcpy(&a, s, 4);
         memcpy(&z, s + n - 4, 4);
-        return !word_special(a, 0x01010101u) && !word_special(z, 0x01010101u);
+        return !special_bytes(a, 0x01010101u) && !special_bytes(z, 0x01010101u);
     }
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)s[i] < 0x20 || s[i] == '"' || s[i] == '\\')

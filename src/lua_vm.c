@@ -61,33 +61,44 @@ static size_t class_size(size_t c)
     return (c << 4) + 8;
 }
 
+/* A kept block of class c, or NULL when the class has none. */
+static inline void *cache_take(hub_vm_t *vm, size_t c)
+{
+    void **head = (void **)vm->small[c];
+    if (head != NULL) {
+        vm->small[c] = *head;
+        vm->small_bytes -= class_size(c);
+    }
+    return head;
+}
+
+/* Keeps p, a block of class c, for a later allocation; 0 when the cache
+ * is full (the caller frees it). */
+static inline int cache_put(hub_vm_t *vm, void *p, size_t c)
+{
+    size_t cs = class_size(c);
+    if (vm->small_bytes + cs > HUB_VM_CACHE)
+        return 0;
+    *(void **)p = vm->small[c];
+    vm->small[c] = p;
+    vm->small_bytes += cs;
+    return 1;
+}
+
 static void *block_new(hub_vm_t *vm, size_t size)
 {
     if (size <= HUB_VM_SMALL) {
         size_t c = small_class(size);
-        void **head = (void **)vm->small[c];
-        if (head != NULL) {
-            vm->small[c] = *head;
-            vm->small_bytes -= class_size(c);
-            return head;
-        }
-        return malloc(class_size(c));
+        void *p = cache_take(vm, c);
+        return p != NULL ? p : malloc(class_size(c));
     }
     return malloc(size);
 }
 
 static void block_free(hub_vm_t *vm, void *p, size_t size)
 {
-    if (size <= HUB_VM_SMALL) {
-        size_t c = small_class(size), cs = class_size(c);
-        if (vm->small_bytes + cs <= HUB_VM_CACHE) {
-            *(void **)p = vm->small[c];
-            vm->small[c] = p;
-            vm->small_bytes += cs;
-            return;
-        }
-    }
-    free(p);
+    if (size > HUB_VM_SMALL || !cache_put(vm, p, small_class(size)))
+        free(p);
 }
 
 static void small_free_all(hub_vm_t *vm)
@@ -139,26 +150,18 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     if (ptr == NULL)
         osize = 0;
     /* the usual calls (the collector freeing a small block, a fresh small
-     * allocation while its class has a kept block) as in block_free and
-     * block_new, with no call */
+     * allocation while its class has a kept block), inlined */
     if (nsize == 0 && ptr != NULL && osize <= HUB_VM_SMALL) {
-        size_t c = small_class(osize), cs = class_size(c);
-        if (vm->small_bytes + cs <= HUB_VM_CACHE) {
-            *(void **)ptr = vm->small[c];
-            vm->small[c] = ptr;
-            vm->small_bytes += cs;
+        if (cache_put(vm, ptr, small_class(osize))) {
             vm->mem -= osize;
             return NULL;
         }
     } else if (ptr == NULL && nsize != 0 && nsize <= HUB_VM_SMALL &&
                vm->mem + nsize <= vm->mem_limit) {
-        size_t c = small_class(nsize);
-        void **head = (void **)vm->small[c];
-        if (head != NULL) {
-            vm->small[c] = *head;
-            vm->small_bytes -= class_size(c);
+        void *p = cache_take(vm, small_class(nsize));
+        if (p != NULL) {
             vm->mem += nsize;
-            return head;
+            return p;
         }
     }
     return vm_alloc_slow(vm, ptr, osize, nsize);
@@ -951,8 +954,8 @@ static int run_message(lua_State *L)
         return refuse(d, 1006, "unknown message type");
     if (env->has_nul)
         return refuse(d, 1001, "strings must not contain NUL (\\u0000)");
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->fn_ref); /* d, data, fn */
-    hub_lua_push_client(vm, d->c);                /* d, data, fn, client */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->fn_ref); /* data, fn */
+    hub_lua_push_client(vm, d->c);                /* data, fn, client */
     if (h->wants_msg) {
         lua_createtable(L, 0, 2);
         lua_pushstring(L, d->type);

@@ -16,11 +16,11 @@
 /* The next node-wide message id (> 0). */
 uint64_t hub_msg_next_id(void);
 
-/* Milliseconds since the epoch. */
 /* Writes the decimal digits of v at out (at most 20 bytes, no NUL);
  * returns how many. */
 size_t hub_msg_u64(char *out, uint64_t v);
 
+/* Milliseconds since the epoch. */
 uint64_t hub_now_ms(void);
 
 /* Encodes an envelope. type is escaped; data is raw JSON text (NULL or empty

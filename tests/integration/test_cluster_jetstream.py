@@ -268,6 +268,18 @@ def check_exactly_once(name, got, want):
     assert got == want, f"{name}: out of order: {got}"
 
 
+def expect_room_messages(port, node, hub, want):
+    """hub gets the room messages whose contents are want, each once and in
+    order, and no more; a failure lists node's consumers."""
+    try:
+        got = [hub.expect_type("room_message", timeout=10)["data"]["content"] for _ in want]
+    except AssertionError as e:
+        raise AssertionError(f"{e}; {node}'s consumers: {js_consumers(port, node)}") from None
+    check_exactly_once(hub.name, got, want)
+    hub.quiet(lambda m: m.get("message_type") == "room_message", wait=1.0,
+              what="duplicate room_message")
+
+
 def test_room_messages_cross_nodes_exactly_once_with_jetstream(js, start_daemon):
     n1, n2, n3 = js_cluster(start_daemon, js, 3)
     a, b, c = Hub(n1.port, name="a"), Hub(n2.port, name="b"), Hub(n3.port, name="c")
@@ -422,13 +434,7 @@ def test_restart_with_a_shorter_stream_loses_nothing_sent_after_it(js, start_dae
     # sent at once, while the nodes reconnect
     for i in range(30, 60):
         a.send("room_message", {"room_id": "rb", "content": i}, mid=None)
-    try:
-        got = [b.expect_type("room_message", timeout=10)["data"]["content"] for _ in range(30)]
-    except AssertionError as e:
-        raise AssertionError(f"{e}; node2's consumers: {js_consumers(js.port, 'node2')}") from None
-    check_exactly_once("b", got, list(range(30, 60)))
-    b.quiet(lambda m: m.get("message_type") == "room_message", wait=1.0,
-            what="duplicate room_message")
+    expect_room_messages(js.port, "node2", b, list(range(30, 60)))
     for d in (n1, n2):
         assert health(d)[1]["bus"] == "connected"
 
@@ -451,11 +457,5 @@ def test_stream_deleted_under_running_nodes_is_made_again_and_loses_nothing(js, 
     for i in range(10, 20):
         a.send("room_message", {"room_id": "sd", "content": i}, mid=None)
         time.sleep(0.05)
-    try:
-        got = [b.expect_type("room_message", timeout=10)["data"]["content"] for _ in range(10)]
-    except AssertionError as e:
-        raise AssertionError(f"{e}; node2's consumers: {js_consumers(js.port, 'node2')}") from None
-    check_exactly_once("b", got, list(range(10, 20)))
-    b.quiet(lambda m: m.get("message_type") == "room_message", wait=1.0,
-            what="duplicate room_message")
+    expect_room_messages(js.port, "node2", b, list(range(10, 20)))
     assert js_stream_msgs(js.port) >= 10
