@@ -2,6 +2,7 @@
  * buffer and emitted with a single write(2), so lines never interleave. */
 #include "log.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -115,12 +116,15 @@ static size_t format_conv(const char **pp, va_list *ap, char *out, size_t outsz,
                           const char **strp, int *numeric)
 {
     const char *p = *pp;
-    int lcount = 0, zflag = 0, prec_str = 0;
+    int lcount = 0, zflag = 0, prec_str = 0, prec = -1;
     *numeric = 1;
     *strp = out;
     if (p[0] == '.' && p[1] == '*') {
         prec_str = 1;
         p += 2;
+    } else if (p[0] == '.') {
+        for (prec = 0, p++; *p >= '0' && *p <= '9' && prec < 100; p++)
+            prec = prec * 10 + (*p - '0');
     }
     while (*p == 'l') {
         lcount++;
@@ -174,14 +178,64 @@ static size_t format_conv(const char **pp, va_list *ap, char *out, size_t outsz,
             n = snprintf(out, outsz, conv == 'x' ? "%x" : "%u", va_arg(*ap, unsigned));
         break;
     case 'g':
-        n = snprintf(out, outsz, "%g", va_arg(*ap, double));
+    case 'f': {
+        double v = va_arg(*ap, double);
+        *numeric = isfinite(v);
+        if (prec >= 0)
+            n = snprintf(out, outsz, conv == 'f' ? "%.*f" : "%.*g", prec, v);
+        else
+            n = snprintf(out, outsz, conv == 'f' ? "%f" : "%g", v);
         break;
+    }
     default:
         *numeric = 0;
         n = snprintf(out, outsz, "?");
         break;
     }
     return n < 0 ? 0 : ((size_t)n >= outsz ? outsz - 1 : (size_t)n);
+}
+
+static int key_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '.' || c == '-';
+}
+
+/* Writes the value at *pp, up to the next space: literal bytes and
+ * conversions, each conversion taking its argument from ap, so arguments
+ * stay in step whatever the format holds ("addr=%s:%d" is one string). A
+ * value that is one numeric conversion stays a JSON number. Advances *pp. */
+static void put_field_value(line_t *l, const char **pp, va_list *ap)
+{
+    char val[512], tmp[64];
+    size_t len = 0;
+    const char *p = *pp;
+    int first = 1;
+    while (*p && *p != ' ') {
+        const char *s;
+        size_t n;
+        int numeric = 0;
+        if (*p == '%' && p[1] != '%') {
+            p++;
+            n = format_conv(&p, ap, tmp, sizeof(tmp), &s, &numeric);
+        } else { /* a literal byte; "%%" is one '%' */
+            s = p;
+            n = 1;
+            p += *p == '%' ? 2 : 1;
+        }
+        if (first && (*p == '\0' || *p == ' ')) { /* one piece: no copy */
+            put_value(l, s, n, numeric);
+            *pp = p;
+            return;
+        }
+        first = 0;
+        if (n > sizeof(val) - len)
+            n = sizeof(val) - len;
+        memcpy(val + len, s, n);
+        len += n;
+    }
+    *pp = p;
+    put_value(l, val, len, 0);
 }
 
 void hub_log(int level, const char *msg, const char *kvfmt, ...)
@@ -230,26 +284,16 @@ void hub_log(int level, const char *msg, const char *kvfmt, ...)
         if (!*p)
             break;
         const char *k = p;
-        while (*p && *p != '=' && *p != ' ')
+        while (key_char(*p))
             p++;
-        size_t klen = (size_t)(p - k);
-        if (*p != '=') /* malformed key: skip it */
-            continue;
-        p++;
-        put_key(&l, k, klen);
-        if (*p == '%') {
-            char tmp[64];
-            const char *s;
-            int numeric;
+        if (*p == '=' && p > k) {
+            put_key(&l, k, (size_t)(p - k));
             p++;
-            size_t n = format_conv(&p, &ap, tmp, sizeof(tmp), &s, &numeric);
-            put_value(&l, s, n, numeric);
-        } else {
-            const char *v = p;
-            while (*p && *p != ' ')
-                p++;
-            put_value(&l, v, (size_t)(p - v), 0);
+        } else { /* malformed key: the token is logged as a value of "?" */
+            p = k;
+            put_key(&l, "?", 1);
         }
+        put_field_value(&l, &p, &ap);
     }
     va_end(ap);
 

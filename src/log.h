@@ -11,11 +11,14 @@ enum { HUB_LOG_JSON = 0, HUB_LOG_TEXT };
 void hub_log_setup(int level, int format);
 int hub_log_enabled(int level);
 
-/* Logs msg with fields. kvfmt is "key=%conv key2=%conv ..." where each value
- * is one printf conversion among %s %.*s %d %i %u %x %ld %lu %lld %llu %zu
- * %zd %g, or a literal word. Integer conversions become JSON numbers.
- * kvfmt may be "" for no fields. Tokens and message bodies never go here
- * above debug level. */
+/* Logs msg with fields. kvfmt is "key=value key2=value ..." where a value
+ * runs to the next space and mixes literal bytes with printf conversions
+ * among %s %.*s %d %i %u %x %ld %lu %lld %llu %zu %zd %f %g %.Nf %.Ng, e.g.
+ * "addr=%s:%d". A value that is one number conversion becomes a JSON number
+ * (%x and a non-finite double excepted); any other is a string (at most
+ * 512 bytes when it has more than one piece). A token that is not key=value
+ * is logged under the key "?". kvfmt may be "" for no fields. Tokens and
+ * message bodies never go here above debug level. */
 void hub_log(int level, const char *msg, const char *kvfmt, ...)
     __attribute__((format(printf, 3, 4)));
 
