@@ -187,9 +187,38 @@ static int plan_listeners(const hub_config_t *cfg, lsn_t *lsn)
     return n;
 }
 
-/* Creates one bound SO_REUSEPORT socket. *port 0 lets the kernel choose, and
- * the chosen port is written back so the next workers bind the same one. */
-static int listen_socket(const char *host, int *port, char *err, size_t errlen)
+/* SO_REUSEPORT lets any socket of the same user join a port, so a second
+ * gohub on a port in use (or metrics.addr 0.0.0.0:P beside server.addr
+ * 127.0.0.1:P) would bind without error and silently take a share of the
+ * connections. Before the first socket of a fixed port is bound, a plain
+ * socket (SO_REUSEADDR only, as a restart needs) must be able to bind it:
+ * that fails with EADDRINUSE against any listening socket on it, including
+ * this process's own, which listen as soon as they are bound. Returns 0 when
+ * the address is free. */
+static int probe_free(const struct sockaddr *sa, socklen_t len, char *err, size_t errlen)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    int r = bind(fd, sa, len);
+    int e = errno;
+    close(fd);
+    if (r != 0) {
+        snprintf(err, errlen, "%s", e == EADDRINUSE ? "already in use (by another process, "
+                 "or by another of this configuration's addresses)" : strerror(e));
+        return -1;
+    }
+    return 0;
+}
+
+/* Creates one bound, listening SO_REUSEPORT socket. first: the first socket
+ * of this address, checked with probe_free. *port 0 lets the kernel choose,
+ * and the chosen port is written back so the next workers bind the same one. */
+static int listen_socket(const char *host, int *port, int first, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     int fam = strchr(host, ':') ? AF_INET6 : AF_INET;
@@ -199,6 +228,9 @@ static int listen_socket(const char *host, int *port, char *err, size_t errlen)
         snprintf(err, errlen, "bad host '%s'", host);
         return -1;
     }
+    socklen_t len = fam == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (first && *port != 0 && probe_free((struct sockaddr *)&ss, len, err, errlen) != 0)
+        return -1;
     int fd = socket(fam, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         snprintf(err, errlen, "socket: %s", strerror(errno));
@@ -211,8 +243,7 @@ static int listen_socket(const char *host, int *port, char *err, size_t errlen)
         close(fd);
         return -1;
     }
-    socklen_t len = fam == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-    if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
+    if (bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, HUB_LISTEN_BACKLOG) != 0) {
         snprintf(err, errlen, "bind %s:%d: %s", host, *port, strerror(errno));
         close(fd);
         return -1;
@@ -274,9 +305,10 @@ int hub_server_run(hub_config_t *cfg, const char *config_path)
     for (int i = 0; i < s->nworkers * nlsn; i++) {
         lsn_t *l = &lsn[i % nlsn];
         scopes[i % nlsn] = l->scope;
-        fds[i] = listen_socket(l->host, &l->port, err, sizeof(err));
+        fds[i] = listen_socket(l->host, &l->port, i < nlsn, err, sizeof(err));
         if (fds[i] < 0) {
-            hub_log_error("cannot listen", "key=%s reason=%s", l->key, err);
+            hub_log_error("cannot listen", "key=%s addr=%s:%d reason=%s", l->key, l->host,
+                      l->port, err);
             for (int j = 0; j < i; j++)
                 close(fds[j]);
             free(fds);

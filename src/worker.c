@@ -248,7 +248,7 @@ int hub_worker_init(hub_worker_t *w, hub_server_t *srv, int index, const int *fd
         w->nlisteners++;
         if ((r = uv_tcp_open(&l->tcp, fds[i])) != 0)
             return r;
-        if ((r = uv_listen((uv_stream_t *)&l->tcp, 4096, on_connection)) != 0)
+        if ((r = uv_listen((uv_stream_t *)&l->tcp, HUB_LISTEN_BACKLOG, on_connection)) != 0)
             return r;
     }
     return 0;

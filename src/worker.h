@@ -75,9 +75,11 @@ struct hub_worker_s {
     hub_metrics_t metrics;       /* written by this worker only; read by scrapes */
 };
 
-/* Prepares w (main thread, before start). fds[0..n) are bound, not yet
- * listening SO_REUSEPORT sockets that w takes over, serving scopes[i]
- * (HUB_SCOPE_*). Returns 0 or HUB_E*. */
+#define HUB_LISTEN_BACKLOG 4096
+
+/* Prepares w (main thread, before start). fds[0..n) are bound, listening
+ * SO_REUSEPORT sockets that w takes over, serving scopes[i] (HUB_SCOPE_*).
+ * Returns 0 or HUB_E*. */
 int hub_worker_init(hub_worker_t *w, hub_server_t *srv, int index, const int *fds,
                     const uint8_t *scopes, int n);
 

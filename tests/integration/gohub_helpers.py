@@ -98,6 +98,24 @@ def wait_for(pred, timeout, interval=0.05):
 # the daemon
 
 
+def start_refused(binary, env, timeout=10.0):
+    """Starts gohub (-c CONFIG, env on top of clean_env) expecting it to
+    refuse to start. Returns (exit code, output); the code is None when it
+    was still running after timeout s (then it is killed)."""
+    e = clean_env()
+    e.update(env)
+    p = subprocess.Popen([str(binary), "-c", str(CONFIG)], cwd=str(REPO), env=e,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+        return p.returncode, out.decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+        return None, out.decode(errors="replace")
+
+
 class Daemon:
     """One gohub process. env: extra GOHUB_* (or other) variables on top of
     the test defaults (a value of None removes a default). args: command-line arguments (default -c CONFIG)."""

@@ -9,7 +9,8 @@ import time
 import websockets
 
 from gohub_helpers import (
-    OP_BINARY, OP_TEXT, RawWS, check_pong, frame, http_get, ping_json, ping_roundtrip, wait_for,
+    OP_BINARY, OP_TEXT, RawWS, check_pong, frame, http_get, ping_json, ping_roundtrip,
+    start_refused, wait_for,
 )
 
 
@@ -156,3 +157,18 @@ def test_log_text_format(start_daemon):
         except ValueError:
             continue
         assert not isinstance(rec, dict), f"JSON line with log.format=text: {ln!r}"
+
+
+def test_second_daemon_on_a_port_in_use_refuses_to_start(start_daemon, gohub_bin):
+    """SO_REUSEPORT would let a second gohub join the port and silently take
+    a share of the new connections; it must exit naming the address."""
+    d = start_daemon()
+    with RawWS.connect(d.port) as held:
+        rc, out = start_refused(gohub_bin, {"GOHUB_SERVER_ADDR": f"127.0.0.1:{d.port}"})
+        assert rc == 1, f"second daemon exit code {rc} (None = it is serving the port)\n{out}"
+        assert "already in use" in out and f"127.0.0.1:{d.port}" in out, out
+        assert "server.addr" in out, out
+        ping_roundtrip(held, 1)
+    for i in range(5):  # the first keeps serving new connections
+        with RawWS.connect(d.port) as ws:
+            ping_roundtrip(ws, i + 2)

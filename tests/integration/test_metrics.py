@@ -21,8 +21,8 @@ import pytest
 
 from gohub_helpers import (
     OP_BINARY, OP_TEXT, REPO, Conn, Hub, RawWS, check_envelope, check_error, frame, free_port,
-    http_get, module_daemon, read_response, reload_lua, request, wait_for, write_lua,
-    ws_request,
+    http_get, module_daemon, read_response, reload_lua, request, start_refused, wait_for,
+    write_lua, ws_request,
 )
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -391,6 +391,16 @@ def test_metrics_port_variable(start_daemon):
     d = start_daemon(env={"METRICS_PORT": str(mport)})
     assert scrape(mport).get("gohub_connected_clients") == 0
     assert http_get(d.port, "/metrics").status == 404
+
+
+def test_metrics_addr_overlapping_server_addr_refuses_to_start(gohub_bin):
+    """metrics.addr :P (every interface) beside server.addr 127.0.0.1:P:
+    both would bind under SO_REUSEPORT and /metrics would answer 404."""
+    port = free_port()
+    rc, out = start_refused(gohub_bin, {"GOHUB_SERVER_ADDR": f"127.0.0.1:{port}",
+                                        "METRICS_PORT": str(port)})
+    assert rc == 1, f"exit code {rc} (None = it started)\n{out}"
+    assert "metrics.addr" in out and "already in use" in out, out
 
 
 def test_metrics_disabled(start_daemon):
