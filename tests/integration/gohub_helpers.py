@@ -59,12 +59,22 @@ ASAN_ENV = {
 }
 
 
+_handed_out = set()
+
+
 def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A loopback port free now, never one this process handed out before:
+    the kernel may pick the same port twice in a row, and a test that gives
+    one port to METRICS_PORT and then starts a daemon (which picks its own)
+    must not get two equal ports."""
+    while True:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 # --------------------------------------------------------------------------
