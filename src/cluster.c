@@ -99,6 +99,7 @@ typedef struct {
 typedef struct {
     char id[72];
     uint64_t epoch;
+    uint64_t prev_epoch;         /* the identity it had before it restarted; 0 = none */
     uint64_t last_ms;            /* bus loop time of its last message */
     uint32_t clients;
     hub_strmap_t windows;        /* subject -> window_t (owned): dedupe per stream */
@@ -133,6 +134,7 @@ struct hub_bus_s {
     char snapshot_ask[72];       /* a node we met after its snapshot: ask it for one */
     dead_t *dead;                /* bus thread: buried rooms, see flush_dead */
     grave_t graves[GRAVES];      /* guarded by nodes_mu; epoch 0 = free */
+    uint64_t shared_id_logged_ms; /* bus loop time of the last shared-node_id warning */
     int stopping;
 };
 
@@ -1152,12 +1154,14 @@ static node_t *node_get(hub_bus_t *b, const char *id, uint64_t epoch, int *creat
         if (nd->epoch != epoch) {
             /* restarted: a new identity under the same id */
             hub_log_info("cluster: node restarted", "node_id=%s", id);
+            uint64_t prev = nd->epoch;
             hub_strmap_free(&nd->users);
             windows_free(nd);
             rooms_clear(b, nd, 1);
             memset(nd, 0, sizeof(*nd));
             snprintf(nd->id, sizeof(nd->id), "%s", id);
             nd->epoch = epoch;
+            nd->prev_epoch = prev;
             hub_strmap_init(&nd->users);
             hub_strmap_init(&nd->rooms);
             hub_strmap_init(&nd->windows);
@@ -1302,6 +1306,34 @@ static int parse_num(const char **p, const char *end, int base, uint64_t *out)
     return 0;
 }
 
+/* Two processes configured with one node_id look, to everyone else, like
+ * one node restarting back and forth, and their client ids collide. Logged
+ * as an error at most every 10 s (bus thread); not in the first
+ * node_timeout after the bus (re)connects, when JetStream may hand back
+ * messages of a run that has ended. */
+static void warn_shared_id(hub_bus_t *b, const char *id, const char *what)
+{
+    uint64_t now = uv_now(&b->loop);
+    if (b->up_since_ms == 0 || now - b->up_since_ms < b->node_timeout_ms)
+        return;
+    if (b->shared_id_logged_ms != 0 && now - b->shared_id_logged_ms < 10000)
+        return;
+    b->shared_id_logged_ms = now;
+    hub_log_error("cluster: node_id used by two processes", "node_id=%s what=%s", id, what);
+}
+
+/* 1 when (id, epoch) is the identity node id had before its last restart:
+ * a late message of the old run, or a second process with the same node_id
+ * (which would otherwise make the node restart back and forth, each time
+ * emptying its rooms). Caller holds nodes_mu. */
+static int stale_identity(const hub_bus_t *b, const char *id, uint64_t epoch)
+{
+    for (size_t i = 0; i < b->nnodes; i++)
+        if (strcmp(b->nodes[i].id, id) == 0)
+            return b->nodes[i].prev_epoch != 0 && b->nodes[i].prev_epoch == epoch;
+    return 0;
+}
+
 void hub_bus_transport_message(hub_bus_t *b, const char *subject, size_t slen, const uint8_t *p,
                                size_t n)
 {
@@ -1333,10 +1365,24 @@ void hub_bus_transport_message(hub_bus_t *b, const char *subject, size_t slen, c
     arg[arglen] = '\0';
     const uint8_t *frame = (const uint8_t *)q + arglen;
     size_t flen = (size_t)(end - q) - arglen;
-    if (strcmp(id, b->srv->node_id) == 0 && epoch == b->epoch)
-        return; /* our own echo */
+    if (strcmp(id, b->srv->node_id) == 0) {
+        /* our own echo; or our node_id with another epoch: another process
+         * configured with this node's id, or this node's previous run
+         * (JetStream hands back what it had not acknowledged). Its clients'
+         * ids are ours, so it can never be a peer. */
+        if (epoch != b->epoch)
+            warn_shared_id(b, id, "messages from another process with this node's own node_id "
+                                  "(or from this node's previous run) are ignored");
+        return;
+    }
 
     uv_mutex_lock(&b->nodes_mu);
+    if (stale_identity(b, id, epoch)) {
+        uv_mutex_unlock(&b->nodes_mu);
+        warn_shared_id(b, id, "messages from the identity this node had before it restarted "
+                              "are ignored");
+        return;
+    }
     int created;
     node_t *nd = node_get(b, id, epoch, &created);
     int fresh = nd != NULL && seq_fresh(nd, subj, seq, uv_now(&b->loop));

@@ -1004,3 +1004,35 @@ def test_a_restarted_node_rejoins_with_a_new_identity(start_daemon, bus):
     assert got == list(range(5)), got
     a.send("room_message", {"room_id": "phoenix", "content": "back"}, mid=None)
     assert new.expect_type("room_message", timeout=5)["data"]["content"] == "back"
+
+
+def test_two_processes_with_one_node_id_are_reported_and_the_others_do_not_flap(
+        start_daemon, bus):
+    """A second process started with a node_id already in use looks, to the
+    other nodes, like that node restarting back and forth at every message,
+    each time emptying its rooms. Both processes log an error naming the
+    node_id, the other node keeps one identity (the newer) and logs the
+    conflict, instead of a "node restarted" per heartbeat."""
+    n1 = start_node(start_daemon, bus, "node1")
+    a = start_node(start_daemon, bus, "dup")
+    for d in (n1, a):
+        wait_for(lambda d=d: node_ids(d) == ["dup", "node1"], 10)
+    b = start_node(start_daemon, bus, "dup")
+    wait_for(lambda: health(b)[1]["bus"] == "connected", 10)
+    conflict = "node_id used by two processes"
+    for d in (a, b, n1):  # quiet for node_timeout (2 s) after connecting
+        assert wait_for(lambda d=d: conflict in d.log_text(), 10), \
+            f"no conflict logged on :{d.port}:\n{d.log_text()[-3000:]}"
+    line = next(r for r in n1.log_records() if r.get("msg") == "cluster: " + conflict)
+    assert line["level"] == "error" and line["node_id"] == "dup", line
+    restarts = n1.log_text().count("node restarted")
+    time.sleep(2)  # ~7 heartbeats of each "dup" (300 ms)
+    assert n1.log_text().count("node restarted") == restarts <= 1, n1.log_text()[-3000:]
+    assert node_ids(n1) == ["dup", "node1"]
+    # the newer "dup" is the one node1 follows: its room messages cross
+    h1, hb = Hub(n1.port, name="h1"), Hub(b.port, name="hb")
+    for h in (h1, hb):
+        h.call_ok("join_room", {"room_id": "twins"}, "room_joined")
+    settle_subscriptions()
+    hb.send("room_message", {"room_id": "twins", "content": "from b"}, mid=None)
+    assert h1.expect_type("room_message", timeout=5)["data"]["content"] == "from b"
