@@ -307,8 +307,9 @@ int hub_server_run(hub_config_t *cfg, const char *config_path)
         scopes[i % nlsn] = l->scope;
         fds[i] = listen_socket(l->host, &l->port, i < nlsn, err, sizeof(err));
         if (fds[i] < 0) {
-            hub_log_error("cannot listen", "key=%s addr=%s:%d reason=%s", l->key, l->host,
-                      l->port, err);
+            int v6 = strchr(l->host, ':') != NULL;
+            hub_log_error("cannot listen", "key=%s addr=%s%s%s:%d reason=%s", l->key,
+                          v6 ? "[" : "", l->host, v6 ? "]" : "", l->port, err);
             for (int j = 0; j < i; j++)
                 close(fds[j]);
             free(fds);
