@@ -135,6 +135,9 @@ struct hub_bus_s {
     dead_t *dead;                /* bus thread: buried rooms, see flush_dead */
     grave_t graves[GRAVES];      /* guarded by nodes_mu; epoch 0 = free */
     uint64_t shared_id_logged_ms; /* bus loop time of the last shared-node_id warning */
+    uint64_t drop_logged_ms;     /* bus loop time of the last dropped-message warning */
+    uint64_t drops_unlogged;     /* dropped since that warning */
+    int ever_up;                 /* the bus has connected once: later connects are reconnects */
     int stopping;
 };
 
@@ -299,6 +302,7 @@ static void send_now(hub_bus_t *b, int kind, uint8_t mtype, const char *arg, siz
     if (n > 0) /* heartbeats carry no frame: p may be NULL */
         memcpy(buf + hl + arglen, p, n);
     b->tr->publish(b->impl, subject, buf, total, msg_id);
+    hub_mc_add(&hub_metrics_bus()->bus_published, 1);
     free(buf);
 }
 
@@ -1370,15 +1374,18 @@ void hub_bus_transport_message(hub_bus_t *b, const char *subject, size_t slen, c
          * configured with this node's id, or this node's previous run
          * (JetStream hands back what it had not acknowledged). Its clients'
          * ids are ours, so it can never be a peer. */
-        if (epoch != b->epoch)
+        if (epoch != b->epoch) {
+            hub_mc_add(&hub_metrics_bus()->bus_dropped[HUB_BD_NODE_ID_CONFLICT], 1);
             warn_shared_id(b, id, "messages from another process with this node's own node_id "
                                   "(or from this node's previous run) are ignored");
+        }
         return;
     }
 
     uv_mutex_lock(&b->nodes_mu);
     if (stale_identity(b, id, epoch)) {
         uv_mutex_unlock(&b->nodes_mu);
+        hub_mc_add(&hub_metrics_bus()->bus_dropped[HUB_BD_NODE_ID_CONFLICT], 1);
         warn_shared_id(b, id, "messages from the identity this node had before it restarted "
                               "are ignored");
         return;
@@ -1389,6 +1396,9 @@ void hub_bus_transport_message(hub_bus_t *b, const char *subject, size_t slen, c
     /* met through something else than its snapshot (which starts with its
      * users): it sent that before we listened, so ask again */
     int ask = created && fresh && kind != HUB_CL_USERS && kind != HUB_CL_BYE;
+    if (nd != NULL)
+        hub_mc_add(fresh ? &hub_metrics_bus()->bus_received
+                         : &hub_metrics_bus()->bus_dropped[HUB_BD_DUPLICATE], 1);
     if (nd != NULL && fresh) {
         nd->last_ms = uv_now(&b->loop);
         if (kind == HUB_CL_BEAT)
@@ -1447,13 +1457,37 @@ void hub_bus_transport_message(hub_bus_t *b, const char *subject, size_t slen, c
     }
     return;
 bad:
+    hub_mc_add(&hub_metrics_bus()->bus_dropped[HUB_BD_MALFORMED], 1);
     hub_log_warn("cluster: malformed bus message dropped", "bytes=%zu", n);
+}
+
+/* The metric label of a transport's reason text (bus_redis.c and bus_nats.c
+ * pass static strings: "publish buffer full", "no_memory", "slow consumer",
+ * "redis_error", "publish failed", ...). */
+static int drop_reason(const char *why)
+{
+    if (strstr(why, "buffer"))
+        return HUB_BD_BUFFER_FULL;
+    if (strstr(why, "memory"))
+        return HUB_BD_OUT_OF_MEMORY;
+    if (strstr(why, "slow"))
+        return HUB_BD_SLOW_CONSUMER;
+    return HUB_BD_BUS_ERROR;
 }
 
 void hub_bus_transport_dropped(hub_bus_t *b, const char *why)
 {
-    HUB_UNUSED(b);
-    hub_log_warn("cluster: bus message dropped", "reason=%s", why);
+    hub_mc_add(&hub_metrics_bus()->bus_dropped[drop_reason(why)], 1);
+    /* a bus down under traffic drops thousands a second: one line per 10 s,
+     * the counter has every one */
+    uint64_t now = uv_now(&b->loop);
+    b->drops_unlogged++;
+    if (b->drop_logged_ms != 0 && now - b->drop_logged_ms < 10000)
+        return;
+    hub_log_warn("cluster: bus messages dropped", "reason=%s count=%llu", why,
+                 (unsigned long long)b->drops_unlogged);
+    b->drop_logged_ms = now;
+    b->drops_unlogged = 0;
 }
 
 void hub_bus_transport_state(hub_bus_t *b, int connected)
@@ -1464,6 +1498,9 @@ void hub_bus_transport_state(hub_bus_t *b, int connected)
     else if (was != HUB_BUS_CONNECTED)
         b->up_since_ms = uv_now(&b->loop) | 1; /* never 0 */
     if (connected && was != HUB_BUS_CONNECTED) {
+        if (b->ever_up)
+            hub_mc_add(&hub_metrics_bus()->bus_reconnects, 1);
+        b->ever_up = 1;
         hub_log_info("cluster: bus connected", "bus=%s subjects=%zu", b->tr->name,
                      b->subjects.n);
         size_t it;

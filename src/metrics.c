@@ -11,6 +11,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "bus.h"
+#include "cluster.h"
 #include "conn.h"
 #include "log.h"
 #include "registry.h"
@@ -332,6 +334,10 @@ void hub_metrics_accumulate(hub_metrics_snap_t *s, const hub_metrics_t *m)
     for (int t = 0; t < HUB_MT_COUNT; t++)
         acc(s->dur_buckets[t], m->dur_buckets[t], HUB_MD_BUCKETS + 1);
     acc(s->dur_sum, m->dur_sum, HUB_MT_COUNT);
+    acc(&s->bus_published, &m->bus_published, 1);
+    acc(&s->bus_received, &m->bus_received, 1);
+    acc(&s->bus_reconnects, &m->bus_reconnects, 1);
+    acc(s->bus_dropped, m->bus_dropped, HUB_BD_NREASONS);
 }
 
 /* ---- text exposition ----------------------------------------------------- */
@@ -454,6 +460,13 @@ static void by_type(sbuf_t *b, const char *name, const char *help, const uint64_
             sb_printf(b, "%s{type=\"%s\"} %llu\n", name, types[t].s, (unsigned long long)v[t]);
 }
 
+static const char *const bus_drop_reasons[HUB_BD_NREASONS] = {
+    [HUB_BD_BUFFER_FULL] = "buffer_full",       [HUB_BD_BUS_ERROR] = "bus_error",
+    [HUB_BD_OUT_OF_MEMORY] = "out_of_memory",   [HUB_BD_SLOW_CONSUMER] = "slow_consumer",
+    [HUB_BD_MALFORMED] = "malformed",           [HUB_BD_DUPLICATE] = "duplicate",
+    [HUB_BD_NODE_ID_CONFLICT] = "node_id_conflict",
+};
+
 char *hub_metrics_format(const hub_metrics_snap_t *s, const hub_proc_stats_t *p,
                          const char *version, const char *node_id, size_t *len)
 {
@@ -558,6 +571,25 @@ char *hub_metrics_format(const hub_metrics_snap_t *s, const hub_proc_stats_t *p,
                   HUB_MD_BUCKETS, s->dur_sum[t], 1);
     }
 
+    scalar(&b, "gohub_cluster_bus_up", "gauge",
+           "1 while the cluster bus is connected; 0 while it is down, or with no cluster.",
+           s->bus_up);
+    scalar(&b, "gohub_cluster_nodes", "gauge",
+           "Live nodes in this node's view of the cluster, itself included (0 with no cluster).",
+           s->cluster_nodes);
+    scalar(&b, "gohub_cluster_messages_published_total", "counter",
+           "Messages this node handed to the cluster bus.", s->bus_published);
+    scalar(&b, "gohub_cluster_messages_received_total", "counter",
+           "Messages from other nodes taken from the cluster bus (duplicates and drops "
+           "excluded).", s->bus_received);
+    family(&b, "gohub_cluster_messages_dropped_total", "counter",
+           "Cluster bus messages dropped, by reason.");
+    for (int i = 0; i < HUB_BD_NREASONS; i++)
+        sb_printf(&b, "gohub_cluster_messages_dropped_total{reason=\"%s\"} %llu\n",
+                  bus_drop_reasons[i], (unsigned long long)s->bus_dropped[i]);
+    scalar(&b, "gohub_cluster_reconnects_total", "counter",
+           "Times the cluster bus connected again after being down.", s->bus_reconnects);
+
     family(&b, "process_cpu_seconds_total", "counter", "User and system CPU time spent in seconds.");
     sb_printf(&b, "process_cpu_seconds_total %.2f\n", p->cpu_seconds);
     scalar(&b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
@@ -590,6 +622,8 @@ char *hub_metrics_render(hub_server_t *srv, size_t *len)
         hub_metrics_accumulate(s, &srv->workers[i].metrics);
     hub_metrics_accumulate(s, &main_metrics);
     hub_metrics_accumulate(s, &bus_metrics);
+    s->bus_up = hub_cluster_state() == HUB_BUS_CONNECTED;
+    s->cluster_nodes = hub_cluster_nodes(NULL, 0);
     long conns = atomic_load(&srv->ws_connections);
     s->connected_clients = conns > 0 ? (uint64_t)conns : 0;
     size_t clients, rooms;

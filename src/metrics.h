@@ -59,6 +59,19 @@ enum {
     HUB_DROP_NREASONS
 };
 
+/* Why a cluster bus message was dropped (gohub_cluster_messages_dropped_total):
+ * outbound ones by the transport, inbound ones by the core. */
+enum {
+    HUB_BD_BUFFER_FULL,      /* over cluster.publish_buffer while the bus is down or slow */
+    HUB_BD_BUS_ERROR,        /* refused or failed by the bus server */
+    HUB_BD_OUT_OF_MEMORY,
+    HUB_BD_SLOW_CONSUMER,    /* inbound, more than this node kept up with */
+    HUB_BD_MALFORMED,        /* inbound, not a gohub bus message */
+    HUB_BD_DUPLICATE,        /* inbound, seen before (JetStream redelivery, two paths) */
+    HUB_BD_NODE_ID_CONFLICT, /* inbound, from a second process with a node_id in use */
+    HUB_BD_NREASONS
+};
+
 #define HUB_ME_NCODES 20     /* the protocol's 19 error codes + "other" */
 #define HUB_MA_NREASONS 13   /* auth failure reasons (auth.h names) + "other" */
 #define HUB_MD_BUCKETS 15    /* handler duration bounds */
@@ -86,6 +99,9 @@ typedef struct hub_metrics_s {
     hub_mcounter_t size_sum;                     /* bytes */
     hub_mcounter_t dur_buckets[HUB_MT_COUNT][HUB_MD_BUCKETS + 1];
     hub_mcounter_t dur_sum[HUB_MT_COUNT];        /* nanoseconds */
+    /* the cluster bus thread's */
+    hub_mcounter_t bus_published, bus_received, bus_reconnects;
+    hub_mcounter_t bus_dropped[HUB_BD_NREASONS];
 } hub_metrics_t;
 
 /* The calling thread's own struct (set by hub_metrics_bind), or a shared
@@ -194,9 +210,13 @@ typedef struct {
     uint64_t size_sum;
     uint64_t dur_buckets[HUB_MT_COUNT][HUB_MD_BUCKETS + 1];
     uint64_t dur_sum[HUB_MT_COUNT];
+    uint64_t bus_published, bus_received, bus_reconnects;
+    uint64_t bus_dropped[HUB_BD_NREASONS];
     /* gauges read at scrape time */
     uint64_t connected_clients;
     uint64_t rooms;
+    uint64_t bus_up;         /* 1 while the cluster bus is connected */
+    uint64_t cluster_nodes;  /* live nodes in this node's view, itself included */
 } hub_metrics_snap_t;
 
 /* Adds m's current values into s (relaxed loads). Any thread. */

@@ -92,6 +92,19 @@ def node_ids(d):
     return sorted(n["node_id"] for n in stats(d)["nodes"])
 
 
+def metric(d, sample):
+    """The value of one sample (name or name{labels}) in d's /metrics."""
+    r = http_get(d.port, "/metrics", timeout=3.0)
+    assert r is not None and r.status == 200, r
+    for line in r.body.decode().splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split(" ")[1])
+    raise AssertionError(f"{sample} not in /metrics of :{d.port}")
+
+
+CONFLICTS = 'gohub_cluster_messages_dropped_total{reason="node_id_conflict"}'
+
+
 def cluster(start_daemon, bus, n=3, extra=None):
     nodes = [start_node(start_daemon, bus, f"node{i + 1}", extra) for i in range(n)]
     want = sorted(f"node{i + 1}" for i in range(n))
@@ -1025,6 +1038,8 @@ def test_two_processes_with_one_node_id_are_reported_and_the_others_do_not_flap(
             f"no conflict logged on :{d.port}:\n{d.log_text()[-3000:]}"
     line = next(r for r in n1.log_records() if r.get("msg") == "cluster: " + conflict)
     assert line["level"] == "error" and line["node_id"] == "dup", line
+    for d in (a, b, n1):
+        assert metric(d, CONFLICTS) > 0
     restarts = n1.log_text().count("node restarted")
     time.sleep(2)  # ~7 heartbeats of each "dup" (300 ms)
     assert n1.log_text().count("node restarted") == restarts <= 1, n1.log_text()[-3000:]
@@ -1036,3 +1051,47 @@ def test_two_processes_with_one_node_id_are_reported_and_the_others_do_not_flap(
     settle_subscriptions()
     hb.send("room_message", {"room_id": "twins", "content": "from b"}, mid=None)
     assert h1.expect_type("room_message", timeout=5)["data"]["content"] == "from b"
+
+
+def test_cluster_metrics_follow_the_bus(start_daemon, bus):
+    """/metrics counts the bus: messages published and received, drops by
+    reason (malformed ones put on the bus by hand, exactly), the bus going
+    down and the reconnect, and the live nodes."""
+    n1, n2 = cluster(start_daemon, bus, n=2, extra={"GOHUB_CLUSTER_PUBLISH_BUFFER": "16K"})
+    for d in (n1, n2):
+        assert metric(d, "gohub_cluster_bus_up") == 1
+        assert metric(d, "gohub_cluster_nodes") == 2
+        assert metric(d, "gohub_cluster_reconnects_total") == 0
+    a, b = Hub(n1.port, name="a"), Hub(n2.port, name="b")
+    for h in (a, b):
+        h.call_ok("join_room", {"room_id": "counted"}, "room_joined")
+    settle_subscriptions()
+    published = "gohub_cluster_messages_published_total"
+    received = "gohub_cluster_messages_received_total"
+    pub0, rec0 = metric(n1, published), metric(n2, received)
+    for i in range(20):
+        a.send("room_message", {"room_id": "counted", "content": i}, mid=None)
+    assert [b.expect_type("room_message", timeout=5)["data"]["content"]
+            for _ in range(20)] == list(range(20))
+    assert metric(n1, published) - pub0 >= 20  # plus heartbeats
+    assert metric(n2, received) - rec0 >= 20
+    malformed = 'gohub_cluster_messages_dropped_total{reason="malformed"}'
+    m0 = metric(n1, malformed)
+    for payload in (b"", b"GH1", b"\xff" * 100):
+        bus_publish(bus, "all", payload)
+    assert wait_for(lambda: metric(n1, malformed) - m0 == 3, 5), metric(n1, malformed) - m0
+    assert metric(n1, CONFLICTS) == 0
+    bus.kill()
+    assert wait_for(lambda: metric(n1, "gohub_cluster_bus_up") == 0, 10)
+    # while down, publishes beyond cluster.publish_buffer are dropped: each
+    # counted, one log line (per 10 s) for all of them
+    full = 'gohub_cluster_messages_dropped_total{reason="buffer_full"}'
+    for i in range(200):
+        a.send("room_message", {"room_id": "counted", "content": "x" * 200}, mid=None)
+    assert wait_for(lambda: metric(n1, full) >= 100, 5), metric(n1, full)
+    assert n1.log_text().count("cluster: bus messages dropped") == 1
+    bus.start()
+    assert wait_for(lambda: metric(n1, "gohub_cluster_bus_up") == 1, 15)
+    assert metric(n1, "gohub_cluster_reconnects_total") == 1
+    assert wait_for(lambda: metric(n1, "gohub_cluster_nodes") == 2, 10)
+

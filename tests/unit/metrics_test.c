@@ -432,11 +432,18 @@ TEST(exposition_carries_the_summed_values)
     hub_metrics_error(b, 3003);
     hub_mc_add(&a->conns_opened, 3);
     hub_mc_add(&b->reloads_failed, 1);
+    hub_mc_add(&b->bus_published, 5); /* b stands for the bus thread */
+    hub_mc_add(&b->bus_received, 4);
+    hub_mc_add(&b->bus_reconnects, 1);
+    hub_mc_add(&b->bus_dropped[HUB_BD_BUFFER_FULL], 3);
+    hub_mc_add(&b->bus_dropped[HUB_BD_NODE_ID_CONFLICT], 2);
     hub_metrics_snap_t *s = calloc(1, sizeof(*s));
     hub_metrics_accumulate(s, a);
     hub_metrics_accumulate(s, b);
     s->connected_clients = 7;
     s->rooms = 2;
+    s->bus_up = 1;
+    s->cluster_nodes = 3;
     size_t len;
     char *text = format(s, "we\"ird\\node\nid", &len);
     ASSERT(text != NULL);
@@ -458,6 +465,15 @@ TEST(exposition_carries_the_summed_values)
     ASSERT(strstr(text, "type=\"\"") == NULL);
     ASSERT(has_line(text, "gohub_errors_total{code=\"3003\"} 1"));
     ASSERT(has_line(text, "gohub_lua_reloads_total{result=\"failure\"} 1"));
+    ASSERT(has_line(text, "gohub_cluster_bus_up 1"));
+    ASSERT(has_line(text, "gohub_cluster_nodes 3"));
+    ASSERT(has_line(text, "gohub_cluster_messages_published_total 5"));
+    ASSERT(has_line(text, "gohub_cluster_messages_received_total 4"));
+    ASSERT(has_line(text, "gohub_cluster_reconnects_total 1"));
+    ASSERT(has_line(text, "gohub_cluster_messages_dropped_total{reason=\"buffer_full\"} 3"));
+    ASSERT(has_line(text, "gohub_cluster_messages_dropped_total{reason=\"node_id_conflict\"} 2"));
+    ASSERT(has_line(text, "gohub_cluster_messages_dropped_total{reason=\"duplicate\"} 0"));
+    ASSERT_EQ(count_prefix(text, "gohub_cluster_messages_dropped_total{"), HUB_BD_NREASONS);
     /* cumulative buckets; _count equals +Inf; exact decimal seconds */
     ASSERT(has_line(text, "gohub_handler_duration_seconds_bucket{type=\"ping\",le=\"0.00005\"} 1"));
     ASSERT(has_line(text, "gohub_handler_duration_seconds_bucket{type=\"ping\",le=\"0.0001\"} 1"));
