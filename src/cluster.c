@@ -1146,15 +1146,23 @@ static void graves_trim(hub_bus_t *b, uint64_t now)
 }
 
 /* The node record for (id, epoch), created when new (*created = 1). NULL
- * when the table is full. A restarted node's members of the old identity
- * are buried. Caller holds nodes_mu. */
-static node_t *node_get(hub_bus_t *b, const char *id, uint64_t epoch, int *created)
+ * when the table is full, or (*stale = 1) when (id, epoch) is the identity
+ * the node had before its last restart: a late message of the old run, or
+ * a second process with the same node_id, which would otherwise make the
+ * node restart back and forth, each time emptying its rooms. A restarted
+ * node's members of the old identity are buried. Caller holds nodes_mu. */
+static node_t *node_get(hub_bus_t *b, const char *id, uint64_t epoch, int *created, int *stale)
 {
     *created = 0;
+    *stale = 0;
     for (size_t i = 0; i < b->nnodes; i++) {
         node_t *nd = &b->nodes[i];
         if (strcmp(nd->id, id) != 0)
             continue;
+        if (nd->prev_epoch != 0 && epoch == nd->prev_epoch) {
+            *stale = 1;
+            return NULL;
+        }
         if (nd->epoch != epoch) {
             /* restarted: a new identity under the same id */
             hub_log_info("cluster: node restarted", "node_id=%s", id);
@@ -1310,32 +1318,29 @@ static int parse_num(const char **p, const char *end, int base, uint64_t *out)
     return 0;
 }
 
-/* Two processes configured with one node_id look, to everyone else, like
- * one node restarting back and forth, and their client ids collide. Logged
- * as an error at most every 10 s (bus thread); not in the first
- * node_timeout after the bus (re)connects, when JetStream may hand back
- * messages of a run that has ended. */
-static void warn_shared_id(hub_bus_t *b, const char *id, const char *what)
+/* 1 when a warning last logged at *last_ms may be logged again (at most
+ * every 10 s), and then *last_ms becomes now (bus thread). */
+static int log_due(uint64_t *last_ms, uint64_t now)
 {
-    uint64_t now = uv_now(&b->loop);
-    if (b->up_since_ms == 0 || now - b->up_since_ms < b->node_timeout_ms)
-        return;
-    if (b->shared_id_logged_ms != 0 && now - b->shared_id_logged_ms < 10000)
-        return;
-    b->shared_id_logged_ms = now;
-    hub_log_error("cluster: node_id used by two processes", "node_id=%s what=%s", id, what);
+    if (*last_ms != 0 && now - *last_ms < 10000)
+        return 0;
+    *last_ms = now;
+    return 1;
 }
 
-/* 1 when (id, epoch) is the identity node id had before its last restart:
- * a late message of the old run, or a second process with the same node_id
- * (which would otherwise make the node restart back and forth, each time
- * emptying its rooms). Caller holds nodes_mu. */
-static int stale_identity(const hub_bus_t *b, const char *id, uint64_t epoch)
+/* Two processes configured with one node_id look, to everyone else, like
+ * one node restarting back and forth, and their client ids collide. Counted
+ * and logged as an error (log_due); not logged in the first node_timeout
+ * after the bus (re)connects, when JetStream may hand back messages of a
+ * run that has ended. */
+static void shared_id_dropped(hub_bus_t *b, const char *id, const char *what)
 {
-    for (size_t i = 0; i < b->nnodes; i++)
-        if (strcmp(b->nodes[i].id, id) == 0)
-            return b->nodes[i].prev_epoch != 0 && b->nodes[i].prev_epoch == epoch;
-    return 0;
+    hub_mc_add(&hub_metrics_bus()->bus_dropped[HUB_BD_NODE_ID_CONFLICT], 1);
+    uint64_t now = uv_now(&b->loop);
+    if (b->up_since_ms == 0 || now - b->up_since_ms < b->node_timeout_ms ||
+        !log_due(&b->shared_id_logged_ms, now))
+        return;
+    hub_log_error("cluster: node_id used by two processes", "node_id=%s what=%s", id, what);
 }
 
 void hub_bus_transport_message(hub_bus_t *b, const char *subject, size_t slen, const uint8_t *p,
@@ -1374,24 +1379,21 @@ void hub_bus_transport_message(hub_bus_t *b, const char *subject, size_t slen, c
          * configured with this node's id, or this node's previous run
          * (JetStream hands back what it had not acknowledged). Its clients'
          * ids are ours, so it can never be a peer. */
-        if (epoch != b->epoch) {
-            hub_mc_add(&hub_metrics_bus()->bus_dropped[HUB_BD_NODE_ID_CONFLICT], 1);
-            warn_shared_id(b, id, "messages from another process with this node's own node_id "
-                                  "(or from this node's previous run) are ignored");
-        }
+        if (epoch != b->epoch)
+            shared_id_dropped(b, id, "messages from another process with this node's own "
+                                     "node_id (or from this node's previous run) are ignored");
         return;
     }
 
     uv_mutex_lock(&b->nodes_mu);
-    if (stale_identity(b, id, epoch)) {
+    int created, stale;
+    node_t *nd = node_get(b, id, epoch, &created, &stale);
+    if (stale) {
         uv_mutex_unlock(&b->nodes_mu);
-        hub_mc_add(&hub_metrics_bus()->bus_dropped[HUB_BD_NODE_ID_CONFLICT], 1);
-        warn_shared_id(b, id, "messages from the identity this node had before it restarted "
-                              "are ignored");
+        shared_id_dropped(b, id, "messages from the identity this node had before it "
+                                 "restarted are ignored");
         return;
     }
-    int created;
-    node_t *nd = node_get(b, id, epoch, &created);
     int fresh = nd != NULL && seq_fresh(nd, subj, seq, uv_now(&b->loop));
     /* met through something else than its snapshot (which starts with its
      * users): it sent that before we listened, so ask again */
@@ -1480,13 +1482,11 @@ void hub_bus_transport_dropped(hub_bus_t *b, const char *why)
     hub_mc_add(&hub_metrics_bus()->bus_dropped[drop_reason(why)], 1);
     /* a bus down under traffic drops thousands a second: one line per 10 s,
      * the counter has every one */
-    uint64_t now = uv_now(&b->loop);
     b->drops_unlogged++;
-    if (b->drop_logged_ms != 0 && now - b->drop_logged_ms < 10000)
+    if (!log_due(&b->drop_logged_ms, uv_now(&b->loop)))
         return;
     hub_log_warn("cluster: bus messages dropped", "reason=%s count=%llu", why,
                  (unsigned long long)b->drops_unlogged);
-    b->drop_logged_ms = now;
     b->drops_unlogged = 0;
 }
 
