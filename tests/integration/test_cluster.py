@@ -15,7 +15,9 @@ import time
 
 import pytest
 
-from gohub_helpers import Hub, copy_lua, free_port, http_get, http_post, wait_for, write_lua
+from gohub_helpers import (
+    Hub, copy_lua, free_port, http_get, http_post, scrape, wait_for, write_lua,
+)
 
 BUSES = ["redis", "nats"]
 
@@ -92,17 +94,12 @@ def node_ids(d):
     return sorted(n["node_id"] for n in stats(d)["nodes"])
 
 
-def metric(d, sample):
-    """The value of one sample (name or name{labels}) in d's /metrics."""
-    r = http_get(d.port, "/metrics", timeout=3.0)
-    assert r is not None and r.status == 200, r
-    for line in r.body.decode().splitlines():
-        if line.startswith(sample + " "):
-            return float(line.split(" ")[1])
-    raise AssertionError(f"{sample} not in /metrics of :{d.port}")
+def metric(d, name, **labels):
+    """The value of one sample of d's /metrics."""
+    return scrape(d.port).get(name, **labels)
 
 
-CONFLICTS = 'gohub_cluster_messages_dropped_total{reason="node_id_conflict"}'
+DROPPED = "gohub_cluster_messages_dropped_total"
 
 
 def cluster(start_daemon, bus, n=3, extra=None):
@@ -1039,7 +1036,7 @@ def test_two_processes_with_one_node_id_are_reported_and_the_others_do_not_flap(
     line = next(r for r in n1.log_records() if r.get("msg") == "cluster: " + conflict)
     assert line["level"] == "error" and line["node_id"] == "dup", line
     for d in (a, b, n1):
-        assert metric(d, CONFLICTS) > 0
+        assert metric(d, DROPPED, reason="node_id_conflict") > 0
     restarts = n1.log_text().count("node restarted")
     time.sleep(2)  # ~7 heartbeats of each "dup" (300 ms)
     assert n1.log_text().count("node restarted") == restarts <= 1, n1.log_text()[-3000:]
@@ -1075,20 +1072,20 @@ def test_cluster_metrics_follow_the_bus(start_daemon, bus):
             for _ in range(20)] == list(range(20))
     assert metric(n1, published) - pub0 >= 20  # plus heartbeats
     assert metric(n2, received) - rec0 >= 20
-    malformed = 'gohub_cluster_messages_dropped_total{reason="malformed"}'
-    m0 = metric(n1, malformed)
+    m0 = metric(n1, DROPPED, reason="malformed")
     for payload in (b"", b"GH1", b"\xff" * 100):
         bus_publish(bus, "all", payload)
-    assert wait_for(lambda: metric(n1, malformed) - m0 == 3, 5), metric(n1, malformed) - m0
-    assert metric(n1, CONFLICTS) == 0
+    assert wait_for(lambda: metric(n1, DROPPED, reason="malformed") - m0 == 3, 5), \
+        metric(n1, DROPPED, reason="malformed") - m0
+    assert metric(n1, DROPPED, reason="node_id_conflict") == 0
     bus.kill()
     assert wait_for(lambda: metric(n1, "gohub_cluster_bus_up") == 0, 10)
     # while down, publishes beyond cluster.publish_buffer are dropped: each
     # counted, one log line (per 10 s) for all of them
-    full = 'gohub_cluster_messages_dropped_total{reason="buffer_full"}'
     for i in range(200):
         a.send("room_message", {"room_id": "counted", "content": "x" * 200}, mid=None)
-    assert wait_for(lambda: metric(n1, full) >= 100, 5), metric(n1, full)
+    assert wait_for(lambda: metric(n1, DROPPED, reason="buffer_full") >= 100, 5), \
+        metric(n1, DROPPED, reason="buffer_full")
     assert n1.log_text().count("cluster: bus messages dropped") == 1
     bus.start()
     assert wait_for(lambda: metric(n1, "gohub_cluster_bus_up") == 1, 15)

@@ -412,8 +412,7 @@ def test_restart_with_a_shorter_stream_loses_nothing_sent_after_it(js, start_dae
     join_everywhere(js.port, "rb", (a, b), ("node1", "node2"))
     for i in range(30):
         a.send("room_message", {"room_id": "rb", "content": i}, mid=None)
-    got = [b.expect_type("room_message", timeout=10)["data"]["content"] for _ in range(30)]
-    check_exactly_once("b", got, list(range(30)))
+    expect_room_messages(js.port, "node2", b, list(range(30)))
     name, _ = js_consumer(js.port, "node2", "room.rb")
     assert wait_for(lambda: js_consumer_info(js.port, name)["num_ack_pending"] == 0, 5)
     given = js_consumer_info(js.port, name)["delivered"]["stream_seq"]
@@ -448,8 +447,7 @@ def test_stream_deleted_under_running_nodes_is_made_again_and_loses_nothing(js, 
     join_everywhere(js.port, "sd", (a, b), ("node1", "node2"))
     for i in range(10):
         a.send("room_message", {"room_id": "sd", "content": i}, mid=None)
-    got = [b.expect_type("room_message", timeout=10)["data"]["content"] for _ in range(10)]
-    check_exactly_once("b", got, list(range(10)))
+    expect_room_messages(js.port, "node2", b, list(range(10)))
 
     with NatsRaw(js.port) as c:
         r = c.request(f"$JS.API.STREAM.DELETE.{STREAM}", None)

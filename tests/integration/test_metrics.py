@@ -21,8 +21,8 @@ import pytest
 
 from gohub_helpers import (
     OP_BINARY, OP_TEXT, REPO, Conn, Hub, RawWS, check_envelope, check_error, frame, free_port,
-    http_get, module_daemon, read_response, reload_lua, request, start_refused, wait_for,
-    write_lua, ws_request,
+    http_get, module_daemon, read_response, reload_lua, request, Scrape, scrape, scrape_text,
+    start_refused, wait_for, write_lua, ws_request,
 )
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -32,84 +32,6 @@ SCRAPE_EXAMPLE = REPO / "configs" / "prometheus.yml"
 COMPAT_RULES = REPO / "configs" / "gohub-compat-rules.yml"
 
 daemon = module_daemon({"GOHUB_SERVER_NODE_ID": "metrics-node"})
-
-
-# ---------------------------------------------------------------- parsing
-
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
-_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*(,|$)')
-
-
-def _unescape(v):
-    return re.sub(r'\\(.)', lambda m: "\n" if m.group(1) == "n" else m.group(1), v)
-
-
-def _labels(s):
-    out, i = {}, 0
-    while i < len(s):
-        m = _LABEL.match(s, i)
-        assert m, f"bad label list {s!r} at {i}"
-        out[m.group(1)] = _unescape(m.group(2))
-        i = m.end()
-    return out
-
-
-class Scrape:
-    """One parsed exposition: samples by (name, labels) and families."""
-
-    def __init__(self, text):
-        self.text = text
-        self.samples = {}
-        self.types = {}
-        for line in text.splitlines():
-            if line.startswith("# TYPE "):
-                _, _, name, typ = line.split(" ", 3)
-                self.types[name] = typ
-                continue
-            if line.startswith("#") or not line:
-                continue
-            m = _SAMPLE.match(line)
-            assert m, f"unparsable sample line {line!r}"
-            key = (m.group(1), tuple(sorted(_labels(m.group(2) or "").items())))
-            assert key not in self.samples, f"series twice: {line!r}"
-            self.samples[key] = float(m.group(3))
-
-    def get(self, name, **labels):
-        key = (name, tuple(sorted(labels.items())))
-        if key not in self.samples:
-            have = sorted(str(dict(k[1])) for k in self.samples if k[0] == name)
-            raise AssertionError(f"no sample {name}{labels}; {name} has {have}")
-        return self.samples[key]
-
-    def series(self, name):
-        return {k[1]: v for k, v in self.samples.items() if k[0] == name}
-
-    def by(self, name, label):
-        """{label value: sample} of a family with one label."""
-        return {dict(k)[label]: v for k, v in self.series(name).items()}
-
-    def family_of(self, metric):
-        """The family a sample or query name belongs to (histogram parts
-        map to their histogram), or None."""
-        if metric in self.types:
-            return metric
-        for suffix in ("_bucket", "_sum", "_count"):
-            base = metric[: -len(suffix)]
-            if metric.endswith(suffix) and self.types.get(base) == "histogram":
-                return base
-        return None
-
-
-def scrape_text(port):
-    r = http_get(port, "/metrics", timeout=5.0)
-    assert r is not None and r.status == 200, f"GET /metrics: {r}"
-    ct = (r.header("content-type") or "").replace(" ", "").lower()
-    assert ct.startswith("text/plain;version=0.0.4"), f"Content-Type {ct!r}"
-    return r.body.decode("utf-8")
-
-
-def scrape(port):
-    return Scrape(scrape_text(port))
 
 
 def promtool_check(text):
