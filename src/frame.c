@@ -4,6 +4,8 @@
 
 #include <string.h>
 
+#include "utf8.h"
+
 hub_frame_t *hub_frame_alloc(size_t len)
 {
     if (len > UINT32_MAX)
@@ -76,14 +78,14 @@ hub_frame_t *hub_frame_ws(int opcode, const void *payload, size_t len)
 
 hub_frame_t *hub_frame_ws_close(uint16_t code, const char *reason)
 {
+    /* a reason is UTF-8 (RFC 6455 5.5.1): a handler's bad bytes become
+     * U+FFFD, and a long one ends before the character that would not fit */
     uint8_t payload[125];
-    size_t rlen = reason ? strlen(reason) : 0;
-    if (rlen > sizeof(payload) - 2)
-        rlen = sizeof(payload) - 2;
+    size_t rlen = reason ? hub_utf8_clean((char *)payload + 2, sizeof(payload) - 2, reason,
+                                          strlen(reason))
+                         : 0;
     payload[0] = (uint8_t)(code >> 8);
     payload[1] = (uint8_t)code;
-    if (rlen)
-        memcpy(payload + 2, reason, rlen);
     return hub_frame_ws(HUB_WS_OP_CLOSE, payload, 2 + rlen);
 }
 

@@ -9,6 +9,7 @@
 #include "jsonscan.h"
 #include "lua_priv.h"
 #include "msg.h"
+#include "utf8.h"
 
 #define MAX_DEPTH 128
 
@@ -66,9 +67,10 @@ static inline const char *plain_run(const char *p, const char *end)
     return p;
 }
 
-/* 1 when none of s..s+n needs an escape in a JSON string. Reads only
- * inside the text: words of eight bytes (the last one overlapping the one
- * before), two overlapping words of four, or single bytes. */
+/* 1 when s..s+n is ASCII and none of it needs an escape in a JSON
+ * string. Reads only inside the text: words of eight bytes (the last one
+ * overlapping the one before), two overlapping words of four, or single
+ * bytes. */
 static inline int all_plain(const char *s, size_t n)
 {
     const uint64_t ones = 0x0101010101010101ull;
@@ -76,20 +78,22 @@ static inline int all_plain(const char *s, size_t n)
         uint64_t v;
         for (size_t i = 0; i + 8 < n; i += 8) {
             memcpy(&v, s + i, 8);
-            if (special_bytes(v, ones))
+            if (special_bytes(v, ones) | (v & ones * 0x80))
                 return 0;
         }
         memcpy(&v, s + n - 8, 8);
-        return !special_bytes(v, ones);
+        return !(special_bytes(v, ones) | (v & ones * 0x80));
     }
     if (n >= 4) {
         uint32_t a, z;
         memcpy(&a, s, 4);
         memcpy(&z, s + n - 4, 4);
-        return !special_bytes(a, 0x01010101u) && !special_bytes(z, 0x01010101u);
+        return !(special_bytes(a, 0x01010101u) | special_bytes(z, 0x01010101u) |
+                 ((a | z) & 0x80808080u));
     }
     for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x20 || s[i] == '"' || s[i] == '\\')
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] >= 0x80 || s[i] == '"' ||
+            s[i] == '\\')
             return 0;
     return 1;
 }
@@ -701,8 +705,10 @@ static int put(enc_t *e, const char *s, size_t n)
 
 static int put_string_escaped(enc_t *e, const char *s, size_t n);
 
-/* s as a JSON string. Nearly always nothing needs an escape: one copy,
- * inlined; the rest is put_string_escaped. */
+/* s as a JSON string. Nearly always it is ASCII and nothing needs an
+ * escape: one copy, inlined; the rest is put_string_escaped. What is sent
+ * is always UTF-8: a byte of s that starts no well-formed sequence (a Lua
+ * string is any bytes) becomes U+FFFD, as Go's encoding/json does. */
 static inline int put_string(enc_t *e, const char *s, size_t n)
 {
     /* room for the text as it is and the quotes; an escape grows it */
@@ -725,8 +731,21 @@ static __attribute__((noinline)) int put_string_escaped(enc_t *e, const char *s,
     e->buf[e->len++] = '"';
     for (const char *p = s, *end = s + n; p < end;) {
         const char *run = plain_run(p, end);
-        memcpy(e->buf + e->len, p, (size_t)(run - p));
-        e->len += (size_t)(run - p);
+        /* no escape in p..run; a well-formed sequence never holds one */
+        while (p < run) {
+            size_t ok = hub_utf8_prefix((const unsigned char *)p, (size_t)(run - p));
+            memcpy(e->buf + e->len, p, ok);
+            e->len += ok;
+            p += ok;
+            if (p == run)
+                break;
+            /* a bad byte: three bytes for it, the rest and the closing quote */
+            if (grow(e, 3 + (size_t)(end - p)) != 0)
+                return -1;
+            memcpy(e->buf + e->len, HUB_UTF8_REPLACEMENT, 3);
+            e->len += 3;
+            p++;
+        }
         if (run == end)
             break;
         /* one byte becomes up to six; the rest and the closing quote follow */

@@ -8,6 +8,7 @@
 #include <sys/time.h>
 
 #include "metrics.h"
+#include "utf8.h"
 
 static atomic_uint_fast64_t next_id = 1;
 
@@ -23,13 +24,16 @@ uint64_t hub_now_ms(void)
     return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
 }
 
-/* Bytes a JSON string cannot hold as they are: controls, '"' and '\\'. */
+/* Bytes a JSON string cannot hold as they are (controls, '"' and '\\'),
+ * and those that must be checked first (non-ASCII: part of a UTF-8
+ * sequence, or a bad byte). */
 static const unsigned char json_special[256] = {
     [0x00] = 1, [0x01] = 1, [0x02] = 1, [0x03] = 1, [0x04] = 1, [0x05] = 1, [0x06] = 1,
     [0x07] = 1, [0x08] = 1, [0x09] = 1, [0x0a] = 1, [0x0b] = 1, [0x0c] = 1, [0x0d] = 1,
     [0x0e] = 1, [0x0f] = 1, [0x10] = 1, [0x11] = 1, [0x12] = 1, [0x13] = 1, [0x14] = 1,
     [0x15] = 1, [0x16] = 1, [0x17] = 1, [0x18] = 1, [0x19] = 1, [0x1a] = 1, [0x1b] = 1,
     [0x1c] = 1, [0x1d] = 1, [0x1e] = 1, [0x1f] = 1, ['"'] = 1, ['\\'] = 1,
+    [0x80 ... 0xff] = 2,
 };
 
 size_t hub_json_quote(char *buf, size_t len, size_t cap, const char *s, size_t n)
@@ -50,6 +54,18 @@ size_t hub_json_quote(char *buf, size_t len, size_t cap, const char *s, size_t n
             return (size_t)-1;
         if (!json_special[ch]) {
             buf[len++] = (char)ch;
+        } else if (ch >= 0x80) {
+            /* well-formed sequences as they are, a bad byte as U+FFFD (three
+             * bytes: within the six a byte may take) */
+            size_t k = hub_utf8_seq((const unsigned char *)s + i, (const unsigned char *)s + n);
+            if (k == 0) {
+                memcpy(buf + len, HUB_UTF8_REPLACEMENT, 3);
+                len += 3;
+            } else {
+                memcpy(buf + len, s + i, k);
+                len += k;
+                i += k - 1;
+            }
         } else if (ch == '"' || ch == '\\') {
             buf[len++] = '\\';
             buf[len++] = (char)ch;

@@ -33,8 +33,9 @@ hub_frame_t *hub_msg_frame(const char *type, const char *data, size_t data_len,
 hub_frame_t *hub_msg_error(int code, const char *message, int64_t request_id,
                            const char *details);
 
-/* Appends s as a JSON string (with quotes) to buf; returns the new length
- * or (size_t)-1 if it does not fit in cap. */
+/* Appends s as a JSON string (with quotes) to buf, each byte that starts
+ * no well-formed UTF-8 sequence as U+FFFD; returns the new length or
+ * (size_t)-1 if it does not fit in cap. */
 size_t hub_json_quote(char *buf, size_t len, size_t cap, const char *s, size_t n);
 
 #endif

@@ -31,9 +31,9 @@ size_t hub_utf8_seq(const unsigned char *p, const unsigned char *e)
     return len;
 }
 
-int hub_utf8_valid(const unsigned char *p, size_t n)
+size_t hub_utf8_prefix(const unsigned char *p, size_t n)
 {
-    const unsigned char *e = p + n;
+    const unsigned char *s = p, *e = p + n;
     while (p < e) {
         if (e - p >= 8) {
             uint64_t v;
@@ -49,8 +49,30 @@ int hub_utf8_valid(const unsigned char *p, size_t n)
         }
         size_t len = hub_utf8_seq(p, e);
         if (len == 0)
-            return 0;
+            break;
         p += len;
     }
-    return 1;
+    return (size_t)(p - s);
+}
+
+int hub_utf8_valid(const unsigned char *p, size_t n)
+{
+    return hub_utf8_prefix(p, n) == n;
+}
+
+size_t hub_utf8_clean(char *out, size_t cap, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *e = p + n;
+    size_t o = 0;
+    while (p < e) {
+        size_t len = *p < 0x80 ? 1 : hub_utf8_seq(p, e);
+        const unsigned char *from = len ? p : (const unsigned char *)HUB_UTF8_REPLACEMENT;
+        size_t w = len ? len : 3;
+        if (o + w > cap)
+            break; /* no character is cut in two */
+        memcpy(out + o, from, w);
+        o += w;
+        p += len ? len : 1;
+    }
+    return o;
 }

@@ -312,6 +312,12 @@ TEST(encoder_table_shapes)
         { "return {x = {{}, N}}", "{\"x\":[{},null]}" },
         { "return {t = 1700000000000, n = nil}", "{\"t\":1700000000000}" },
         { "return N", "null" },
+        /* not UTF-8: each bad byte is U+FFFD, in keys and values, beside
+         * escapes, in short strings and long ones */
+        { "return {['k\\255'] = 'a\\255\\195\\169\\n\\237\\160\\128'}",
+          "{\"k\xef\xbf\xbd\":\"a\xef\xbf\xbd\xc3\xa9\\n\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"}" },
+        { "return {'abcdefghijklmnop\\226\\130'}",
+          "[\"abcdefghijklmnop\xef\xbf\xbd\xef\xbf\xbd\"]" },
     };
     hub_lua_buf_t out = { NULL, 0, 0 };
     char err[128];

@@ -83,6 +83,10 @@ TEST(json_quote_escapes)
     ASSERT(quote_is("\n\x01\x1f", 3, "\"\\u000a\\u0001\\u001f\""));
     ASSERT(quote_is("nul\0x", 5, "\"nul\\u0000x\""));
     ASSERT(quote_is("h\xc3\xa9\x7f", 4, "\"h\xc3\xa9\x7f\""));
+    /* what is sent is UTF-8: a bad byte, a surrogate, a cut sequence */
+    ASSERT(quote_is("a\xff\"", 3, "\"a\xef\xbf\xbd\\\"\""));
+    ASSERT(quote_is("\xed\xa0\x80", 3, "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""));
+    ASSERT(quote_is("\xe2\x82", 2, "\"\xef\xbf\xbd\xef\xbf\xbd\""));
 }
 
 TEST(json_quote_respects_cap)

@@ -1,6 +1,7 @@
 /* utf8_test.c: hub_utf8_valid and hub_utf8_seq against the edges of
  * RFC 3629 (overlong forms, surrogates, past U+10FFFF, truncation) and the
- * 8-byte ASCII stride (a bad byte at every offset of a run). */
+ * 8-byte ASCII stride (a bad byte at every offset of a run); the
+ * well-formed prefix; clean copies (U+FFFD, no character cut). */
 #include <string.h>
 
 #include "harness.h"
@@ -68,6 +69,27 @@ TEST(bad_byte_at_every_offset_of_a_run)
     }
 }
 
+TEST(prefix_stops_at_the_first_bad_byte)
+{
+    ASSERT_EQ(hub_utf8_prefix((const unsigned char *)"abcdefghij\xff", 11), 10);
+    ASSERT_EQ(hub_utf8_prefix((const unsigned char *)"\xc3\xa9\xe2\x82", 4), 2);
+    ASSERT_EQ(hub_utf8_prefix((const unsigned char *)"\xed\xa0\x80", 3), 0);
+    ASSERT_EQ(hub_utf8_prefix((const unsigned char *)"ok", 2), 2);
+}
+
+TEST(clean_replaces_bad_bytes_and_never_cuts_a_character)
+{
+    char out[16];
+    size_t n = hub_utf8_clean(out, sizeof(out), "a\xff\xc3\xa9\xed\xa0", 6);
+    ASSERT_EQ(n, 1 + 3 + 2 + 3 + 3);
+    ASSERT_MEMEQ(out, "a\xef\xbf\xbd\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd", n);
+    /* cap 3: "a" fits, the replacement (3 bytes) would not */
+    ASSERT_EQ(hub_utf8_clean(out, 3, "a\xff", 2), 1);
+    /* a two-byte character that would end past cap is left out whole */
+    ASSERT_EQ(hub_utf8_clean(out, 4, "abc\xc3\xa9", 5), 3);
+    ASSERT_EQ(hub_utf8_clean(out, 5, "abc\xc3\xa9", 5), 5);
+}
+
 int main(void)
 {
     RUN(accepts_well_formed);
@@ -75,5 +97,7 @@ int main(void)
     RUN(rejects_surrogates_and_past_max);
     RUN(rejects_bad_continuations_and_truncation);
     RUN(bad_byte_at_every_offset_of_a_run);
+    RUN(prefix_stops_at_the_first_bad_byte);
+    RUN(clean_replaces_bad_bytes_and_never_cuts_a_character);
     HARNESS_MAIN_END();
 }
