@@ -141,6 +141,37 @@ describe("fake gohub", function()
       assert.is_nil(ok)
       assert.is_string(err)
     end)
+
+    -- the same string and expectation as test_isolation.py's
+    -- test_strings_that_are_not_utf8_are_sent_as_utf8 (the real encoder)
+    it("sends each byte that starts no UTF-8 sequence as U+FFFD", function()
+      local bad = "ab\255c\237\160\128\195\169\226\130"
+      local fffd = "\239\191\189"
+      assert.equal('["ab' .. fffd .. "c" .. fffd .. fffd .. fffd .. "\195\169"
+                   .. fffd .. fffd .. '"]', fake.json.encode({ bad }))
+    end)
+  end)
+
+  describe("count", function()
+    it("adds n, 1 by default", function()
+      assert.equal(1, fake.count("c"))
+      assert.equal(6, fake.count("c", 5))
+    end)
+
+    it("refuses an n that is not an integer within 2^53", function()
+      for _, n in ipairs({ 0.5, 2 ^ 53 + 2, -2 ^ 63, 0 / 0, 1 / 0 }) do
+        assert.has_error(function() fake.count("c", n) end,
+                         "bad argument #2 to 'count' (integer from -2^53 to 2^53 expected)")
+      end
+    end)
+
+    it("returns nil, out_of_range past 2^53 and keeps the value", function()
+      assert.equal(2 ^ 53, fake.count("c", 2 ^ 53))
+      local v, err = fake.count("c")
+      assert.is_nil(v)
+      assert.equal("out_of_range", err)
+      assert.equal(2 ^ 53 - 1, fake.count("c", -1))
+    end)
   end)
 
   describe("module", function()

@@ -3,6 +3,7 @@
  * pointers. Runtime failures return nil, "reason"; wrong argument types
  * raise (luaL_check*: these may longjmp, so every check comes before any
  * allocation). Worker thread (owner of the VM). */
+#include <math.h>
 #include <string.h>
 
 #include "auth.h"
@@ -718,11 +719,18 @@ static int l_log(lua_State *L)
     return 0;
 }
 
-/* gohub.count(name [, n]) → this worker's new value */
+#define COUNT_MAX 9007199254740992.0 /* 2^53: Lua numbers are exact up to it */
+
+/* gohub.count(name [, n]) → this worker's new value, or nil, "out_of_range"
+ * (the counter keeps its value) when it would pass ±2^53; n (default 1)
+ * must be an integer of at most that magnitude */
 static int l_count(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1);
-    lua_Integer by = luaL_optinteger(L, 2, 1);
+    lua_Number n = luaL_optnumber(L, 2, 1);
+    if (!(n >= -COUNT_MAX && n <= COUNT_MAX) || n != floor(n))
+        return luaL_argerror(L, 2, "integer from -2^53 to 2^53 expected");
+    int64_t by = (int64_t)n;
     hub_worker_t *w = worker_of(L);
     int64_t *v = hub_strmap_get(&w->counters, name);
     if (v == NULL) {
@@ -734,8 +742,11 @@ static int l_count(lua_State *L)
             return fail(L, "out_of_memory");
         }
     }
-    *v += by;
-    lua_pushnumber(L, (lua_Number)*v);
+    int64_t sum = *v + by; /* both within ±2^53: no overflow */
+    if (sum > (int64_t)COUNT_MAX || sum < -(int64_t)COUNT_MAX)
+        return fail(L, "out_of_range");
+    *v = sum;
+    lua_pushnumber(L, (lua_Number)sum);
     return 1;
 }
 

@@ -104,8 +104,60 @@ local function escape_char(c)
 end
 
 
+-- Length of the well-formed UTF-8 sequence at s[i] (lead byte c >= 0x80),
+-- or nil: the server's rule (no overlong forms, surrogates or code points
+-- past U+10FFFF).
+local function utf8_seq(s, i, c)
+  local len, lo, hi = nil, 0x80, 0xBF
+  if c >= 0xC2 and c <= 0xDF then
+    len = 2
+  elseif c >= 0xE0 and c <= 0xEF then
+    len = 3
+    if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
+  elseif c >= 0xF0 and c <= 0xF4 then
+    len = 4
+    if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
+  else
+    return nil
+  end
+  local c2 = s:byte(i + 1)
+  if not c2 or c2 < lo or c2 > hi then
+    return nil
+  end
+  for j = i + 2, i + len - 1 do
+    local cj = s:byte(j)
+    if not cj or cj < 0x80 or cj > 0xBF then
+      return nil
+    end
+  end
+  return len
+end
+
+
+-- What the server sends is UTF-8: a byte that starts no well-formed
+-- sequence becomes U+FFFD.
+local function utf8_clean(s)
+  if not s:find("[\128-\255]") then
+    return s
+  end
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    local len = c < 0x80 and 1 or utf8_seq(s, i, c)
+    if len then
+      out[#out + 1] = s:sub(i, i + len - 1)
+      i = i + len
+    else
+      out[#out + 1] = "\239\191\189"
+      i = i + 1
+    end
+  end
+  return table.concat(out)
+end
+
+
 local function encode_string(s)
-  return '"' .. (s:gsub('[%c"\\]', escape_char)) .. '"'
+  return '"' .. (utf8_clean(s):gsub('[%c"\\]', escape_char)) .. '"'
 end
 
 
@@ -835,12 +887,25 @@ function fake.log(level, msg, fields)
 end
 
 
+local COUNT_MAX = 2 ^ 53 -- Lua numbers are exact up to it
+
+
 function fake.count(name, n)
   check_arg("count", 1, name, "string")
   check_arg("count", 2, n, "number", true)
+  n = n or 1
+  if not (n >= -COUNT_MAX and n <= COUNT_MAX) or n ~= math.floor(n) then
+    error("bad argument #2 to 'count' (integer from -2^53 to 2^53 expected)", 2)
+  end
   local counters = helpers.counters
-  counters[name] = (counters[name] or 0) + (n or 1)
-  return counters[name]
+  local cur = counters[name] or 0
+  counters[name] = cur
+  -- compared before adding: a sum past 2^53 would round
+  if (n > 0 and cur > COUNT_MAX - n) or (n < 0 and cur < -COUNT_MAX - n) then
+    return nil, "out_of_range"
+  end
+  counters[name] = cur + n
+  return cur + n
 end
 
 

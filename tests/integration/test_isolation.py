@@ -2,6 +2,7 @@
 hooks that raise, per-connection ctx and handler return shapes. Each test
 runs on a copy of lua/ with extra handler files (GOHUB_LUA_PATH)."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ import time
 import pytest
 
 from gohub_helpers import (
-    CONFIG, REPO, ServerClosed, check_envelope, check_error, clean_env, write_lua,
+    CONFIG, REPO, RawWS, ServerClosed, check_envelope, check_error, clean_env, write_lua,
 )
 
 # `return 42` compiled by LuaJIT 2.1 (luajit -b); regenerated below when a
@@ -538,3 +539,135 @@ def test_can_checks_its_arguments_and_returns_a_boolean(iso, hubs):
     assert (r["ok1"], r["ok2"]) == (False, False), r
     assert "bad argument #1 to 'can' (table expected, got nil)" in r["e1"], r
     assert "bad argument #2 to 'can' (string expected, got table)" in r["e2"], r
+
+
+ABUSE = r"""-- calls every function of the gohub module (but close) with random
+-- arguments, each in a pcall; replies with what it did
+local gohub = require 'gohub'
+local M = {}
+
+local fns = {}
+for name, v in pairs(gohub) do
+  if type(v) == 'function' and name ~= 'close' then
+    fns[#fns + 1] = { name, v }
+  elseif type(v) == 'table' and v ~= gohub.json.null then
+    for sub, f in pairs(v) do
+      if type(f) == 'function' then fns[#fns + 1] = { name .. '.' .. sub, f } end
+    end
+  end
+end
+table.sort(fns, function(a, b) return a[1] < b[1] end)
+
+local cycle = {}
+cycle.self = cycle
+local deep = {}
+local t = deep
+for _ = 1, 300 do t.x = {} t = t.x end
+local big = string.rep('z', 100000)
+local NIL = {}
+
+local function pool(client)
+  return { NIL, true, false, 0, -1, 1.5, 2 ^ 53, 2 ^ 63, -0.0, 1 / 0, -1 / 0, 0 / 0, '', 'x',
+    'fuzz-room', string.rep('r', 129), big, 'a\0b', '\255\254', '%s%n%d', 'info', 'warn',
+    'room_message', {}, { 1, 2, 3 }, { a = { b = {} } }, cycle, deep, gohub.json.null,
+    function() end, coroutine.create(function() end), gohub.json.raw('{"a":[1,2]}'),
+    client, client.id, client.user_id, gohub.json.array({}), setmetatable({}, { __index = error }) }
+end
+
+function M.handle(client, data)
+  math.randomseed(data.seed)
+  local values = pool(client)
+  local calls, failed, by = 0, 0, {}
+  for _ = 1, data.calls do
+    local f = fns[math.random(#fns)]
+    local args, n = {}, math.random(0, 5)
+    for i = 1, n do
+      local v = values[math.random(#values)]
+      if v ~= NIL then args[i] = v end
+    end
+    local ok = pcall(f[2], unpack(args, 1, n))
+    calls = calls + 1
+    if not ok then failed = failed + 1 end
+    local s = by[f[1]] or { 0, 0 }
+    s[ok and 1 or 2] = s[ok and 1 or 2] + 1
+    by[f[1]] = s
+  end
+  return 'abused', { calls = calls, failed = failed, by = by }
+end
+
+return M
+"""
+
+
+def test_gohub_functions_survive_random_arguments(iso, hubs):
+    """Every gohub function (but close) called 12,000 times with random
+    arguments (wrong types, NaN, 2^63, NUL bytes, invalid UTF-8, 100 KB
+    strings, cycles, 300-deep tables, functions, coroutines, the client
+    itself) raises or returns: the handler always answers, the daemon serves
+    everyone else, and under ASan nothing is reported (checked at stop)."""
+    d = iso({"abused.lua": ABUSE}, env={"GOHUB_LIMITS_MESSAGES_PER_SECOND": "0"})
+    a, b = hubs(d.port, 2)
+    total, failed, names = 0, 0, {}
+    for seed in range(60):
+        c = a if seed % 2 else b
+        r = c.call("abused", {"seed": seed + 1, "calls": 200}, timeout=20)
+        assert r["message_type"] == "abused", r.raw[:500]
+        c.pending.clear()  # pushes the calls sent to ourselves
+        total += r["data"]["calls"]
+        failed += r["data"]["failed"]
+        for name, (ok, err) in r["data"]["by"].items():
+            o, e = names.get(name, (0, 0))
+            names[name] = (o + ok, e + err)
+    assert total == 12000
+    api = subprocess.run([d.binary, "--lua-api"], capture_output=True, text=True).stdout.split()
+    called = {n for n, (o, e) in names.items() if o + e > 0}
+    want = {n for n in api if n not in ("close", "config", "errors", "json.null", "node_id")}
+    assert want <= called, f"never called: {want - called}"
+    assert 0 < failed < total, (failed, total)
+    assert d.running(), d.log_text()[-3000:]
+    hubs(d.port).ping()
+
+
+NOT_UTF8 = r"""local gohub = require 'gohub'
+local M = {}
+-- a bad byte, a surrogate, a good two-byte character, a cut three-byte one
+local BAD = 'ab\255c\237\160\128\195\169\226\130'
+function M.handle(client, data)
+  if data.close then
+    return gohub.close(client.id, 4000, 'r\255' .. string.rep('\195\169', 80))
+  end
+  gohub.send(client.id, 'pushed\255', { [BAD] = BAD })
+  local ok, err = pcall(gohub.count, 'n', 0.5)
+  local top = gohub.count('n', 2 ^ 53)
+  local over, why = gohub.count('n')
+  return 'not_utf8', { enc = gohub.json.encode({ BAD }), direct = BAD,
+                       count_ok = ok, count_err = tostring(err), top = top,
+                       over = over == nil, why = why, back = gohub.count('n', -1) }
+end
+return M
+"""
+
+
+def test_strings_that_are_not_utf8_are_sent_as_utf8(iso, hubs):
+    """A Lua string is any bytes; what gohub sends is UTF-8 (RFC 6455 text
+    frames and close reasons): each byte that starts no well-formed sequence
+    becomes U+FFFD, in data values and keys, message types, json.encode, and
+    close reasons, which are also never cut inside a character. (The fake's
+    spec checks its encoder against the same string.) gohub.count stays
+    within ±2^53."""
+    d = iso({"not_utf8.lua": NOT_UTF8})
+    c = hubs(d.port)  # the Hub client decodes every frame as UTF-8
+    want = "ab\ufffdc\ufffd\ufffd\ufffd\u00e9\ufffd\ufffd"
+    r = c.call("not_utf8", {})["data"]
+    assert r["direct"] == want, r
+    assert r["enc"] == json.dumps([want], ensure_ascii=False, separators=(",", ":")), r
+    push = c.expect_type("pushed\ufffd")
+    assert push["data"] == {want: want}, push.raw
+    assert (r["count_ok"], r["top"], r["over"], r["why"], r["back"]) == \
+        (False, 2 ** 53, True, "out_of_range", 2 ** 53 - 1), r
+    assert "integer from -2^53 to 2^53 expected" in r["count_err"], r
+    with RawWS.connect(d.port) as ws:
+        ws.send_text(json.dumps({"message_type": "not_utf8", "data": {"close": True}}))
+        r = ws.expect_close(3.0)
+    assert r.frame is not None and r.code == 4000, r
+    assert r.frame.close_reason.decode("utf-8") == "r\ufffd" + "\u00e9" * 59, r
