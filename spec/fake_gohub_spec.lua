@@ -111,6 +111,13 @@ describe("fake gohub", function()
       assert.is_false(fake.rooms.valid_id(42))
     end)
 
+    it("raises on a max_clients the server refuses", function()
+      for _, n in ipairs({ -1, 2.5, 10000001, 1e308, 0 / 0 }) do
+        assert.has_error(function() fake.rooms.create("r", { max_clients = n }) end)
+      end
+      assert.is_table(fake.rooms.create("r", { max_clients = 10000000 }))
+    end)
+
     it("refuses invalid room ids", function()
       assert.same({ nil, "invalid_room_id" },
                   { fake.rooms.join("c1", "a b") })

@@ -35,7 +35,6 @@
 #define API_PAGE_DEFAULT 100      /* GET /api/clients without ?limit= */
 #define API_PAGE_MAX 1000         /* larger ?limit= values are cut to this */
 #define API_MAX_ORIGIN 256        /* longer Origin values are never echoed */
-#define API_MAX_MAX_CLIENTS 10000000
 
 /* ---- access ------------------------------------------------------------ */
 
@@ -617,7 +616,7 @@ static void room_create(api_req_t *q)
     }
     if (mc != NULL && !cJSON_IsNull(mc)) {
         max = cJSON_IsNumber(mc) ? mc->valuedouble : -1;
-        if (!(max >= 0 && max <= API_MAX_MAX_CLIENTS && max == (double)(uint32_t)max)) {
+        if (!(max >= 0 && max <= HUB_ROOM_MAX_CLIENTS && max == (double)(uint32_t)max)) {
             fail(q, 400, "bad_request", "max_clients must be an integer from 0 to 10000000",
                  NULL);
             goto out;

@@ -367,10 +367,14 @@ static int l_room_create(lua_State *L)
         lua_getfield(L, 2, "name");
         name = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
         lua_getfield(L, 2, "max_clients");
-        if (!lua_isnil(L, -1))
-            max = luaL_checkinteger(L, -1);
-        if (max < 0 || max > 10000000)
-            return luaL_argerror(L, 2, "max_clients must be between 0 and 10000000");
+        if (!lua_isnil(L, -1)) {
+            /* checked as a number: converting 1e308 to an integer first
+             * would be undefined */
+            lua_Number m = luaL_checknumber(L, -1);
+            if (!(m >= 0 && m <= HUB_ROOM_MAX_CLIENTS) || m != floor(m))
+                return luaL_argerror(L, 2, "max_clients must be an integer from 0 to 10000000");
+            max = (lua_Integer)m;
+        }
     }
     if (!valid)
         return fail(L, "invalid_room_id");

@@ -78,6 +78,9 @@ void hub_reg_clients_free(hub_client_info_t *v, size_t n);
 /* The numbers of registered clients and of rooms. */
 void hub_reg_counts(size_t *clients, size_t *rooms);
 
+/* The largest max_clients a room may have (0 = unlimited). */
+#define HUB_ROOM_MAX_CLIENTS 10000000
+
 /* Rooms. An explicit create (not auto_created) of a room that another node
  * of the cluster has is HUB_EEXIST too. */
 int hub_reg_room_create(const char *id, const char *name, uint32_t max_clients,

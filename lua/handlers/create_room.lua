@@ -7,12 +7,15 @@ local room_errors = require "lib.room_errors"
 
 local M = {}
 
+-- the server's bound (gohub.rooms.create raises past it); 0 = unlimited
+local MAX_CLIENTS = { optional = true, max = 10000000 }
+
 
 function M.handle(client, data)
   local bad = validate.object(data)
       or validate.room_id(data, "room_id")
       or validate.string(data, "name", { optional = true })
-      or validate.count(data, "max_clients", { optional = true })
+      or validate.count(data, "max_clients", MAX_CLIENTS)
   if bad then
     return gohub.error(gohub.errors.INVALID_FORMAT, bad)
   end

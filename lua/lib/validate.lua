@@ -103,7 +103,7 @@ function M.number(data, key, opts)
 end
 
 
--- data[key] must be an integer >= 0.
+-- data[key] must be an integer >= 0; opts.max bounds it.
 function M.count(data, key, opts)
   local value = data[key]
   if opts and opts.optional and is_null(value) then
@@ -112,6 +112,9 @@ function M.count(data, key, opts)
   if type(value) ~= "number" or value < 0 or value == huge
      or floor(value) ~= value then
     return key .. " must be a non-negative integer"
+  end
+  if opts and opts.max and value > opts.max then
+    return string.format("%s must be at most %d", key, opts.max)
   end
   return nil
 end

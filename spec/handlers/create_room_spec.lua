@@ -93,6 +93,20 @@ describe("handlers.create_room", function()
     assert.equal(1001, code)
   end)
 
+  it("rejects a max_clients past the server's 10000000", function()
+    local ok, code, message = fake.call(create_room, alice,
+                                        { room_id = "dev", max_clients = 1e308 })
+    assert.is_nil(ok)
+    assert.equal(1001, code)
+    assert.equal("max_clients must be at most 10000000", message)
+  end)
+
+  it("accepts max_clients 10000000", function()
+    local _, data = fake.call(create_room, alice,
+                              { room_id = "dev", max_clients = 10000000 })
+    assert.equal(10000000, data.max_clients)
+  end)
+
   it("rejects a max_clients that is not a number", function()
     local ok, code = fake.call(create_room, alice,
                                { room_id = "dev", max_clients = "10" })

@@ -561,6 +561,11 @@ function api_rooms.create(room_id, opts)
   opts = opts or {}
   check_arg("rooms.create", 2, opts.name, "string", true)
   check_arg("rooms.create", 2, opts.max_clients, "number", true)
+  local max = opts.max_clients
+  if max and (not (max >= 0 and max <= 10000000) or max ~= math.floor(max)) then
+    error("bad argument #2 to 'rooms.create' (max_clients must be an integer from 0 to "
+          .. "10000000)", 2)
+  end
   if not valid_room_id(room_id) then
     return nil, "invalid_room_id"
   end
