@@ -143,6 +143,20 @@ describe("fake gohub", function()
       assert.equal('{"a":[1, 2]}', fake.json.encode({ a = raw }))
     end)
 
+    it("returns nil, invalid JSON from json.raw for text that is not JSON", function()
+      for _, text in ipairs({ "{x", "", "[1,]", '"\255"' }) do
+        local raw, err = fake.json.raw(text)
+        assert.is_nil(raw)
+        assert.equal("invalid JSON", err)
+      end
+    end)
+
+    it("refuses JSON text that is not UTF-8", function()
+      local v, err = fake.json.decode('"\255"')
+      assert.is_nil(v)
+      assert.equal("invalid UTF-8", err)
+    end)
+
     it("returns nil, err for what it cannot encode", function()
       local ok, err = fake.json.encode({ f = print })
       assert.is_nil(ok)

@@ -19,6 +19,7 @@
 #include "msg.h"
 #include "registry.h"
 #include "server.h"
+#include "utf8.h"
 #include "worker.h"
 
 #define HUB_LUA_MAY_RAISE(x) x /* marks calls that can longjmp out of C */
@@ -783,11 +784,15 @@ static int l_json_encode(lua_State *L)
     return 1;
 }
 
+/* gohub.json.decode(s) → value | nil, err: s must be strict JSON in UTF-8
+ * (a Lua string may be any bytes; a message from a client was checked) */
 static int l_json_decode(lua_State *L)
 {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
     const char *err;
+    if (!hub_utf8_valid((const unsigned char *)s, n))
+        return fail(L, "invalid UTF-8");
     if (hub_lua_decode(hub_vm_of(L), s, n, &err) != 0)
         return fail(L, err);
     return 1;
@@ -801,10 +806,14 @@ static int l_json_array(lua_State *L)
     return 1;
 }
 
+/* gohub.json.raw(text) → a raw value, sent verbatim | nil, "invalid JSON":
+ * text must be one strict JSON value in UTF-8, so what is sent parses */
 static int l_json_raw(lua_State *L)
 {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
+    if (!hub_json_valid(s, n))
+        return fail(L, "invalid JSON");
     hub_lua_push_raw(L, s, n);
     return 1;
 }

@@ -87,6 +87,9 @@ end
 
 function json.raw(text)
   check_arg("json.raw", 1, text, "string")
+  if json.decode(text) == nil then -- as the server: what is sent must parse
+    return nil, "invalid JSON"
+  end
   local raw = newproxy(RAW)
   raw_text[raw] = text
   return raw
@@ -419,6 +422,9 @@ end
 
 function json.decode(text)
   check_arg("json.decode", 1, text, "string")
+  if utf8_clean(text) ~= text then
+    return nil, "invalid UTF-8"
+  end
   local ok, value, pos = pcall(decode_value, text, 1, 0)
   if not ok then
     return nil, value

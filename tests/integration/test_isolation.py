@@ -640,7 +640,12 @@ function M.handle(client, data)
   local ok, err = pcall(gohub.count, 'n', 0.5)
   local top = gohub.count('n', 2 ^ 53)
   local over, why = gohub.count('n')
+  local raw1, raw_err = gohub.json.raw('{x')
+  local raw2, raw_err8 = gohub.json.raw('"\255"')
+  local dec, dec_err = gohub.json.decode('"\255"')
   return 'not_utf8', { enc = gohub.json.encode({ BAD }), direct = BAD,
+                       refused = raw1 == nil and raw2 == nil and dec == nil,
+                       raw_err = raw_err, raw_err8 = raw_err8, dec_err = dec_err,
                        count_ok = ok, count_err = tostring(err), top = top,
                        over = over == nil, why = why, back = gohub.count('n', -1) }
 end
@@ -653,8 +658,9 @@ def test_strings_that_are_not_utf8_are_sent_as_utf8(iso, hubs):
     frames and close reasons): each byte that starts no well-formed sequence
     becomes U+FFFD, in data values and keys, message types, json.encode, and
     close reasons, which are also never cut inside a character. (The fake's
-    spec checks its encoder against the same string.) gohub.count stays
-    within ±2^53."""
+    spec checks its encoder against the same string.) gohub.json.raw and
+    json.decode refuse text that is not strict JSON in UTF-8. gohub.count
+    stays within ±2^53."""
     d = iso({"not_utf8.lua": NOT_UTF8})
     c = hubs(d.port)  # the Hub client decodes every frame as UTF-8
     want = "ab\ufffdc\ufffd\ufffd\ufffd\u00e9\ufffd\ufffd"
@@ -666,6 +672,9 @@ def test_strings_that_are_not_utf8_are_sent_as_utf8(iso, hubs):
     assert (r["count_ok"], r["top"], r["over"], r["why"], r["back"]) == \
         (False, 2 ** 53, True, "out_of_range", 2 ** 53 - 1), r
     assert "integer from -2^53 to 2^53 expected" in r["count_err"], r
+    # nothing that is not UTF-8 JSON gets in either (the fake's spec: the same)
+    assert (r["refused"], r["raw_err"], r["raw_err8"], r["dec_err"]) == \
+        (True, "invalid JSON", "invalid JSON", "invalid UTF-8"), r
     with RawWS.connect(d.port) as ws:
         ws.send_text(json.dumps({"message_type": "not_utf8", "data": {"close": True}}))
         r = ws.expect_close(3.0)
