@@ -29,6 +29,7 @@
 #include "registry.h"
 #include "routes.h"
 #include "server.h"
+#include "utf8.h"
 #include "worker.h"
 
 #define API_MAX_TYPE 128          /* longest message_type we send */
@@ -283,7 +284,23 @@ static void respond_json(api_req_t *q, int status, const char *extra, cJSON *doc
         fail(q, 500, "internal", "out of memory", NULL);
         return;
     }
-    respond(q, status, extra, s, strlen(s));
+    size_t n = strlen(s);
+    if (hub_likely(hub_utf8_valid((const unsigned char *)s, n))) {
+        respond(q, status, extra, s, n);
+        cJSON_free(s);
+        return;
+    }
+    /* cJSON copies string bytes as they are, and names and user ids that
+     * other nodes announced may be any bytes: the answer is UTF-8 JSON all
+     * the same (bad bytes can only be inside strings; each becomes U+FFFD) */
+    char *clean = malloc(3 * n);
+    if (clean == NULL) {
+        cJSON_free(s);
+        fail(q, 500, "internal", "out of memory", NULL);
+        return;
+    }
+    respond(q, status, extra, clean, hub_utf8_clean(clean, 3 * n, s, n));
+    free(clean);
     cJSON_free(s);
 }
 

@@ -34,6 +34,7 @@
 #include "frame.h"
 #include "hmap.h"
 #include "inbox.h"
+#include "jsonscan.h"
 #include "log.h"
 #include "metrics.h"
 #include "msg.h"
@@ -137,6 +138,8 @@ struct hub_bus_s {
     uint64_t shared_id_logged_ms; /* bus loop time of the last shared-node_id warning */
     uint64_t drop_logged_ms;     /* bus loop time of the last dropped-message warning */
     uint64_t drops_unlogged;     /* dropped since that warning */
+    uint64_t malformed_logged_ms; /* the same for malformed inbound messages */
+    uint64_t malformed_unlogged;
     int ever_up;                 /* the bus has connected once: later connects are reconnects */
     int stopping;
 };
@@ -1433,11 +1436,18 @@ void hub_bus_transport_message(hub_bus_t *b, const char *subject, size_t slen, c
     }
     if (!fresh)
         return; /* a duplicate, or a node table full of strangers */
+    const uint8_t *json;
+    size_t jlen;
     switch (kind) {
     case HUB_CL_ROOM:
     case HUB_CL_ALL:
     case HUB_CL_CONN:
     case HUB_CL_USER:
+        /* it goes to clients as it is: it must be one text frame of strict
+         * UTF-8 JSON, or one bad message would break their streams */
+        if (!hub_ws_is_text_frame(frame, flen, &json, &jlen) ||
+            !hub_json_valid((const char *)json, jlen))
+            goto bad;
         hub_fanout_remote(b->srv, kind, arg, frame, flen, (uint8_t)mtype);
         break;
     case HUB_CL_SEAT_ASK:
@@ -1460,7 +1470,14 @@ void hub_bus_transport_message(hub_bus_t *b, const char *subject, size_t slen, c
     return;
 bad:
     hub_mc_add(&hub_metrics_bus()->bus_dropped[HUB_BD_MALFORMED], 1);
-    hub_log_warn("cluster: malformed bus message dropped", "bytes=%zu", n);
+    /* a broken or hostile peer can send them by the thousand: one line per
+     * 10 s, the counter has every one */
+    b->malformed_unlogged++;
+    if (!log_due(&b->malformed_logged_ms, uv_now(&b->loop)))
+        return;
+    hub_log_warn("cluster: malformed bus message dropped", "bytes=%zu count=%llu", n,
+                 (unsigned long long)b->malformed_unlogged);
+    b->malformed_unlogged = 0;
 }
 
 /* The metric label of a transport's reason text (bus_redis.c and bus_nats.c

@@ -120,6 +120,18 @@ size_t hub_ws_parse_header(const uint8_t *p, size_t n, hub_ws_hdr_t *h)
     return hl;
 }
 
+int hub_ws_is_text_frame(const uint8_t *p, size_t n, const uint8_t **payload, size_t *plen)
+{
+    hub_ws_hdr_t h;
+    size_t hl = hub_ws_parse_header(p, n, &h);
+    if (hl == 0 || !h.fin || h.rsv || h.masked || h.opcode != HUB_WS_OP_TEXT ||
+        h.payload_len != n - hl)
+        return 0;
+    *payload = p + hl;
+    *plen = n - hl;
+    return 1;
+}
+
 hub_blob_t *hub_blob_new(const void *p, size_t len, uint8_t kind, unsigned refs)
 {
     hub_blob_t *b = malloc(sizeof(*b) + len);

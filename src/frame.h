@@ -73,6 +73,11 @@ typedef struct {
  * validation: wslay judges the frame; this only finds its end. */
 size_t hub_ws_parse_header(const uint8_t *p, size_t n, hub_ws_hdr_t *h);
 
+/* 1 when p..p+n is exactly one whole unmasked text frame (FIN, no RSV, the
+ * length its header gives), as a server sends it; *payload, *plen then give
+ * its payload. For frames that come from elsewhere (another node). */
+int hub_ws_is_text_frame(const uint8_t *p, size_t n, const uint8_t **payload, size_t *plen);
+
 /* A frame's bytes shared across threads (cross-worker fan-out): immutable,
  * atomic refcount. Each receiving worker copies it into its own hub_frame_t,
  * so the worker-local frames keep their plain refcounts. */
