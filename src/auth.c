@@ -455,7 +455,8 @@ static hub_auth_reason_t check_claims(const hub_auth_t *a, const cJSON *p, uint6
         if (now >= end)
             return HUB_AUTH_EXPIRED;
         *deadline = end >= 1.8e19 ? UINT64_MAX : (uint64_t)end;
-        *exp_s = exp >= 9.2e18 ? INT64_MAX : (int64_t)exp;
+        /* reported as expires_at: an integer a JSON reader keeps exactly */
+        *exp_s = exp >= 9007199254740992.0 ? INT64_C(9007199254740992) : (int64_t)exp;
     } else if (a->require_exp) {
         return HUB_AUTH_MISSING_EXP;
     }

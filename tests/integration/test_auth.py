@@ -618,3 +618,86 @@ def test_daemon_alive_after_auth_faults(daemon):
         h.ping()
     finally:
         h.close()
+
+
+# ---------------------------------------------------------------- random tokens
+
+
+def random_claims(rng):
+    """Claims of every shape: the fields gohub reads with values of every JSON
+    type and range, and noise."""
+    now = int(time.time())
+    pick = lambda *vals: rng.choice(vals)  # noqa: E731
+    fields = {
+        "sub": lambda: pick("alice", "", "u" * 129, "é中", "a\u0000b", "anon-x", 5, None, ["a"]),
+        "user_id": lambda: pick("bob", "", "b" * 128, "\ud7ff", "x:y", True, {"a": 1}, 2 ** 64),
+        "username": lambda: pick("Bob", "", "n" * 5000, "\u00e9", 0, None, []),
+        "permissions": lambda: pick(["join:room"], [], ["admin:system"], "join:room", [1, None],
+                                    [["x"]], ["p" * 300] * 3, None, {"a": "b"}),
+        "exp": lambda: pick(now + 60, now - 60, "soon", 1e308, -1, 2 ** 63, now + 0.5, None),
+        "nbf": lambda: pick(now - 5, now + 60, "x", 1e300, None),
+        "iat": lambda: pick(now, "x", -5, None),
+        "iss": lambda: pick(ISSUER, "other", 1, [ISSUER], None),
+        "aud": lambda: pick(AUDIENCE, [AUDIENCE, "x"], [], "x", 7, None),
+        "extra": lambda: pick({"deep": [[[[{}]]]]}, "é" * 100, 1.5, None),
+    }
+    c = claims(rng.choice(["alice", "bob", "é"]))  # valid, then 0 to 3 fields changed
+    for k in rng.sample(sorted(fields), rng.randint(0, 3)):
+        v = fields[k]()
+        if v is None:
+            c.pop(k, None)
+        else:
+            c[k] = v
+    return c
+
+
+def mangle(rng, tok):
+    b = bytearray(tok.encode())
+    for _ in range(rng.randint(1, 3)):
+        at = rng.randrange(len(b))
+        op = rng.random()
+        if op < 0.5:
+            b[at] = ord(rng.choice("A_-.=+/ é")) if rng.random() < 0.9 else rng.randrange(128)
+        elif op < 0.75:
+            del b[at:at + rng.randint(1, 6)]
+        else:
+            b[at:at] = rng.choice([b".", b"..", b"AAAA", b"%00"])
+    return b.decode("utf-8", "replace")
+
+
+def test_random_tokens_get_a_clear_answer(daemon, hubs):
+    """600 tokens: claims of every shape, validly signed (so they reach the
+    claim checks), or cut and edited anywhere. Each authenticate gets
+    authenticated (with a user_id of 1-128 bytes, string permissions and an
+    integer expiry) or 2002 / 2003, never a server error; an identity taken
+    is what room_members shows, as UTF-8 JSON."""
+    import random
+    rng = random.Random(3)
+    c = hubs(daemon.port)
+    outcomes = set()
+    for k in range(600):
+        cl = random_claims(rng)
+        tok = hs256(cl)
+        if rng.random() < 0.3:
+            tok = mangle(rng, tok)
+        r = authenticate(c, tok)
+        where = f"token {k} {cl!r:.300} -> {r.raw[:300]}"
+        if r["message_type"] == "error":
+            # a NUL in any request string is 1001 before the handler runs
+            assert r["data"]["code"] in ((1001,) if "\x00" in tok else (2002, 2003)), where
+            outcomes.add(r["data"]["code"])
+            continue
+        assert r["message_type"] == "authenticated", where
+        d = r["data"]
+        assert isinstance(d["user_id"], str) and 1 <= len(d["user_id"].encode()) <= 128, where
+        assert all(isinstance(p, str) for p in d["permissions"]), where
+        assert isinstance(d["expires_at"], int), where
+        outcomes.add("ok")
+        if "join:room" in d["permissions"] or "admin:system" in d["permissions"]:
+            room = f"tok-{k}"
+            c.call_ok("join_room", {"room_id": room}, "room_joined")
+            m = c.call_ok("room_members", {"room_id": room}, "room_members")
+            assert [x["user_id"] for x in m["data"]["members"]] == [d["user_id"]], where
+            c.call_ok("leave_room", {"room_id": room}, "room_left")
+    assert {"ok", 2002, 2003} <= outcomes, outcomes
+    assert daemon.running()

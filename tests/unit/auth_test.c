@@ -316,6 +316,12 @@ TEST(j4_expired_with_leeway)
     ASSERT_REASON(a, hs256("{\"sub\":\"u\",\"exp\":1699999999}"), "expired");
     ASSERT_REASON(a, hs256("{\"sub\":\"u\",\"exp\":1700000000}"), "expired"); /* exp == now */
     ASSERT_REASON(a, hs256("{\"sub\":\"u\",\"exp\":1700000000.5}"), "ok");
+    /* a far exp is kept as an integer a JSON reader holds exactly (2^53) */
+    hub_identity_t *id = NULL;
+    ASSERT_EQ(verify(a, hs256("{\"sub\":\"u\",\"exp\":1e308}"), &id), HUB_AUTH_OK);
+    ASSERT_EQ(id->exp, 9007199254740992LL);
+    ASSERT_EQ(id->expires_ms, UINT64_MAX);
+    hub_identity_free(id);
     hub_auth_free(a);
 }
 
