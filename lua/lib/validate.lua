@@ -7,7 +7,8 @@
 --     return gohub.error(gohub.errors.INVALID_FORMAT, bad)
 --   end
 --
--- Options: `optional = true` accepts a missing field (or JSON null).
+-- Options: `optional = true` accepts a missing field (or JSON null);
+-- string takes `min_len`/`max_len`, count takes `max`.
 -- Pure functions: callable from any handler, no state.
 
 local gohub = require "gohub"
