@@ -1427,6 +1427,8 @@ void hub_bus_transport_message(hub_bus_t *b, const char *subject, size_t slen, c
     int snapshot = b->snapshot_due;
     b->snapshot_due = 0;
     uv_mutex_unlock(&b->nodes_mu);
+    if (nd == NULL) /* MAX_NODES others known already (or, rarely, no memory for one) */
+        hub_bus_transport_dropped(b, "too many nodes: no room for a new one");
     flush_dead(b);
     if (ask)
         send_now(b, HUB_CL_SNAP_ASK, 0, id, strlen(id), NULL, 0);
@@ -1435,7 +1437,7 @@ void hub_bus_transport_message(hub_bus_t *b, const char *subject, size_t slen, c
         send_rooms_snapshot(b);
     }
     if (!fresh)
-        return; /* a duplicate, or a node table full of strangers */
+        return; /* a duplicate, or no room for its node (counted above) */
     const uint8_t *json;
     size_t jlen;
     switch (kind) {
@@ -1491,6 +1493,8 @@ static int drop_reason(const char *why)
         return HUB_BD_OUT_OF_MEMORY;
     if (strstr(why, "slow"))
         return HUB_BD_SLOW_CONSUMER;
+    if (strstr(why, "nodes"))
+        return HUB_BD_TOO_MANY_NODES;
     return HUB_BD_BUS_ERROR;
 }
 

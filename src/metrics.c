@@ -464,7 +464,7 @@ static const char *const bus_drop_reasons[HUB_BD_NREASONS] = {
     [HUB_BD_BUFFER_FULL] = "buffer_full",       [HUB_BD_BUS_ERROR] = "bus_error",
     [HUB_BD_OUT_OF_MEMORY] = "out_of_memory",   [HUB_BD_SLOW_CONSUMER] = "slow_consumer",
     [HUB_BD_MALFORMED] = "malformed",           [HUB_BD_DUPLICATE] = "duplicate",
-    [HUB_BD_NODE_ID_CONFLICT] = "node_id_conflict",
+    [HUB_BD_NODE_ID_CONFLICT] = "node_id_conflict", [HUB_BD_TOO_MANY_NODES] = "too_many_nodes",
 };
 
 char *hub_metrics_format(const hub_metrics_snap_t *s, const hub_proc_stats_t *p,

@@ -69,6 +69,7 @@ enum {
     HUB_BD_MALFORMED,        /* inbound, not a gohub bus message */
     HUB_BD_DUPLICATE,        /* inbound, seen before (JetStream redelivery, two paths) */
     HUB_BD_NODE_ID_CONFLICT, /* inbound, from a second process with a node_id in use */
+    HUB_BD_TOO_MANY_NODES,   /* inbound, from a node the full node table has no room for */
     HUB_BD_NREASONS
 };
 

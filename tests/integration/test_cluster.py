@@ -1243,3 +1243,54 @@ def test_mutated_bus_traffic_is_survived_and_the_cluster_goes_on(start_daemon, b
     for h in (b, c):
         h.expect(lambda m: m.get("message_type") == "room_message"
                  and m["data"]["content"] == "after", timeout=5)
+
+
+def bus_publish_many(bus, messages):
+    """Publishes [(subject, payload)] on one connection, in order."""
+    s = socket.create_connection(("127.0.0.1", bus.port), timeout=10)
+    try:
+        if bus.kind == "redis":
+            out = b""
+            for subject, payload in messages:
+                chan = ("gohub." + subject).encode()
+                out += (b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n" % (len(chan), chan, len(payload))
+                        + payload + b"\r\n")
+            s.sendall(out)
+            got = b""
+            while got.count(b"\r\n") < len(messages):
+                chunk = s.recv(65536)
+                assert chunk, "redis-server closed the connection"
+                got += chunk
+        else:
+            s.recv(4096)  # INFO
+            out = b"CONNECT {\"verbose\":false}\r\n"
+            for subject, payload in messages:
+                out += b"PUB GOHUB.%s %d\r\n%s\r\n" % (subject.encode(), len(payload), payload)
+            s.sendall(out + b"PING\r\n")
+            buf = b""
+            while b"PONG" not in buf:
+                chunk = s.recv(4096)
+                assert chunk, "nats-server closed the connection"
+                buf += chunk
+    finally:
+        s.close()
+
+
+def test_messages_from_more_nodes_than_the_table_holds_are_counted(start_daemon, bus):
+    """A node keeps at most 1,024 other nodes (more is an attack). Heartbeats
+    of 1,030 made-up nodes fill the table beside the two real peers: the 8
+    that find no room are counted as too_many_nodes on every node and logged
+    once, and the real nodes keep working."""
+    nodes = cluster(start_daemon, bus, extra={"GOHUB_CLUSTER_NODE_TIMEOUT": "30s"})
+    before = [metric(d, DROPPED, reason="too_many_nodes") for d in nodes]
+    bus_publish_many(bus, [("ctl", b"GH1 h fake%d 1 1 0 1\n0" % i) for i in range(1030)])
+    for d, b0 in zip(nodes, before):
+        assert wait_for(lambda d=d: metric(d, DROPPED, reason="too_many_nodes") - b0 == 8, 10), \
+            metric(d, DROPPED, reason="too_many_nodes") - b0
+        assert d.log_text().count("too many nodes") == 1, d.log_text()[-3000:]
+    a, b = Hub(nodes[0].port, name="a"), Hub(nodes[2].port, name="b")
+    for h in (a, b):
+        h.call_ok("join_room", {"room_id": "crowd"}, "room_joined")
+    settle_subscriptions()
+    a.send("room_message", {"room_id": "crowd", "content": "heard"}, mid=None)
+    assert b.expect_type("room_message", timeout=5)["data"]["content"] == "heard"

@@ -473,6 +473,7 @@ TEST(exposition_carries_the_summed_values)
     ASSERT(has_line(text, "gohub_cluster_messages_dropped_total{reason=\"buffer_full\"} 3"));
     ASSERT(has_line(text, "gohub_cluster_messages_dropped_total{reason=\"node_id_conflict\"} 2"));
     ASSERT(has_line(text, "gohub_cluster_messages_dropped_total{reason=\"duplicate\"} 0"));
+    ASSERT(has_line(text, "gohub_cluster_messages_dropped_total{reason=\"too_many_nodes\"} 0"));
     ASSERT_EQ(count_prefix(text, "gohub_cluster_messages_dropped_total{"), HUB_BD_NREASONS);
     /* cumulative buckets; _count equals +Inf; exact decimal seconds */
     ASSERT(has_line(text, "gohub_handler_duration_seconds_bucket{type=\"ping\",le=\"0.00005\"} 1"));
