@@ -3,6 +3,7 @@
 #include "log.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -12,20 +13,22 @@
 
 #define LINE_MAX_BYTES 4096
 
-static int g_level = HUB_LOG_INFO;
-static int g_format = HUB_LOG_JSON;
+/* set by a reload on the main thread while workers log: atomic (relaxed:
+ * a line logged at the old level during the switch is fine) */
+static _Atomic int g_level = HUB_LOG_INFO;
+static _Atomic int g_format = HUB_LOG_JSON;
 
 static const char *const level_names[] = { "debug", "info", "warn", "error" };
 
 void hub_log_setup(int level, int format)
 {
-    g_level = level;
-    g_format = format;
+    atomic_store_explicit(&g_level, level, memory_order_relaxed);
+    atomic_store_explicit(&g_format, format, memory_order_relaxed);
 }
 
 int hub_log_enabled(int level)
 {
-    return level >= g_level;
+    return level >= atomic_load_explicit(&g_level, memory_order_relaxed);
 }
 
 int hub_log_level_parse(const char *s)
@@ -37,6 +40,7 @@ int hub_log_level_parse(const char *s)
 }
 
 typedef struct {
+    int json;                 /* the format, read once per line */
     char buf[LINE_MAX_BYTES];
     size_t len;
 } line_t;
@@ -77,7 +81,7 @@ static void put_json_escaped(line_t *l, const char *s, size_t n)
 
 static void put_value(line_t *l, const char *v, size_t n, int numeric)
 {
-    if (g_format == HUB_LOG_JSON) {
+    if (l->json) {
         if (numeric) {
             put(l, v, n);
         } else {
@@ -99,7 +103,7 @@ static void put_value(line_t *l, const char *v, size_t n, int numeric)
 
 static void put_key(line_t *l, const char *k, size_t n)
 {
-    if (g_format == HUB_LOG_JSON) {
+    if (l->json) {
         put(l, ",\"", 2);
         put_json_escaped(l, k, n);
         put(l, "\":", 2);
@@ -240,10 +244,11 @@ static void put_field_value(line_t *l, const char **pp, va_list *ap)
 
 void hub_log(int level, const char *msg, const char *kvfmt, ...)
 {
-    if (level < g_level)
+    if (!hub_log_enabled(level))
         return;
     line_t l;
     l.len = 0;
+    l.json = atomic_load_explicit(&g_format, memory_order_relaxed) == HUB_LOG_JSON;
 
     struct timeval tv;
     gettimeofday(&tv, NULL);
@@ -254,7 +259,7 @@ void hub_log(int level, const char *msg, const char *kvfmt, ...)
     snprintf(ts + tl, sizeof(ts) - tl, ".%03uZ", (unsigned)(tv.tv_usec / 1000) % 1000u);
     const char *lvl = level_names[level < 0 ? 0 : (level > 3 ? 3 : level)];
 
-    if (g_format == HUB_LOG_JSON) {
+    if (l.json) {
         puts_(&l, "{\"time\":\"");
         puts_(&l, ts);
         puts_(&l, "\",\"level\":\"");
@@ -297,7 +302,7 @@ void hub_log(int level, const char *msg, const char *kvfmt, ...)
     }
     va_end(ap);
 
-    if (g_format == HUB_LOG_JSON)
+    if (l.json)
         l.buf[l.len++] = '}';
     l.buf[l.len++] = '\n';
     ssize_t w = write(STDERR_FILENO, l.buf, l.len);

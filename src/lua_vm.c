@@ -652,11 +652,11 @@ static void timeout_hook(lua_State *L, lua_Debug *ar)
 
 void hub_vm_watchdog(hub_worker_t *w)
 {
-    uint64_t limit = (uint64_t)w->cfg->lua_time_limit_ms * 1000000ULL;
+    uv_mutex_lock(&w->lua_mu);
+    uint64_t limit = w->lua_limit_ns;
     /* a stop the hook could not deliver: only a loop inside a JIT-compiled
      * trace (LuaJIT checks no hooks there) keeps running this long */
     uint64_t hard = limit * 10 > 2000000000ULL ? limit * 10 : 2000000000ULL;
-    uv_mutex_lock(&w->lua_mu);
     /* the clock is read under the lock: read before it, a call that began
      * in between would look older than time itself (unsigned wrap) */
     uint64_t now_ns = uv_hrtime();
@@ -674,7 +674,7 @@ void hub_vm_watchdog(hub_worker_t *w)
             hub_log_error("worker stuck in a Lua handler past the hard limit: aborting",
                           "worker=%d running_ms=%llu jit=%d", w->index,
                           (unsigned long long)((now_ns - w->lua_enter_ns) / 1000000),
-                          w->cfg->lua_jit);
+                          w->lua_jit);
             abort();
         }
     }
@@ -688,9 +688,12 @@ static _Thread_local int call_depth;
  * hook was armed meanwhile (and disarms it). */
 static void watch_begin(hub_worker_t *w, lua_State *L)
 {
+    uint64_t limit = (uint64_t)w->cfg->lua_time_limit_ms * 1000000ULL; /* worker's own cfg */
     uv_mutex_lock(&w->lua_mu);
     w->lua_active = L;
     w->lua_enter_ns = uv_hrtime();
+    w->lua_limit_ns = limit;
+    w->lua_jit = w->cfg->lua_jit;
     uv_mutex_unlock(&w->lua_mu);
 }
 

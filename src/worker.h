@@ -65,9 +65,13 @@ struct hub_worker_s {
     hub_frame_t *ping_frame;     /* shared, immortal while the worker runs */
     struct hub_vm_s *vm;         /* the Lua state handling this worker's messages */
     struct hub_vm_s *next_vm;    /* built by a reload, waiting for the commit */
-    uv_mutex_t lua_mu;           /* guards the three fields below (watchdog) */
+    uv_mutex_t lua_mu;           /* guards the five fields below (watchdog) */
     void *lua_active;            /* the lua_State inside a handler call, or NULL */
     uint64_t lua_enter_ns;
+    uint64_t lua_limit_ns;       /* that call's time limit (the worker's config; the
+                                    watchdog runs on main and must not read w->cfg,
+                                    which a reload swaps on the worker) */
+    int lua_jit;                 /* lua.jit, for the watchdog's log line */
     int lua_hooked;              /* the watchdog armed the interrupt hook */
     uint32_t wait_tickets;       /* numbers the waits of parked handlers (lua_vm.c) */
     int stopping;                /* no new connections; exit when none is left */
