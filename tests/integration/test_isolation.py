@@ -3,7 +3,6 @@ hooks that raise, per-connection ctx and handler return shapes. Each test
 runs on a copy of lua/ with extra handler files (GOHUB_LUA_PATH)."""
 
 import json
-import os
 import shutil
 import subprocess
 import time
