@@ -110,6 +110,13 @@ typedef struct {
     uint64_t dropped;            /* directory entries refused (caps) */
 } node_t;
 
+/* A warning that a flood of events would repeat: logged at most every
+ * 10 s, with the number of events since the last line (bus thread). */
+typedef struct {
+    uint64_t last_ms;  /* bus loop time of the last line; 0 = none yet */
+    uint64_t events;   /* since that line */
+} ratelog_t;
+
 struct hub_bus_s {
     hub_server_t *srv;
     /* from the boot config (cluster.* keys need a restart; a reload frees
@@ -135,11 +142,9 @@ struct hub_bus_s {
     char snapshot_ask[72];       /* a node we met after its snapshot: ask it for one */
     dead_t *dead;                /* bus thread: buried rooms, see flush_dead */
     grave_t graves[GRAVES];      /* guarded by nodes_mu; epoch 0 = free */
-    uint64_t shared_id_logged_ms; /* bus loop time of the last shared-node_id warning */
-    uint64_t drop_logged_ms;     /* bus loop time of the last dropped-message warning */
-    uint64_t drops_unlogged;     /* dropped since that warning */
-    uint64_t malformed_logged_ms; /* the same for malformed inbound messages */
-    uint64_t malformed_unlogged;
+    ratelog_t shared_id_log;     /* warnings at most every 10 s (bus thread) */
+    ratelog_t drop_log;
+    ratelog_t malformed_log;
     int ever_up;                 /* the bus has connected once: later connects are reconnects */
     int stopping;
 };
@@ -1321,19 +1326,35 @@ static int parse_num(const char **p, const char *end, int base, uint64_t *out)
     return 0;
 }
 
-/* 1 when a warning last logged at *last_ms may be logged again (at most
- * every 10 s), and then *last_ms becomes now (bus thread). */
-static int log_due(uint64_t *last_ms, uint64_t now)
+/* Counts one event of r; returns the number to log now (the events since
+ * the last line, this one included), or 0 when a line went out less than
+ * 10 s ago. */
+static uint64_t ratelog_hit(ratelog_t *r, uint64_t now)
 {
-    if (*last_ms != 0 && now - *last_ms < 10000)
+    r->events++;
+    if (r->last_ms != 0 && now - r->last_ms < 10000)
         return 0;
-    *last_ms = now;
-    return 1;
+    r->last_ms = now;
+    uint64_t n = r->events;
+    r->events = 0;
+    return n;
+}
+
+/* Counts a dropped bus message under reason; why goes to the log, one line
+ * per 10 s for all of them (a bus down under traffic drops thousands a
+ * second: the counter has every one). */
+static void dropped(hub_bus_t *b, int reason, const char *why)
+{
+    hub_mc_add(&hub_metrics_bus()->bus_dropped[reason], 1);
+    uint64_t n = ratelog_hit(&b->drop_log, uv_now(&b->loop));
+    if (n)
+        hub_log_warn("cluster: bus messages dropped", "reason=%s count=%llu", why,
+                     (unsigned long long)n);
 }
 
 /* Two processes configured with one node_id look, to everyone else, like
  * one node restarting back and forth, and their client ids collide. Counted
- * and logged as an error (log_due); not logged in the first node_timeout
+ * and logged as an error (ratelog_hit); not logged in the first node_timeout
  * after the bus (re)connects, when JetStream may hand back messages of a
  * run that has ended. */
 static void shared_id_dropped(hub_bus_t *b, const char *id, const char *what)
@@ -1341,7 +1362,7 @@ static void shared_id_dropped(hub_bus_t *b, const char *id, const char *what)
     hub_mc_add(&hub_metrics_bus()->bus_dropped[HUB_BD_NODE_ID_CONFLICT], 1);
     uint64_t now = uv_now(&b->loop);
     if (b->up_since_ms == 0 || now - b->up_since_ms < b->node_timeout_ms ||
-        !log_due(&b->shared_id_logged_ms, now))
+        !ratelog_hit(&b->shared_id_log, now))
         return;
     hub_log_error("cluster: node_id used by two processes", "node_id=%s what=%s", id, what);
 }
@@ -1388,6 +1409,17 @@ void hub_bus_transport_message(hub_bus_t *b, const char *subject, size_t slen, c
         return;
     }
 
+    /* a message for clients goes to them as it is: it must be one text frame
+     * of strict UTF-8 JSON, or one bad message would break their streams.
+     * Judged before the node table sees it: a malformed message neither
+     * counts as received nor keeps its sender alive. */
+    const uint8_t *json;
+    size_t jlen;
+    if ((kind == HUB_CL_ROOM || kind == HUB_CL_ALL || kind == HUB_CL_CONN || kind == HUB_CL_USER) &&
+        (!hub_ws_is_text_frame(frame, flen, &json, &jlen) ||
+         !hub_json_valid((const char *)json, jlen)))
+        goto bad;
+
     uv_mutex_lock(&b->nodes_mu);
     int created, stale;
     node_t *nd = node_get(b, id, epoch, &created, &stale);
@@ -1428,7 +1460,7 @@ void hub_bus_transport_message(hub_bus_t *b, const char *subject, size_t slen, c
     b->snapshot_due = 0;
     uv_mutex_unlock(&b->nodes_mu);
     if (nd == NULL) /* MAX_NODES others known already (or, rarely, no memory for one) */
-        hub_bus_transport_dropped(b, "too many nodes: no room for a new one");
+        dropped(b, HUB_BD_TOO_MANY_NODES, "too many nodes: no room for a new one");
     flush_dead(b);
     if (ask)
         send_now(b, HUB_CL_SNAP_ASK, 0, id, strlen(id), NULL, 0);
@@ -1438,18 +1470,11 @@ void hub_bus_transport_message(hub_bus_t *b, const char *subject, size_t slen, c
     }
     if (!fresh)
         return; /* a duplicate, or no room for its node (counted above) */
-    const uint8_t *json;
-    size_t jlen;
     switch (kind) {
     case HUB_CL_ROOM:
     case HUB_CL_ALL:
     case HUB_CL_CONN:
     case HUB_CL_USER:
-        /* it goes to clients as it is: it must be one text frame of strict
-         * UTF-8 JSON, or one bad message would break their streams */
-        if (!hub_ws_is_text_frame(frame, flen, &json, &jlen) ||
-            !hub_json_valid((const char *)json, jlen))
-            goto bad;
         hub_fanout_remote(b->srv, kind, arg, frame, flen, (uint8_t)mtype);
         break;
     case HUB_CL_SEAT_ASK:
@@ -1474,12 +1499,10 @@ bad:
     hub_mc_add(&hub_metrics_bus()->bus_dropped[HUB_BD_MALFORMED], 1);
     /* a broken or hostile peer can send them by the thousand: one line per
      * 10 s, the counter has every one */
-    b->malformed_unlogged++;
-    if (!log_due(&b->malformed_logged_ms, uv_now(&b->loop)))
-        return;
-    hub_log_warn("cluster: malformed bus message dropped", "bytes=%zu count=%llu", n,
-                 (unsigned long long)b->malformed_unlogged);
-    b->malformed_unlogged = 0;
+    uint64_t count = ratelog_hit(&b->malformed_log, uv_now(&b->loop));
+    if (count)
+        hub_log_warn("cluster: malformed bus message dropped", "bytes=%zu count=%llu", n,
+                     (unsigned long long)count);
 }
 
 /* The metric label of a transport's reason text (bus_redis.c and bus_nats.c
@@ -1493,22 +1516,12 @@ static int drop_reason(const char *why)
         return HUB_BD_OUT_OF_MEMORY;
     if (strstr(why, "slow"))
         return HUB_BD_SLOW_CONSUMER;
-    if (strstr(why, "nodes"))
-        return HUB_BD_TOO_MANY_NODES;
     return HUB_BD_BUS_ERROR;
 }
 
 void hub_bus_transport_dropped(hub_bus_t *b, const char *why)
 {
-    hub_mc_add(&hub_metrics_bus()->bus_dropped[drop_reason(why)], 1);
-    /* a bus down under traffic drops thousands a second: one line per 10 s,
-     * the counter has every one */
-    b->drops_unlogged++;
-    if (!log_due(&b->drop_logged_ms, uv_now(&b->loop)))
-        return;
-    hub_log_warn("cluster: bus messages dropped", "reason=%s count=%llu", why,
-                 (unsigned long long)b->drops_unlogged);
-    b->drops_unlogged = 0;
+    dropped(b, drop_reason(why), why);
 }
 
 void hub_bus_transport_state(hub_bus_t *b, int connected)
