@@ -686,14 +686,19 @@ static _Thread_local int call_depth;
 /* The watchdog's view of the outermost Lua call of worker w: L runs from
  * now (watch_begin) until watch_end, which returns 1 when the time limit's
  * hook was armed meanwhile (and disarms it). */
+void hub_vm_watch_config(hub_worker_t *w)
+{
+    uv_mutex_lock(&w->lua_mu);
+    w->lua_limit_ns = (uint64_t)w->cfg->lua_time_limit_ms * 1000000ULL;
+    w->lua_jit = w->cfg->lua_jit;
+    uv_mutex_unlock(&w->lua_mu);
+}
+
 static void watch_begin(hub_worker_t *w, lua_State *L)
 {
-    uint64_t limit = (uint64_t)w->cfg->lua_time_limit_ms * 1000000ULL; /* worker's own cfg */
     uv_mutex_lock(&w->lua_mu);
     w->lua_active = L;
     w->lua_enter_ns = uv_hrtime();
-    w->lua_limit_ns = limit;
-    w->lua_jit = w->cfg->lua_jit;
     uv_mutex_unlock(&w->lua_mu);
 }
 

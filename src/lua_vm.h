@@ -63,4 +63,9 @@ void hub_vm_seat_answer(hub_worker_t *w, uint64_t conn_id, uint64_t seat_id, con
  * past lua.time_limit_ms by arming an interrupt hook on its state. */
 void hub_vm_watchdog(hub_worker_t *w);
 
+/* Worker thread (or main before the worker runs), whenever w->cfg is set:
+ * hands the watchdog the time limit and lua.jit of w's configuration, so
+ * that it never reads w->cfg, which a reload swaps on the worker. */
+void hub_vm_watch_config(hub_worker_t *w);
+
 #endif

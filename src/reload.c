@@ -292,6 +292,7 @@ static void worker_run(void *owner, hub_inbox_msg_t *m)
     case OP_CONFIG:
         w->cfg = wm->cfg;
         w->auth = wm->auth;
+        hub_vm_watch_config(w);
         break;
     case OP_PREPARE: {
         prepared_msg_t *pm = calloc(1, sizeof(*pm));

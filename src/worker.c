@@ -208,6 +208,7 @@ int hub_worker_init(hub_worker_t *w, hub_server_t *srv, int index, const int *fd
         return r;
     if ((r = uv_mutex_init(&w->lua_mu)) != 0)
         return r;
+    hub_vm_watch_config(w);
     char err[512];
     w->vm = hub_vm_new(w, 1, err, sizeof(err));
     if (w->vm == NULL) {

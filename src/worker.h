@@ -68,9 +68,9 @@ struct hub_worker_s {
     uv_mutex_t lua_mu;           /* guards the five fields below (watchdog) */
     void *lua_active;            /* the lua_State inside a handler call, or NULL */
     uint64_t lua_enter_ns;
-    uint64_t lua_limit_ns;       /* that call's time limit (the worker's config; the
-                                    watchdog runs on main and must not read w->cfg,
-                                    which a reload swaps on the worker) */
+    uint64_t lua_limit_ns;       /* lua.time_limit_ms of w->cfg (hub_vm_watch_config):
+                                    the watchdog runs on main and must not read
+                                    w->cfg, which a reload swaps on the worker */
     int lua_jit;                 /* lua.jit, for the watchdog's log line */
     int lua_hooked;              /* the watchdog armed the interrupt hook */
     uint32_t wait_tickets;       /* numbers the waits of parked handlers (lua_vm.c) */
