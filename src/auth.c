@@ -456,7 +456,7 @@ static hub_auth_reason_t check_claims(const hub_auth_t *a, const cJSON *p, uint6
             return HUB_AUTH_EXPIRED;
         *deadline = end >= 1.8e19 ? UINT64_MAX : (uint64_t)end;
         /* reported as expires_at: an integer a JSON reader keeps exactly */
-        *exp_s = exp >= 9007199254740992.0 ? INT64_C(9007199254740992) : (int64_t)exp;
+        *exp_s = exp >= (double)HUB_EXACT_MAX ? HUB_EXACT_MAX : (int64_t)exp;
     } else if (a->require_exp) {
         return HUB_AUTH_MISSING_EXP;
     }

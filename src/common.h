@@ -41,6 +41,10 @@ const char *hub_strerror(int err);
     ((type *)((char *)(ptr) - offsetof(type, member)))
 #define HUB_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/* 2^53: every integer up to it is exact in a double, so in a Lua number and
+ * in any JSON reader's numbers. */
+#define HUB_EXACT_MAX (1LL << 53)
+
 /* Invariant check that stays on in release builds. Never for input. */
 #define hub_assert(cond)                                                        \
     do {                                                                        \

@@ -724,8 +724,6 @@ static int l_log(lua_State *L)
     return 0;
 }
 
-#define COUNT_MAX 9007199254740992.0 /* 2^53: Lua numbers are exact up to it */
-
 /* gohub.count(name [, n]) → this worker's new value, or nil, "out_of_range"
  * (the counter keeps its value) when it would pass ±2^53; n (default 1)
  * must be an integer of at most that magnitude */
@@ -733,7 +731,7 @@ static int l_count(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1);
     lua_Number n = luaL_optnumber(L, 2, 1);
-    if (!(n >= -COUNT_MAX && n <= COUNT_MAX) || n != floor(n))
+    if (!(n >= -(double)HUB_EXACT_MAX && n <= (double)HUB_EXACT_MAX) || n != floor(n))
         return luaL_argerror(L, 2, "integer from -2^53 to 2^53 expected");
     int64_t by = (int64_t)n;
     hub_worker_t *w = worker_of(L);
@@ -748,7 +746,7 @@ static int l_count(lua_State *L)
         }
     }
     int64_t sum = *v + by; /* both within ±2^53: no overflow */
-    if (sum > (int64_t)COUNT_MAX || sum < -(int64_t)COUNT_MAX)
+    if (sum > HUB_EXACT_MAX || sum < -HUB_EXACT_MAX)
         return fail(L, "out_of_range");
     *v = sum;
     lua_pushnumber(L, (lua_Number)sum);

@@ -785,7 +785,7 @@ static int put_number(enc_t *e, double d)
     }
     char tmp[32];
     size_t n;
-    if (d == (double)(int64_t)d && d > -9007199254740992.0 && d < 9007199254740992.0) {
+    if (d == (double)(int64_t)d && d > -(double)HUB_EXACT_MAX && d < (double)HUB_EXACT_MAX) {
         int64_t v = (int64_t)d;
         if (grow(e, 21) != 0) /* a sign and up to 20 digits, in place */
             return -1;

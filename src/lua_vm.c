@@ -880,7 +880,7 @@ static int exact_id(const char *s, size_t n, int64_t *out)
             return 0;
         v = v * 10 + (uint64_t)(s[i] - '0');
     }
-    if (v > (1ULL << 53))
+    if (v > (uint64_t)HUB_EXACT_MAX)
         return 0;
     *out = (int64_t)v;
     return 1;
