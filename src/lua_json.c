@@ -731,21 +731,12 @@ static __attribute__((noinline)) int put_string_escaped(enc_t *e, const char *s,
     e->buf[e->len++] = '"';
     for (const char *p = s, *end = s + n; p < end;) {
         const char *run = plain_run(p, end);
-        /* no escape in p..run; a well-formed sequence never holds one */
-        while (p < run) {
-            size_t ok = hub_utf8_prefix((const unsigned char *)p, (size_t)(run - p));
-            memcpy(e->buf + e->len, p, ok);
-            e->len += ok;
-            p += ok;
-            if (p == run)
-                break;
-            /* a bad byte: three bytes for it, the rest and the closing quote */
-            if (grow(e, 3 + (size_t)(end - p)) != 0)
-                return -1;
-            memcpy(e->buf + e->len, HUB_UTF8_REPLACEMENT, 3);
-            e->len += 3;
-            p++;
-        }
+        /* no escape in p..run (a well-formed sequence never holds one): as
+         * UTF-8, each bad byte three bytes; then the rest and the quote */
+        size_t k = (size_t)(run - p);
+        if (grow(e, 3 * k + (size_t)(end - run) + 1) != 0)
+            return -1;
+        e->len += hub_utf8_clean(e->buf + e->len, 3 * k, p, k);
         if (run == end)
             break;
         /* one byte becomes up to six; the rest and the closing quote follow */

@@ -65,14 +65,21 @@ size_t hub_utf8_clean(char *out, size_t cap, const char *s, size_t n)
     const unsigned char *p = (const unsigned char *)s, *e = p + n;
     size_t o = 0;
     while (p < e) {
-        size_t len = *p < 0x80 ? 1 : hub_utf8_seq(p, e);
-        const unsigned char *from = len ? p : (const unsigned char *)HUB_UTF8_REPLACEMENT;
-        size_t w = len ? len : 3;
-        if (o + w > cap)
-            break; /* no character is cut in two */
-        memcpy(out + o, from, w);
-        o += w;
-        p += len ? len : 1;
+        size_t ok = hub_utf8_prefix(p, (size_t)(e - p)); /* well-formed: copied whole */
+        if (ok > cap - o) { /* what fits, ending before a cut character */
+            for (ok = cap - o; ok > 0 && (p[ok] & 0xC0) == 0x80; ok--)
+                ;
+            memcpy(out + o, p, ok);
+            return o + ok;
+        }
+        memcpy(out + o, p, ok);
+        o += ok;
+        p += ok;
+        if (p == e || cap - o < 3)
+            break;
+        memcpy(out + o, HUB_UTF8_REPLACEMENT, 3); /* the bad byte at p */
+        o += 3;
+        p++;
     }
     return o;
 }
