@@ -116,6 +116,16 @@ def settle_subscriptions():
     time.sleep(0.3)
 
 
+def assert_crosses(sender, receiver, room, content):
+    """sender and receiver join room; a room message of sender's reaches
+    receiver."""
+    for h in (sender, receiver):
+        h.call_ok("join_room", {"room_id": room}, "room_joined")
+    settle_subscriptions()
+    sender.send("room_message", {"room_id": room, "content": content}, mid=None)
+    assert receiver.expect_type("room_message", timeout=5)["data"]["content"] == content
+
+
 def test_room_message_reaches_members_on_every_node_once(start_daemon, bus):
     n1, n2, n3 = cluster(start_daemon, bus)
     a, b, c = Hub(n1.port, name="a"), Hub(n2.port, name="b"), Hub(n3.port, name="c")
@@ -220,11 +230,7 @@ def test_bus_down_at_start_then_up(start_daemon, bus):
 def test_bus_killed_and_restarted_mid_traffic(start_daemon, bus):
     n1, n2, _ = cluster(start_daemon, bus)
     a, b = Hub(n1.port, name="a"), Hub(n2.port, name="b")
-    for h in (a, b):
-        h.call_ok("join_room", {"room_id": "live"}, "room_joined")
-    settle_subscriptions()
-    a.send("room_message", {"room_id": "live", "content": "before"}, mid=None)
-    assert b.expect_type("room_message", timeout=5)["data"]["content"] == "before"
+    assert_crosses(a, b, "live", "before")
     bus.kill()
     wait_for(lambda: health(n1)[1]["bus"] == "down", 10)
     # no crash, local service goes on
@@ -1026,11 +1032,7 @@ def test_two_processes_with_one_node_id_are_reported_and_the_others_do_not_flap(
     assert node_ids(n1) == ["dup", "node1"]
     # the newer "dup" is the one node1 follows: its room messages cross
     h1, hb = Hub(n1.port, name="h1"), Hub(b.port, name="hb")
-    for h in (h1, hb):
-        h.call_ok("join_room", {"room_id": "twins"}, "room_joined")
-    settle_subscriptions()
-    hb.send("room_message", {"room_id": "twins", "content": "from b"}, mid=None)
-    assert h1.expect_type("room_message", timeout=5)["data"]["content"] == "from b"
+    assert_crosses(hb, h1, "twins", "from b")
 
 
 def test_cluster_metrics_follow_the_bus(start_daemon, bus):
@@ -1272,8 +1274,4 @@ def test_messages_from_more_nodes_than_the_table_holds_are_counted(start_daemon,
             metric(d, DROPPED, reason="too_many_nodes") - b0
         assert d.log_text().count("too many nodes") == 1, d.log_text()[-3000:]
     a, b = Hub(nodes[0].port, name="a"), Hub(nodes[2].port, name="b")
-    for h in (a, b):
-        h.call_ok("join_room", {"room_id": "crowd"}, "room_joined")
-    settle_subscriptions()
-    a.send("room_message", {"room_id": "crowd", "content": "heard"}, mid=None)
-    assert b.expect_type("room_message", timeout=5)["data"]["content"] == "heard"
+    assert_crosses(a, b, "crowd", "heard")
