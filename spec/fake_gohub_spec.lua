@@ -171,6 +171,15 @@ describe("fake gohub", function()
       assert.equal('["ab' .. fffd .. "c" .. fffd .. fffd .. fffd .. "\195\169"
                    .. fffd .. fffd .. '"]', fake.json.encode({ bad }))
     end)
+
+    -- the same strings as that test: JSON escapes U+0000..U+001F only
+    it("sends DEL (0x7f) unescaped", function()
+      assert.equal('["\\u0001\\u001f\127"]', fake.json.encode({ "\1\31\127" }))
+    end)
+
+    it("reads DEL (0x7f) in a string as itself", function()
+      assert.equal("a\127", fake.json.decode('"a\127"'))
+    end)
   end)
 
   describe("count", function()

@@ -102,6 +102,10 @@ local ESCAPES = {
 }
 
 
+-- JSON's control characters: U+0000..U+001F (%c would take DEL too)
+local SPECIAL = '[%z\1-\31"\\]'
+
+
 local function escape_char(c)
   return ESCAPES[c] or format("\\u%04x", c:byte())
 end
@@ -160,7 +164,7 @@ end
 
 
 local function encode_string(s)
-  return '"' .. (utf8_clean(s):gsub('[%c"\\]', escape_char)) .. '"'
+  return '"' .. (utf8_clean(s):gsub(SPECIAL, escape_char)) .. '"'
 end
 
 
@@ -310,7 +314,7 @@ local function decode_string(text, pos)
   local parts = {}
   pos = pos + 1
   while true do
-    local stop = text:find('["\\%c]', pos)
+    local stop = text:find(SPECIAL, pos)
     if not stop then
       decode_error(text, pos, "unterminated string")
     end

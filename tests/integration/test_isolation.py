@@ -643,6 +643,8 @@ function M.handle(client, data)
   local raw2, raw_err8 = gohub.json.raw('"\255"')
   local dec, dec_err = gohub.json.decode('"\255"')
   return 'not_utf8', { enc = gohub.json.encode({ BAD }), direct = BAD,
+                       ctl = gohub.json.encode({ '\1\31\127' }),
+                       del = gohub.json.decode('"a\127"') == 'a\127',
                        refused = raw1 == nil and raw2 == nil and dec == nil,
                        raw_err = raw_err, raw_err8 = raw_err8, dec_err = dec_err,
                        count_ok = ok, count_err = tostring(err), top = top,
@@ -666,6 +668,8 @@ def test_strings_that_are_not_utf8_are_sent_as_utf8(iso, hubs):
     r = c.call("not_utf8", {})["data"]
     assert r["direct"] == want, r
     assert r["enc"] == json.dumps([want], ensure_ascii=False, separators=(",", ":")), r
+    # JSON escapes U+0000..U+001F only: DEL (0x7f) is sent and read as is
+    assert (r["ctl"], r["del"]) == ('["\\u0001\\u001f\x7f"]', True), r
     push = c.expect_type("pushed\ufffd")
     assert push["data"] == {want: want}, push.raw
     assert (r["count_ok"], r["top"], r["over"], r["why"], r["back"]) == \
