@@ -503,36 +503,38 @@ void hub_conn_resume(hub_conn_t *c)
         hub_conn_abort(c);
 }
 
-void hub_conn_accept(hub_worker_t *w, uv_stream_t *server, uint8_t scope)
+int hub_conn_accept(hub_worker_t *w, uv_stream_t *server, uint8_t scope)
 {
     hub_conn_t *c = calloc(1, sizeof(*c));
-    if (c == NULL) {
-        hub_log_error("accept: out of memory", "worker=%d", w->index);
-        return;
+    if (c == NULL || uv_tcp_init(&w->loop, &c->tcp) != 0) {
+        /* the connection stays in the backlog (libuv stops watching the
+         * listener until it is accepted): the worker's tick retries */
+        free(c);
+        hub_log_error("accept: out of memory (retried)", "worker=%d", w->index);
+        return HUB_ENOMEM;
     }
     c->w = w;
     c->id = ((uint64_t)(w->index + 1) << 40) | ++w->conn_seq;
     c->lua_ref = -2; /* LUA_NOREF */
     c->scope = scope;
-    if (uv_tcp_init(&w->loop, &c->tcp) != 0) {
-        free(c);
-        return;
-    }
     /* from here on the handle must go through uv_close */
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;
     w->conns = c;
     w->nconns++;
-    if (hub_idmap_put(&w->byid, c->id, c) != 0) {
-        hub_conn_abort(c);
-        return;
-    }
+    /* accepted first, so that every failure below closes the socket and
+     * the listener is watched again */
     int r = uv_accept(server, (uv_stream_t *)&c->tcp);
     if (r != 0) {
         hub_log_debug("accept failed", "err=%s", uv_err_name(r));
         hub_conn_abort(c);
-        return;
+        return 0;
+    }
+    if (hub_idmap_put(&w->byid, c->id, c) != 0) {
+        hub_log_error("accept: out of memory", "worker=%d", w->index);
+        hub_conn_abort(c);
+        return 0;
     }
     uv_tcp_nodelay(&c->tcp, 1);
     c->state = HUB_CONN_HTTP;
@@ -540,6 +542,7 @@ void hub_conn_accept(hub_worker_t *w, uv_stream_t *server, uint8_t scope)
     r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (r != 0)
         hub_conn_abort(c);
+    return 0;
 }
 
 /* ---- timers ------------------------------------------------------------ */

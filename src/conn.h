@@ -99,8 +99,11 @@ int hub_conn_set_identity(hub_conn_t *c, struct hub_identity_s *id);
 uint64_t hub_client_id_parse(const hub_server_t *srv, const char *s, size_t len);
 
 /* Accepts a pending connection on server (one of the worker's listeners,
- * serving scope). Logs and drops it on failure. */
-void hub_conn_accept(hub_worker_t *w, uv_stream_t *server, uint8_t scope);
+ * serving scope); one that fails after that is logged and closed. Returns
+ * 0, or HUB_ENOMEM when nothing was accepted: the connection is still
+ * pending and libuv watches the listener again only once it is accepted,
+ * so the caller must try again later. */
+int hub_conn_accept(hub_worker_t *w, uv_stream_t *server, uint8_t scope);
 
 /* Queues a reference to f (the caller keeps its own). Returns 0;
  * HUB_ECLOSED when c is closing; HUB_EFULL when the queue went past

@@ -582,6 +582,21 @@ fail:
     return 0;
 }
 
+static int full_gc(lua_State *L)
+{
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    return 0;
+}
+
+/* A full collection (after a memory error: to give the memory back). The
+ * collector allocates too (its string table), so it runs protected: a
+ * memory error in it must not escape unprotected (a panic, which aborts). */
+static void full_collect(lua_State *L)
+{
+    if (lua_cpcall(L, full_gc, NULL) != 0)
+        lua_pop(L, 1);
+}
+
 hub_vm_t *hub_vm_new(hub_worker_t *w, uint32_t gen, char *err, size_t errlen)
 {
     const hub_config_t *cfg = w ? w->cfg : NULL;
@@ -622,7 +637,7 @@ hub_vm_t *hub_vm_new(hub_worker_t *w, uint32_t gen, char *err, size_t errlen)
         return NULL;
     }
     lua_settop(vm->L, 0);
-    lua_gc(vm->L, LUA_GCCOLLECT, 0);
+    full_collect(vm->L);
     return vm;
 }
 
@@ -734,37 +749,81 @@ int hub_vm_pcall(hub_vm_t *vm, int nargs, int nres, int *timed_out)
     lua_remove(L, fidx);
     *timed_out = hooked && rc != 0;
     if (rc == LUA_ERRMEM)
-        lua_gc(L, LUA_GCCOLLECT, 0);
+        full_collect(L);
     return rc;
+}
+
+/* A hook called from C (connection and room events). Looking it up and
+ * pushing its arguments allocate too, so the whole call runs inside
+ * lua_cpcall: a memory error there fails the hook like one inside it,
+ * instead of escaping unprotected (a panic, which aborts). */
+typedef struct {
+    hub_vm_t *vm;
+    hub_conn_t *c;
+    const char *name;
+    const char *room; /* the room argument, or NULL */
+    int code;         /* in: the close code argument (0 = none); out: on_connect's refusal */
+    char *reason;     /* on_connect: gets the refusal's reason (rlen bytes); else NULL */
+    size_t rlen;
+} hook_call_t;
+
+static int run_hook(lua_State *L)
+{
+    hook_call_t *h = lua_touserdata(L, 1);
+    hub_vm_t *vm = h->vm; /* vm->L is L: call_hook runs this on it */
+    int arg = h->code;
+    h->code = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->hooks_ref);
+    lua_getfield(L, -1, h->name);
+    if (!lua_isfunction(L, -1))
+        return 0;
+    lua_remove(L, -2);
+    int base = lua_gettop(L); /* the hook; its results start here */
+    hub_lua_push_client(vm, h->c);
+    int nargs = 1;
+    if (h->room) {
+        lua_pushstring(L, h->room);
+        nargs++;
+    } else if (arg) {
+        lua_pushinteger(L, arg);
+        nargs++;
+    }
+    int to;
+    if (hub_vm_pcall(vm, nargs, h->reason ? 3 : 0, &to) != 0) {
+        hub_log_error("lua hook failed", "hook=%s error=%s", h->name,
+                      lua_tostring(L, -1) ? lua_tostring(L, -1) : "(non-string error)");
+        return 0;
+    }
+    if (h->reason && lua_type(L, base) == LUA_TBOOLEAN && !lua_toboolean(L, base)) {
+        int code = lua_isnumber(L, base + 1) ? (int)lua_tointeger(L, base + 1) : 1008;
+        if (code < 1000 || code > 4999 || code == 1004 || code == 1005 || code == 1006 ||
+            code == 1015)
+            code = 1008;
+        h->code = code;
+        snprintf(h->reason, h->rlen, "%s",
+                 lua_isstring(L, base + 2) ? lua_tostring(L, base + 2) : "refused");
+    }
+    return 0;
+}
+
+static int call_hook(hook_call_t *h)
+{
+    lua_State *L = h->vm->L;
+    if (lua_cpcall(L, run_hook, h) != 0) {
+        hub_log_error("lua hook failed", "hook=%s error=%s", h->name,
+                      lua_tostring(L, -1) ? lua_tostring(L, -1) : "(non-string error)");
+        lua_pop(L, 1);
+        h->code = 0;
+    }
+    return h->code;
 }
 
 void hub_vm_hook(hub_vm_t *vm, hub_conn_t *c, const char *name, const char *room, int code)
 {
     if (vm == NULL || vm->hooks_ref == LUA_NOREF)
         return;
-    lua_State *L = vm->L;
-    int top = lua_gettop(L);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->hooks_ref);
-    lua_getfield(L, -1, name);
-    if (!lua_isfunction(L, -1)) {
-        lua_settop(L, top);
-        return;
-    }
-    lua_remove(L, -2);
-    hub_lua_push_client(vm, c);
-    int nargs = 1;
-    if (room) {
-        lua_pushstring(L, room);
-        nargs++;
-    } else if (code) {
-        lua_pushinteger(L, code);
-        nargs++;
-    }
-    int to;
-    if (hub_vm_pcall(vm, nargs, 0, &to) != 0)
-        hub_log_error("lua hook failed", "hook=%s error=%s", name,
-                      lua_tostring(L, -1) ? lua_tostring(L, -1) : "(non-string error)");
-    lua_settop(L, top);
+    hook_call_t h = { vm, c, name, room, code, NULL, 0 };
+    call_hook(&h);
 }
 
 /* ---- dispatch ---------------------------------------------------------- */
@@ -1068,7 +1127,7 @@ static lua_State *vm_coroutine(hub_vm_t *vm)
         lua_pop(vm->main, 1);
         vm->co = NULL;
         vm->co_ref = LUA_NOREF;
-        lua_gc(vm->main, LUA_GCCOLLECT, 0);
+        full_collect(vm->main);
     }
     return vm->co;
 }
@@ -1123,6 +1182,21 @@ static int wait_keep_text(hub_wait_t *wt, const dispatch_t *d)
 /* After co ran (rc from vm_resume): the reply, an error, or, when the
  * handler parked, nothing yet. d is the message (on the C stack the first
  * time, in c->wait after a wait). */
+/* The message_id of a message whose handler call failed before
+ * run_message read it (memory ran out while decoding): found by a scan
+ * that allocates nothing (the first message_id, where run_message takes the
+ * last), so that the client can still match the 1003 to its request. */
+static int64_t scanned_id(const dispatch_t *d)
+{
+    const char *vs;
+    size_t vl;
+    int64_t id;
+    if (d->rid == 0 && d->text != NULL && hub_json_member(d->text, d->n, "message_id", &vs, &vl) &&
+        exact_id(vs, vl, &id))
+        return id;
+    return d->rid;
+}
+
 static void finish(hub_vm_t *vm, hub_conn_t *c, lua_State *co, int rc, int timed_out,
                    dispatch_t *d, int resumed)
 {
@@ -1160,6 +1234,7 @@ static void finish(hub_vm_t *vm, hub_conn_t *c, lua_State *co, int rc, int timed
                      vm->w->cfg->lua_time_limit_ms);
         send_error(c, 1004, "handler timed out", d->rid, NULL);
     } else {
+        d->rid = scanned_id(d);
         const char *m = rc == LUA_YIELD ? "yielded outside gohub (coroutine.yield at the top "
                                           "of a handler)"
                                         : lua_tostring(co, -1);
@@ -1184,7 +1259,7 @@ static void finish(hub_vm_t *vm, hub_conn_t *c, lua_State *co, int rc, int timed
     else if (rc != 0)
         vm_drop_coroutine(vm); /* dead (or yielded): the next message gets a new one */
     if (rc == LUA_ERRMEM)
-        lua_gc(vm->main, LUA_GCCOLLECT, 0);
+        full_collect(vm->main);
 done:
     vm->cur = NULL;
     vm->env = NULL;
@@ -1385,30 +1460,8 @@ int hub_vm_on_connect(hub_vm_t *vm, hub_conn_t *c, char *reason, size_t rlen)
 {
     if (vm->hooks_ref == LUA_NOREF)
         return 0;
-    lua_State *L = vm->L;
-    int top = lua_gettop(L);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->hooks_ref);
-    lua_getfield(L, -1, "on_connect");
-    if (!lua_isfunction(L, -1)) {
-        lua_settop(L, top);
-        return 0;
-    }
-    lua_remove(L, -2);
-    hub_lua_push_client(vm, c);
-    int to, code = 0;
-    if (hub_vm_pcall(vm, 1, 3, &to) != 0) {
-        hub_log_error("lua hook failed", "hook=on_connect error=%s",
-                      lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
-    } else if (lua_type(L, top + 1) == LUA_TBOOLEAN && !lua_toboolean(L, top + 1)) {
-        code = lua_isnumber(L, top + 2) ? (int)lua_tointeger(L, top + 2) : 1008;
-        if (code < 1000 || code > 4999 || code == 1004 || code == 1005 || code == 1006 ||
-            code == 1015)
-            code = 1008;
-        snprintf(reason, rlen, "%s",
-                 lua_isstring(L, top + 3) ? lua_tostring(L, top + 3) : "refused");
-    }
-    lua_settop(L, top);
-    return code;
+    hook_call_t h = { vm, c, "on_connect", NULL, 0, reason, rlen };
+    return call_hook(&h);
 }
 
 void hub_vm_on_close(hub_vm_t *vm, hub_conn_t *c)
@@ -1418,7 +1471,10 @@ void hub_vm_on_close(hub_vm_t *vm, hub_conn_t *c)
     char **rooms;
     uint8_t *deleted;
     size_t n;
-    hub_reg_client_remove(c->id, &rooms, &deleted, &n);
+    size_t unlisted = hub_reg_client_remove(c->id, &rooms, &deleted, &n);
+    if (unlisted > 0)
+        hub_log_error("out of memory: rooms left without member_left or on_leave",
+                      "conn=%llu rooms=%zu", (unsigned long long)c->id, unlisted);
     char uid[HUB_USER_ID_MAX];
     hub_conn_user_id(c, uid, sizeof(uid));
     for (size_t i = 0; i < n; i++) {

@@ -234,7 +234,7 @@ static int leave_locked(room_t *r, client_t *c)
     return 0;
 }
 
-void hub_reg_client_remove(uint64_t conn_id, char ***rooms, uint8_t **deleted, size_t *n)
+size_t hub_reg_client_remove(uint64_t conn_id, char ***rooms, uint8_t **deleted, size_t *n)
 {
     *rooms = NULL;
     *deleted = NULL;
@@ -243,32 +243,38 @@ void hub_reg_client_remove(uint64_t conn_id, char ***rooms, uint8_t **deleted, s
     client_t *c = hub_idmap_del(&R.clients, conn_id);
     if (c == NULL) {
         uv_mutex_unlock(&R.mu);
-        return;
+        return 0;
     }
+    size_t k = 0, unlisted = c->nrooms;
     if (c->nrooms > 0) {
         *rooms = calloc(c->nrooms, sizeof(char *));
         *deleted = calloc(c->nrooms, 1);
+        if (*rooms == NULL || *deleted == NULL) { /* the client still leaves */
+            free(*rooms);
+            free(*deleted);
+            *rooms = NULL;
+            *deleted = NULL;
+        }
     }
-    size_t k = 0;
     while (c->nrooms > 0) {
         room_t *r = c->rooms[c->nrooms - 1];
         char *id = *rooms ? strdup(r->id) : NULL;
         int gone = leave_locked(r, c);
-        if (*rooms && id) {
+        if (id != NULL) {
             (*rooms)[k] = id;
             (*deleted)[k] = (uint8_t)gone;
             k++;
-        } else {
-            free(id);
         }
     }
     *n = k;
+    unlisted -= k;
     if (c->user_id)
         user_remove_locked(c->user_id, conn_id);
     uv_mutex_unlock(&R.mu);
     free(c->user_id);
     free(c->rooms);
     free(c);
+    return unlisted;
 }
 
 int hub_reg_client_set_user(uint64_t conn_id, const char *user_id)

@@ -36,8 +36,9 @@ int hub_reg_client_add(uint64_t conn_id, int worker, const char *user_id);
 /* Removes the client from every room and from the registry. *rooms gets the
  * ids of the rooms it was in (malloc'd array of malloc'd strings, caller
  * frees with hub_reg_strv_free), *deleted a parallel array of flags: 1 when
- * the room was auto-created and is now gone. */
-void hub_reg_client_remove(uint64_t conn_id, char ***rooms, uint8_t **deleted, size_t *n);
+ * the room was auto-created and is now gone. Returns how many rooms it left
+ * that are not in *rooms (out of memory: 0 normally). */
+size_t hub_reg_client_remove(uint64_t conn_id, char ***rooms, uint8_t **deleted, size_t *n);
 /* Changes a client's user id (NULL = anonymous) after an in-band
  * authenticate: it leaves its old user's connections and joins the new
  * one's. Returns 0, HUB_EOFFLINE (not registered) or HUB_ENOMEM (nothing

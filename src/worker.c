@@ -134,6 +134,11 @@ static void on_tick(uv_timer_t *t)
     }
     if (w->tick_at == NULL)
         hub_mc_set(&w->metrics.queue_bytes, w->tick_queued);
+    for (int i = 0; i < w->nlisteners && !w->stopping; i++) {
+        hub_listener_t *l = &w->listeners[i];
+        if (l->retry)
+            l->retry = hub_conn_accept(w, (uv_stream_t *)&l->tcp, l->scope) != 0;
+    }
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -146,7 +151,7 @@ static void on_connection(uv_stream_t *server, int status)
     }
     if (w->stopping)
         return;
-    hub_conn_accept(w, server, l->scope);
+    l->retry = hub_conn_accept(w, server, l->scope) != 0;
 }
 
 static void on_stop(void *owner, hub_inbox_msg_t *m)

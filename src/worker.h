@@ -27,6 +27,7 @@ typedef struct {
     hub_worker_t *w;
     int fd;
     uint8_t scope;
+    uint8_t retry; /* a connection waits: accepting it failed (memory); on_tick retries */
 } hub_listener_t;
 
 typedef struct hub_write_req_s hub_write_req_t;

@@ -23,6 +23,7 @@ local REPLIES = {
   -- a cluster's room owner did not grant a seat in time (a node died, the
   -- bus is down): the client may try again
   unavailable     = { errors.SERVER_ERROR, "room owner unavailable, try again" },
+  out_of_memory   = { errors.SERVER_ERROR, "server error" },
 }
 
 
