@@ -114,7 +114,7 @@ def test_allocation_failures_are_survived(start_daemon, shim):
         assert d.running(), d.log_text()[-3000:]
     struct.pack_into("<q", m, 0, 0)
     c = counters(m)
-    assert c["failed"] >= 100, (c, totals)  # failures were injected
+    assert c["failed"] >= 20, (c, totals)  # failures were injected
     assert totals.get("reply", 0) > 0 and len(totals) > 2, totals  # and some requests failed
     # every worker accepts and serves again (client ids carry the worker)
     workers = set()
