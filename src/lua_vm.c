@@ -588,13 +588,20 @@ static int full_gc(lua_State *L)
     return 0;
 }
 
+#define GC_HEADROOM (64 * 1024) /* over the cap, for full_collect's own allocations */
+
 /* A full collection (after a memory error: to give the memory back). The
  * collector allocates too (its string table), so it runs protected: a
- * memory error in it must not escape unprotected (a panic, which aborts). */
-static void full_collect(lua_State *L)
+ * memory error in it must not escape unprotected (a panic, which aborts).
+ * lua_cpcall allocates a closure, and the state is usually at its cap
+ * here, so the cap is raised a little for the call. */
+static void full_collect(hub_vm_t *vm, lua_State *L)
 {
+    size_t limit = vm->mem_limit;
+    vm->mem_limit = limit + GC_HEADROOM;
     if (lua_cpcall(L, full_gc, NULL) != 0)
         lua_pop(L, 1);
+    vm->mem_limit = limit;
 }
 
 hub_vm_t *hub_vm_new(hub_worker_t *w, uint32_t gen, char *err, size_t errlen)
@@ -637,7 +644,7 @@ hub_vm_t *hub_vm_new(hub_worker_t *w, uint32_t gen, char *err, size_t errlen)
         return NULL;
     }
     lua_settop(vm->L, 0);
-    full_collect(vm->L);
+    full_collect(vm, vm->L);
     return vm;
 }
 
@@ -749,7 +756,7 @@ int hub_vm_pcall(hub_vm_t *vm, int nargs, int nres, int *timed_out)
     lua_remove(L, fidx);
     *timed_out = hooked && rc != 0;
     if (rc == LUA_ERRMEM)
-        full_collect(L);
+        full_collect(vm, L);
     return rc;
 }
 
@@ -1127,7 +1134,7 @@ static lua_State *vm_coroutine(hub_vm_t *vm)
         lua_pop(vm->main, 1);
         vm->co = NULL;
         vm->co_ref = LUA_NOREF;
-        full_collect(vm->main);
+        full_collect(vm, vm->main);
     }
     return vm->co;
 }
@@ -1259,7 +1266,7 @@ static void finish(hub_vm_t *vm, hub_conn_t *c, lua_State *co, int rc, int timed
     else if (rc != 0)
         vm_drop_coroutine(vm); /* dead (or yielded): the next message gets a new one */
     if (rc == LUA_ERRMEM)
-        full_collect(vm->main);
+        full_collect(vm, vm->main);
 done:
     vm->cur = NULL;
     vm->env = NULL;
