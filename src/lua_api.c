@@ -4,6 +4,7 @@
  * raise (luaL_check*: these may longjmp, so every check comes before any
  * allocation). Worker thread (owner of the VM). */
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "auth.h"
@@ -114,6 +115,101 @@ static void push_room(lua_State *L, const hub_room_info_t *r)
     lua_setfield(L, -2, "max_clients");
     lua_pushinteger(L, r->member_count);
     lua_setfield(L, -2, "member_count");
+}
+
+/* ---- boxes ---------------------------------------------------------------
+ * A function that pushes Lua values from malloc'd C memory (a room list, a
+ * member list) frees that memory at its end; a Lua error raised on the way
+ * (out of memory, in any push) unwinds past that free. So such memory is
+ * held in a box: a userdata pushed before the memory is taken, whose
+ * payload the function fills in, that box_done frees at the end, and that
+ * the collector frees instead when an error came first. */
+typedef void (*box_free_t)(void *payload);
+
+typedef struct {
+    box_free_t free;
+    int done;
+    void *payload[]; /* pointer-aligned: the payloads hold pointers and sizes */
+} box_t;
+
+static int box_gc(lua_State *L)
+{
+    box_t *b = lua_touserdata(L, 1);
+    if (!b->done) {
+        b->done = 1;
+        b->free(b->payload);
+    }
+    return 0;
+}
+
+/* Pushes a box with size bytes of zeroed payload, freed by fn; returns the
+ * payload. Raises (out of memory) before anything is owned. */
+static void *box_new(lua_State *L, size_t size, box_free_t fn)
+{
+    box_t *b = lua_newuserdata(L, sizeof(box_t) + size);
+    b->free = fn;
+    b->done = 1; /* nothing to free until the payload is set */
+    memset(b->payload, 0, size);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, hub_vm_of(L)->box_mt_ref);
+    lua_setmetatable(L, -2);
+    b->done = 0;
+    return b->payload;
+}
+
+/* Frees the payload now (the function's normal end). */
+static void box_done(void *payload)
+{
+    box_t *b = (box_t *)((char *)payload - offsetof(box_t, payload));
+    if (!b->done) {
+        b->done = 1;
+        b->free(b->payload);
+    }
+}
+
+static void box_free_info(void *p)
+{
+    hub_reg_info_free(p);
+}
+
+typedef struct {
+    hub_room_info_t *v;
+    size_t n;
+} room_list_t;
+
+static void box_free_rooms(void *p)
+{
+    room_list_t *l = p;
+    hub_reg_rooms_free(l->v, l->n);
+}
+
+typedef struct {
+    hub_member_t *m;
+    size_t n;
+    hub_cluster_member_t *rm;
+    size_t rn;
+} member_list_t;
+
+static void box_free_members(void *p)
+{
+    member_list_t *l = p;
+    hub_reg_members_free(l->m, l->n);
+    hub_cluster_members_free(l->rm, l->rn);
+}
+
+typedef struct {
+    char **v;
+    size_t n;
+} strv_t;
+
+static void box_free_strv(void *p)
+{
+    strv_t *l = p;
+    hub_reg_strv_free(l->v, l->n);
+}
+
+static void box_free_buf(void *p)
+{
+    free(((hub_lua_buf_t *)p)->p);
 }
 
 static void mark_array(lua_State *L)
@@ -379,12 +475,12 @@ static int l_room_create(lua_State *L)
     }
     if (!valid)
         return fail(L, "invalid_room_id");
-    hub_room_info_t r;
-    int rc = hub_reg_room_create(id, name, (uint32_t)max, 0, &r);
+    hub_room_info_t *r = box_new(L, sizeof(*r), box_free_info);
+    int rc = hub_reg_room_create(id, name, (uint32_t)max, 0, r);
     if (rc != 0)
         return fail(L, rc == HUB_EEXIST ? "exists" : "out_of_memory");
-    push_room(L, &r);
-    hub_reg_info_free(&r);
+    push_room(L, r);
+    box_done(r);
     return 1;
 }
 
@@ -488,24 +584,26 @@ static int l_room_get(lua_State *L)
 {
     int valid;
     const char *id = check_room(L, 1, &valid);
-    hub_room_info_t r;
-    if (!valid || cluster_room(id, &r) != 0)
+    if (!valid)
         return fail(L, "not_found");
-    push_room(L, &r);
-    hub_reg_info_free(&r);
+    hub_room_info_t *r = box_new(L, sizeof(*r), box_free_info);
+    if (cluster_room(id, r) != 0)
+        return fail(L, "not_found");
+    push_room(L, r);
+    box_done(r);
     return 1;
 }
 
 static int l_room_list(lua_State *L)
 {
-    hub_room_info_t *v;
-    size_t n = hub_cluster_rooms_merge(&v, hub_reg_room_list(&v));
-    lua_createtable(L, (int)n, 0);
-    for (size_t i = 0; i < n; i++) {
-        push_room(L, &v[i]);
+    room_list_t *l = box_new(L, sizeof(*l), box_free_rooms);
+    l->n = hub_cluster_rooms_merge(&l->v, hub_reg_room_list(&l->v));
+    lua_createtable(L, (int)l->n, 0);
+    for (size_t i = 0; i < l->n; i++) {
+        push_room(L, &l->v[i]);
         lua_rawseti(L, -2, (int)i + 1);
     }
-    hub_reg_rooms_free(v, n);
+    box_done(l);
     mark_array(L);
     return 1;
 }
@@ -515,35 +613,33 @@ static int l_room_members(lua_State *L)
     int valid;
     const char *id = check_room(L, 1, &valid);
     hub_worker_t *w = worker_of(L);
-    hub_member_t *m = NULL;
-    size_t n = 0;
     hub_room_info_t r;
     if (!valid)
         return fail(L, "not_found");
+    member_list_t *l = box_new(L, sizeof(*l), box_free_members);
     /* this node's members, then the other nodes' */
-    int here = hub_reg_room_members(id, &m, &n) == 0;
-    hub_cluster_member_t *rm;
-    size_t rn = hub_cluster_room_members(id, &rm);
-    if (!here && rn == 0) {
+    int here = hub_reg_room_members(id, &l->m, &l->n) == 0;
+    l->rn = hub_cluster_room_members(id, &l->rm);
+    if (!here && l->rn == 0) {
         if (!hub_cluster_room_info(id, &r)) /* another node's room may be empty */
             return fail(L, "not_found");
         hub_reg_info_free(&r);
     }
+    size_t n = l->n, rn = l->rn;
     lua_createtable(L, (int)(n + rn), 0);
     for (size_t i = 0; i < n; i++) {
-        push_member(L, w->srv, m[i].conn_id, m[i].user_id);
+        push_member(L, w->srv, l->m[i].conn_id, l->m[i].user_id);
         lua_rawseti(L, -2, (int)i + 1);
     }
     for (size_t i = 0; i < rn; i++) {
         lua_createtable(L, 0, 2);
-        lua_pushstring(L, rm[i].client_id);
+        lua_pushstring(L, l->rm[i].client_id);
         lua_setfield(L, -2, "client_id");
-        lua_pushstring(L, rm[i].user_id);
+        lua_pushstring(L, l->rm[i].user_id);
         lua_setfield(L, -2, "user_id");
         lua_rawseti(L, -2, (int)(n + i) + 1);
     }
-    hub_reg_members_free(m, n);
-    hub_cluster_members_free(rm, rn);
+    box_done(l);
     mark_array(L);
     return 1;
 }
@@ -581,14 +677,14 @@ static int l_room_valid_id(lua_State *L)
 static int l_room_of(lua_State *L)
 {
     uint64_t cid = check_client(L, 1);
-    char **v = NULL;
-    size_t n = cid ? hub_reg_client_rooms(cid, &v) : 0;
-    lua_createtable(L, (int)n, 0);
-    for (size_t i = 0; i < n; i++) {
-        lua_pushstring(L, v[i]);
+    strv_t *l = box_new(L, sizeof(*l), box_free_strv);
+    l->n = cid ? hub_reg_client_rooms(cid, &l->v) : 0;
+    lua_createtable(L, (int)l->n, 0);
+    for (size_t i = 0; i < l->n; i++) {
+        lua_pushstring(L, l->v[i]);
         lua_rawseti(L, -2, (int)i + 1);
     }
-    hub_reg_strv_free(v, n);
+    box_done(l);
     mark_array(L);
     return 1;
 }
@@ -771,14 +867,15 @@ static int l_json_encode(lua_State *L)
 {
     luaL_checkany(L, 1);
     char err[160];
-    /* its own buffer: pushing the string may run a finalizer that encodes */
-    hub_lua_buf_t out = { NULL, 0, 0 };
-    if (hub_lua_encode(hub_vm_of(L), 1, &out, err, sizeof(err)) != 0) {
-        free(out.p);
+    /* its own buffer (pushing the string may run a finalizer that
+     * encodes), boxed: pushing the string may raise */
+    hub_lua_buf_t *out = box_new(L, sizeof(*out), box_free_buf);
+    if (hub_lua_encode(hub_vm_of(L), 1, out, err, sizeof(err)) != 0) {
+        box_done(out);
         return fail(L, err);
     }
-    lua_pushlstring(L, out.p, out.len); /* may raise: out.p leaks only then */
-    free(out.p);
+    lua_pushlstring(L, out->p, out->len);
+    box_done(out);
     return 1;
 }
 
@@ -925,6 +1022,10 @@ void hub_lua_open_gohub(hub_vm_t *vm)
     lua_setfield(L, -2, "__tostring");
     vm->raw_mt_ptr = lua_topointer(L, -1);
     vm->raw_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_newtable(L);
+    lua_pushcfunction(L, box_gc);
+    lua_setfield(L, -2, "__gc");
+    vm->box_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
     const hub_config_t *cfg = vm->w ? vm->w->cfg : NULL;
     lua_newtable(L);

@@ -51,6 +51,7 @@ struct hub_vm_s {
     int null_ref;             /* gohub.json.null */
     int array_mt_ref;         /* metatable marking JSON arrays */
     int raw_mt_ref;           /* metatable of raw-JSON values */
+    int box_mt_ref;           /* metatable of boxes (lua_api.c: C memory the collector frees) */
     const void *null_ptr, *array_mt_ptr, *raw_mt_ptr; /* the same, by address */
     int config_ref;           /* gohub.config */
     char *lua_path;           /* copy of lua.path */
