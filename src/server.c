@@ -29,15 +29,10 @@ uint64_t hub_server_uptime_s(const hub_server_t *s)
     return (uv_hrtime() / 1000000 - s->start_ms) / 1000;
 }
 
-typedef struct {
-    hub_inbox_msg_t base;
-    int index;
-} done_msg_t;
-
 static void on_worker_done(void *owner, hub_inbox_msg_t *m)
 {
     hub_server_t *s = owner;
-    free(m);
+    HUB_UNUSED(m); /* a worker's done_msg */
     if (++s->workers_done < s->nworkers)
         return;
     uv_close((uv_handle_t *)&s->sig_term, NULL);
@@ -51,11 +46,8 @@ static void on_worker_done(void *owner, hub_inbox_msg_t *m)
 
 void hub_server_worker_done(hub_server_t *s, hub_worker_t *w)
 {
-    done_msg_t *m = hub_xmalloc(sizeof(*m));
-    m->base.run = on_worker_done;
-    m->index = w->index;
-    if (hub_inbox_post(&s->inbox, &m->base) != 0)
-        free(m);
+    w->done_msg.run = on_worker_done;
+    hub_inbox_post(&s->inbox, &w->done_msg); /* once per worker */
 }
 
 static void on_watchdog(uv_timer_t *t)

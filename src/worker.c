@@ -14,11 +14,6 @@
 #include "msg.h"
 #include "server.h"
 
-typedef struct {
-    hub_inbox_msg_t base;
-    int force;
-} stop_msg_t;
-
 /* Runs the flush list, then the deferred closes. libuv runs prepare
  * callbacks once per loop turn, right before it polls for I/O. */
 void hub_worker_defer_end(hub_worker_t *w, uint64_t id)
@@ -157,9 +152,7 @@ static void on_connection(uv_stream_t *server, int status)
 static void on_stop(void *owner, hub_inbox_msg_t *m)
 {
     hub_worker_t *w = owner;
-    stop_msg_t *sm = (stop_msg_t *)m;
-    int force = sm->force;
-    free(sm);
+    int force = m == &w->stop_msg[1];
     if (!w->stopping) {
         w->stopping = 1;
         for (int i = 0; i < w->nlisteners; i++)
@@ -267,11 +260,9 @@ int hub_worker_start(hub_worker_t *w)
 
 void hub_worker_stop(hub_worker_t *w, int force)
 {
-    stop_msg_t *m = hub_xmalloc(sizeof(*m));
-    m->base.run = on_stop;
-    m->force = force;
-    if (hub_inbox_post(&w->inbox, &m->base) != 0)
-        free(m);
+    hub_inbox_msg_t *m = &w->stop_msg[force ? 1 : 0];
+    m->run = on_stop;
+    hub_inbox_post(&w->inbox, m); /* refused once the worker has stopped: nothing to do */
 }
 
 void hub_worker_join(hub_worker_t *w)

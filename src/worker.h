@@ -43,6 +43,11 @@ struct hub_worker_s {
     hub_listener_t listeners[HUB_MAX_LISTENERS];
     int nlisteners;
     hub_inbox_t inbox;
+    /* shutdown messages, posted at most once each and never allocated (a
+     * shutdown must work when memory is short): to the worker, [0] close
+     * gracefully and [1] now; to the server, that the worker is done */
+    hub_inbox_msg_t stop_msg[2];
+    hub_inbox_msg_t done_msg;
     uv_prepare_t prepare;
     uv_timer_t tick;
     uint64_t tick_ms, round_ms;  /* on_tick's period; the time one round of the walk takes */

@@ -157,3 +157,13 @@ def test_allocation_failures_are_survived(start_daemon, shim):
     # per failed request shows as thousands here)
     grown = quiet_live_blocks(d, m) - live0
     assert grown < 1000, (grown, c, totals)
+    # SIGTERM while one in 3 allocations fails: the clients are closed and
+    # gohub exits 0 (its shutdown messages are not allocated)
+    clients = [Hub(d.port) for _ in range(6)]
+    struct.pack_into("<q", m, 0, 3)
+    d.signal(signal.SIGTERM)
+    rc = d.wait(15)
+    d.exit_checked = True
+    for h in clients:
+        h.ws.close()
+    assert rc == 0, d.log_text()[-2000:]
