@@ -1,6 +1,7 @@
-"""Malloc failure (reliability checklist C5): gohub's own allocations fail
-at random while clients work, through tests/fault/fault_malloc.c (an
-LD_PRELOAD shim steered through a shared file). The daemon must keep
+"""Malloc failure (reliability checklist C5): allocations fail at random
+(gohub's own, then every one of the process) while clients work, through
+tests/fault/fault_malloc.c (an LD_PRELOAD shim steered through a shared
+file). The daemon must keep
 running; each request gets its reply, an error reply, or its connection is
 closed with 1011 (never silence, never text that is not JSON); handshakes
 that fail answer 500 or 503; and once the failures stop, every worker
@@ -112,7 +113,10 @@ def quiet_live_blocks(d, m):
     return counters(m)["live"]
 
 
-def test_allocation_failures_are_survived(start_daemon, shim):
+@pytest.mark.parametrize("scope", [1, 0], ids=["gohub", "all"])
+def test_allocation_failures_are_survived(start_daemon, shim, scope):
+    """scope 1: gohub's own allocations fail (Lua's included); scope 0:
+    every allocation of the process (libuv, wslay, glibc, ...) too."""
     so, shm, m = shim
     d = start_daemon(env={"LD_PRELOAD": str(so), "GOHUB_FAULT_SHM": str(shm)})
     for i in range(10):
@@ -127,7 +131,7 @@ def test_allocation_failures_are_survived(start_daemon, shim):
         h.call_ok("create_room", {"room_id": "listed-%d" % k}, "room_created")
     h.close()
     live0 = quiet_live_blocks(d, m)
-    struct.pack_into("<qqqqqq", m, 0, 20, 1, 0, 0, counters(m)["live"], 7)  # 1 in 20 of gohub's
+    struct.pack_into("<qqqqqq", m, 0, 20, scope, 0, 0, counters(m)["live"], 7)  # 1 in 20
     totals = {}
     deadline = time.monotonic() + STORM_S
     i = 0
