@@ -132,13 +132,17 @@ typedef struct {
     void *payload[]; /* pointer-aligned: the payloads hold pointers and sizes */
 } box_t;
 
-static int box_gc(lua_State *L)
+static void box_release(box_t *b)
 {
-    box_t *b = lua_touserdata(L, 1);
     if (!b->done) {
         b->done = 1;
         b->free(b->payload);
     }
+}
+
+static int box_gc(lua_State *L)
+{
+    box_release(lua_touserdata(L, 1));
     return 0;
 }
 
@@ -148,22 +152,17 @@ static void *box_new(lua_State *L, size_t size, box_free_t fn)
 {
     box_t *b = lua_newuserdata(L, sizeof(box_t) + size);
     b->free = fn;
-    b->done = 1; /* nothing to free until the payload is set */
+    b->done = 0;
     memset(b->payload, 0, size);
     lua_rawgeti(L, LUA_REGISTRYINDEX, hub_vm_of(L)->box_mt_ref);
     lua_setmetatable(L, -2);
-    b->done = 0;
     return b->payload;
 }
 
 /* Frees the payload now (the function's normal end). */
 static void box_done(void *payload)
 {
-    box_t *b = (box_t *)((char *)payload - offsetof(box_t, payload));
-    if (!b->done) {
-        b->done = 1;
-        b->free(b->payload);
-    }
+    box_release((box_t *)((char *)payload - offsetof(box_t, payload)));
 }
 
 static void box_free_info(void *p)
