@@ -10,7 +10,7 @@ libjwt-dev libssl-dev libluajit-5.1-dev luajit libyaml-dev
 lua-busted
 redis-server nats-server prometheus
 python3 python3-websockets python3-pytest python3-yaml openssl
-procps curl ca-certificates"
+procps curl ca-certificates valgrind"
 
 missing=""
 for p in $PKGS; do
