@@ -7,6 +7,7 @@ build only (valgrind cannot run an ASan binary)."""
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -66,5 +67,51 @@ def test_memcheck_finds_nothing(start_daemon, memcheck, tmp_path):
     d.exit_checked = True
     for h in hubs[1:]:
         h.ws.close()
+    text = log.read_text() if os.path.exists(log) else ""
+    assert rc == 0 and "ERROR SUMMARY: 0 errors" in text, (rc, text[-4000:])
+
+
+@pytest.fixture(params=["redis", "nats"])
+def bus(request, tmp_path):
+    from test_cluster import BusServer
+    b = BusServer(request.param, tmp_path).start()
+    yield b
+    b.kill()
+
+
+def test_memcheck_finds_nothing_on_a_cluster_node(start_daemon, memcheck, bus):
+    """A node under memcheck in a two-node cluster (redis and nats): room
+    messages and a direct message both ways, cluster-wide lists, then
+    SIGTERM."""
+    from test_cluster import FAST
+    wrapper, log = memcheck
+    env = {"GOHUB_CLUSTER_ENABLED": "true", **FAST, **bus.env()}
+    a = start_daemon(binary=wrapper, env={**env, "GOHUB_CLUSTER_NODE_ID": "vg1"})
+    b = start_daemon(env={**env, "GOHUB_CLUSTER_NODE_ID": "vg2"})
+    for d in (a, b):
+        assert wait_for(lambda d=d: http_get(d.port, "/health", timeout=20).json()["bus"]
+                        == "connected", 30)
+    ha, hb = Hub(a.port, timeout=20), Hub(b.port, timeout=20)
+    for h in (ha, hb):
+        h.call_ok("join_room", {"room_id": "vgc"}, "room_joined", timeout=20)
+    time.sleep(1.0)  # the subscriptions reach the bus
+    for k in range(5):
+        ha.send("room_message", {"room_id": "vgc", "content": {"from": "a", "k": k}}, mid=None)
+        hb.send("room_message", {"room_id": "vgc", "content": {"from": "b", "k": k}}, mid=None)
+    for k in range(5):
+        assert hb.expect_type("room_message", timeout=20)["data"]["content"] == {"from": "a", "k": k}
+        assert ha.expect_type("room_message", timeout=20)["data"]["content"] == {"from": "b", "k": k}
+    r = ha.call("room_members", {"room_id": "vgc"}, timeout=20)
+    assert len(r["data"]["members"]) == 2, r.raw
+    r = ha.call("list_rooms", {}, timeout=20)
+    assert [x["member_count"] for x in r["data"]["rooms"] if x["id"] == "vgc"] == [2], r.raw
+    hb.send("direct_message", {"target_id": ha.whoami(), "content": "hi"}, mid=None)
+    assert ha.expect_type("direct_message", timeout=20)["data"]["content"] == "hi"
+    assert http_get(a.port, "/api/stats", timeout=20).status == 200
+    a.signal(signal.SIGTERM)
+    rc = a.wait(60)
+    a.exit_checked = True
+    ha.ws.close()
+    hb.ws.close()
     text = log.read_text() if os.path.exists(log) else ""
     assert rc == 0 and "ERROR SUMMARY: 0 errors" in text, (rc, text[-4000:])
