@@ -120,6 +120,12 @@ size_t hub_ws_parse_header(const uint8_t *p, size_t n, hub_ws_hdr_t *h)
     return hl;
 }
 
+int hub_ws_close_code_sendable(int code)
+{
+    return code >= 1000 && code <= 4999 && code != 1004 && code != 1005 && code != 1006 &&
+           code != 1015;
+}
+
 int hub_ws_is_text_frame(const uint8_t *p, size_t n, const uint8_t **payload, size_t *plen)
 {
     hub_ws_hdr_t h;

@@ -73,6 +73,10 @@ typedef struct {
  * validation: wslay judges the frame; this only finds its end. */
 size_t hub_ws_parse_header(const uint8_t *p, size_t n, hub_ws_hdr_t *h);
 
+/* 1 when code may be sent in a close frame: 1000-4999 but the reserved
+ * 1004, 1005, 1006 and 1015 (RFC 6455 section 7.4). */
+int hub_ws_close_code_sendable(int code);
+
 /* 1 when p..p+n is exactly one whole unmasked text frame (FIN, no RSV, the
  * length its header gives), as a server sends it; *payload, *plen then give
  * its payload. For frames that come from elsewhere (another node). */

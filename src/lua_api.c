@@ -13,6 +13,7 @@
 #include "config.h"
 #include "conn.h"
 #include "fanout.h"
+#include "frame.h"
 #include "jsonscan.h"
 #include "log.h"
 #include "lua_priv.h"
@@ -372,8 +373,7 @@ static int l_close(lua_State *L)
     uint64_t id = check_client(L, 1);
     int code = (int)luaL_optinteger(L, 2, 1000);
     const char *reason = luaL_optstring(L, 3, "");
-    if (code < 1000 || code > 4999 || code == 1004 || code == 1005 || code == 1006 ||
-        code == 1015)
+    if (!hub_ws_close_code_sendable(code))
         return luaL_argerror(L, 2, "not a close code that may be sent");
     if (id == 0 || hub_fanout_close(worker_of(L), id, (uint16_t)code, reason) != 0)
         return fail(L, "offline");

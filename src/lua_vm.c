@@ -18,6 +18,7 @@
 #include "config.h"
 #include "conn.h"
 #include "fanout.h"
+#include "frame.h"
 #include "jsonscan.h"
 #include "log.h"
 #include "lua_priv.h"
@@ -705,9 +706,6 @@ void hub_vm_watchdog(hub_worker_t *w)
 
 static _Thread_local int call_depth;
 
-/* The watchdog's view of the outermost Lua call of worker w: L runs from
- * now (watch_begin) until watch_end, which returns 1 when the time limit's
- * hook was armed meanwhile (and disarms it). */
 void hub_vm_watch_config(hub_worker_t *w)
 {
     uv_mutex_lock(&w->lua_mu);
@@ -716,6 +714,9 @@ void hub_vm_watch_config(hub_worker_t *w)
     uv_mutex_unlock(&w->lua_mu);
 }
 
+/* The watchdog's view of the outermost Lua call of worker w: L runs from
+ * now (watch_begin) until watch_end, which returns 1 when the time limit's
+ * hook was armed meanwhile (and disarms it). */
 static void watch_begin(hub_worker_t *w, lua_State *L)
 {
     uv_mutex_lock(&w->lua_mu);
@@ -796,17 +797,11 @@ static int run_hook(lua_State *L)
         nargs++;
     }
     int to;
-    if (hub_vm_pcall(vm, nargs, h->reason ? 3 : 0, &to) != 0) {
-        hub_log_error("lua hook failed", "hook=%s error=%s", h->name,
-                      lua_tostring(L, -1) ? lua_tostring(L, -1) : "(non-string error)");
-        return 0;
-    }
+    if (hub_vm_pcall(vm, nargs, h->reason ? 3 : 0, &to) != 0)
+        return lua_error(L); /* the hook's error, logged by call_hook */
     if (h->reason && lua_type(L, base) == LUA_TBOOLEAN && !lua_toboolean(L, base)) {
         int code = lua_isnumber(L, base + 1) ? (int)lua_tointeger(L, base + 1) : 1008;
-        if (code < 1000 || code > 4999 || code == 1004 || code == 1005 || code == 1006 ||
-            code == 1015)
-            code = 1008;
-        h->code = code;
+        h->code = hub_ws_close_code_sendable(code) ? code : 1008;
         snprintf(h->reason, h->rlen, "%s",
                  lua_isstring(L, base + 2) ? lua_tostring(L, base + 2) : "refused");
     }
@@ -815,6 +810,8 @@ static int run_hook(lua_State *L)
 
 static int call_hook(hook_call_t *h)
 {
+    if (h->vm == NULL || h->vm->hooks_ref == LUA_NOREF)
+        return 0;
     lua_State *L = h->vm->L;
     if (lua_cpcall(L, run_hook, h) != 0) {
         hub_log_error("lua hook failed", "hook=%s error=%s", h->name,
@@ -827,8 +824,6 @@ static int call_hook(hook_call_t *h)
 
 void hub_vm_hook(hub_vm_t *vm, hub_conn_t *c, const char *name, const char *room, int code)
 {
-    if (vm == NULL || vm->hooks_ref == LUA_NOREF)
-        return;
     hook_call_t h = { vm, c, name, room, code, NULL, 0 };
     call_hook(&h);
 }
@@ -1186,9 +1181,6 @@ static int wait_keep_text(hub_wait_t *wt, const dispatch_t *d)
     return 0;
 }
 
-/* After co ran (rc from vm_resume): the reply, an error, or, when the
- * handler parked, nothing yet. d is the message (on the C stack the first
- * time, in c->wait after a wait). */
 /* The message_id of a message whose handler call failed before
  * run_message read it (memory ran out while decoding): found by a scan
  * that allocates nothing (the first message_id, where run_message takes the
@@ -1204,6 +1196,9 @@ static int64_t scanned_id(const dispatch_t *d)
     return d->rid;
 }
 
+/* After co ran (rc from vm_resume): the reply, an error, or, when the
+ * handler parked, nothing yet. d is the message (on the C stack the first
+ * time, in c->wait after a wait). */
 static void finish(hub_vm_t *vm, hub_conn_t *c, lua_State *co, int rc, int timed_out,
                    dispatch_t *d, int resumed)
 {
@@ -1465,8 +1460,6 @@ void hub_vm_seat_answer(hub_worker_t *w, uint64_t conn_id, uint64_t seat_id, con
 
 int hub_vm_on_connect(hub_vm_t *vm, hub_conn_t *c, char *reason, size_t rlen)
 {
-    if (vm->hooks_ref == LUA_NOREF)
-        return 0;
     hook_call_t h = { vm, c, "on_connect", NULL, 0, reason, rlen };
     return call_hook(&h);
 }

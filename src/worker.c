@@ -112,6 +112,14 @@ void hub_worker_sample_metrics(hub_worker_t *w)
  * (pings, above all) are then met a slice at a time, not in one stall. A
  * tick never frees a connection (closes finish in the prepare phase), and
  * one that goes away moves the cursor on (hub_worker_conn_gone). */
+/* Accepts l's pending connection; when that fails (memory), the connection
+ * stays pending and on_tick tries again (libuv watches l again only once
+ * it is accepted). */
+static void accept_on(hub_listener_t *l)
+{
+    l->retry = hub_conn_accept(l->w, (uv_stream_t *)&l->tcp, l->scope) != 0;
+}
+
 static void on_tick(uv_timer_t *t)
 {
     hub_worker_t *w = t->data;
@@ -129,11 +137,9 @@ static void on_tick(uv_timer_t *t)
     }
     if (w->tick_at == NULL)
         hub_mc_set(&w->metrics.queue_bytes, w->tick_queued);
-    for (int i = 0; i < w->nlisteners && !w->stopping; i++) {
-        hub_listener_t *l = &w->listeners[i];
-        if (l->retry)
-            l->retry = hub_conn_accept(w, (uv_stream_t *)&l->tcp, l->scope) != 0;
-    }
+    for (int i = 0; i < w->nlisteners && !w->stopping; i++)
+        if (w->listeners[i].retry)
+            accept_on(&w->listeners[i]);
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -146,7 +152,7 @@ static void on_connection(uv_stream_t *server, int status)
     }
     if (w->stopping)
         return;
-    l->retry = hub_conn_accept(w, server, l->scope) != 0;
+    accept_on(l);
 }
 
 static void on_stop(void *owner, hub_inbox_msg_t *m)
