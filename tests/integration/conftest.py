@@ -4,6 +4,7 @@ GOHUB_BIN (default build/release/gohub) is the daemon under test;
 GOHUB_ASAN_BIN, if set, is an ASan+UBSan build used by test_smoke.py."""
 
 import os
+import shutil
 import signal
 import sys
 
@@ -11,7 +12,9 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from gohub_helpers import Daemon, asan_bin, release_bin, running_daemon  # noqa: E402
+from gohub_helpers import (  # noqa: E402
+    BUSES, BusServer, Daemon, asan_bin, release_bin, running_daemon,
+)
 
 TEST_TIME_LIMIT = 60  # seconds; no test may take longer
 
@@ -96,3 +99,14 @@ def lua_copy(tmp_path):
     """A copy of the repo's lua/ directory in tmp_path (a Path)."""
     from gohub_helpers import copy_lua
     return copy_lua(tmp_path / "lua")
+
+
+@pytest.fixture(params=BUSES)
+def bus(request, tmp_path):
+    """A real redis-server, then a real nats-server, on a free loopback
+    port (stopped by PID at teardown)."""
+    if shutil.which(f"{request.param}-server") is None:
+        pytest.fail(f"{request.param}-server is not installed (scripts/setup.sh installs it)")
+    b = BusServer(request.param, tmp_path).start()
+    yield b
+    b.kill()

@@ -321,6 +321,59 @@ def running_daemon(binary, logdir, env=None, args=None, asan=False):
             raise AssertionError("\n".join(problems))
 
 
+def is_asan_build(binary):
+    """True when binary is an ASan build (which neither an LD_PRELOAD
+    allocator nor valgrind can run beside)."""
+    with open(binary, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
+# --------------------------------------------------------------------------
+# cluster buses
+
+BUSES = ["redis", "nats"]
+
+# cluster timings short enough for tests
+FAST = {"GOHUB_CLUSTER_HEARTBEAT_INTERVAL": "300ms", "GOHUB_CLUSTER_NODE_TIMEOUT": "2s",
+        "GOHUB_CLUSTER_RECONNECT_MAX_BACKOFF": "500ms"}
+
+
+class BusServer:
+    """redis-server or nats-server on a free loopback port."""
+
+    def __init__(self, kind, tmp):
+        self.kind, self.tmp, self.port, self.proc = kind, tmp, free_port(), None
+
+    def start(self):
+        if self.kind == "redis":
+            cmd = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
+                   "--save", "", "--appendonly", "no", "--dir", str(self.tmp)]
+        else:
+            cmd = ["nats-server", "-a", "127.0.0.1", "-p", str(self.port)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._listening, 10)
+        return self
+
+    def _listening(self):
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def env(self):
+        if self.kind == "redis":
+            return {"GOHUB_CLUSTER_BUS_TYPE": "redis",
+                    "GOHUB_CLUSTER_REDIS_ADDRS": f"127.0.0.1:{self.port}"}
+        return {"GOHUB_CLUSTER_BUS_TYPE": "nats",
+                "GOHUB_CLUSTER_NATS_URLS": f"nats://127.0.0.1:{self.port}"}
+
+
 # --------------------------------------------------------------------------
 # a buffered socket with deadlines
 

@@ -7,7 +7,6 @@ node reconnects and resubscribes."""
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,59 +15,8 @@ import time
 import pytest
 
 from gohub_helpers import (
-    Hub, copy_lua, free_port, http_get, http_post, scrape, wait_for, write_lua,
+    FAST, Hub, copy_lua, http_get, http_post, scrape, wait_for, write_lua,
 )
-
-BUSES = ["redis", "nats"]
-
-
-class BusServer:
-    """redis-server or nats-server on a free loopback port."""
-
-    def __init__(self, kind, tmp):
-        self.kind, self.tmp, self.port, self.proc = kind, tmp, free_port(), None
-
-    def start(self):
-        if self.kind == "redis":
-            cmd = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
-                   "--save", "", "--appendonly", "no", "--dir", str(self.tmp)]
-        else:
-            cmd = ["nats-server", "-a", "127.0.0.1", "-p", str(self.port)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self._listening, 10)
-        return self
-
-    def _listening(self):
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-            return True
-        except OSError:
-            return False
-
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def env(self):
-        if self.kind == "redis":
-            return {"GOHUB_CLUSTER_BUS_TYPE": "redis",
-                    "GOHUB_CLUSTER_REDIS_ADDRS": f"127.0.0.1:{self.port}"}
-        return {"GOHUB_CLUSTER_BUS_TYPE": "nats",
-                "GOHUB_CLUSTER_NATS_URLS": f"nats://127.0.0.1:{self.port}"}
-
-
-@pytest.fixture(params=BUSES)
-def bus(request, tmp_path):
-    if shutil.which(f"{request.param}-server") is None:
-        pytest.fail(f"{request.param}-server is not installed (scripts/setup.sh installs it)")
-    b = BusServer(request.param, tmp_path).start()
-    yield b
-    b.kill()
-
-
-FAST = {"GOHUB_CLUSTER_HEARTBEAT_INTERVAL": "300ms", "GOHUB_CLUSTER_NODE_TIMEOUT": "2s",
-        "GOHUB_CLUSTER_RECONNECT_MAX_BACKOFF": "500ms"}
 
 
 def start_node(start_daemon, bus, name, extra=None):

@@ -17,7 +17,9 @@ import time
 
 import pytest
 
-from gohub_helpers import Hub, ServerClosed, Timeout, http_get, scrape, wait_for
+from gohub_helpers import (
+    FAST, Hub, ServerClosed, Timeout, http_get, is_asan_build, scrape, wait_for,
+)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SHIM_SRC = os.path.join(ROOT, "tests", "fault", "fault_malloc.c")
@@ -30,9 +32,8 @@ FAULT_CODES = {1003, 3000, 3003}
 
 @pytest.fixture
 def shim(tmp_path, gohub_bin):
-    with open(gohub_bin, "rb") as f:
-        if b"__asan_init" in f.read():
-            pytest.skip("the malloc shim cannot run beside ASan (the release pass runs this)")
+    if is_asan_build(gohub_bin):
+        pytest.skip("the malloc shim cannot run beside ASan (the release pass runs this)")
     so = tmp_path / "fault_malloc.so"
     subprocess.run(["cc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
                     "-o", str(so), SHIM_SRC], check=True)
@@ -172,14 +173,6 @@ def test_allocation_failures_are_survived(start_daemon, shim, scope):
     assert rc == 0, d.log_text()[-2000:]
 
 
-@pytest.fixture(params=["redis", "nats"])
-def bus(request, tmp_path):
-    from test_cluster import BusServer
-    b = BusServer(request.param, tmp_path).start()
-    yield b
-    b.kill()
-
-
 def crosses(ha, hb, room, k):
     """ha and hb join room; a message of each reaches the other."""
     for h in (ha, hb):
@@ -197,7 +190,6 @@ def test_cluster_node_survives_allocation_failures(start_daemon, shim, bus):
     cross between the nodes both ways again. (Failing every allocation
     reaches hiredis 0.14 and nats.c 3.4, which crash or abort on their own
     out-of-memory paths: see the README.)"""
-    from test_cluster import FAST
     so, shm, m = shim
     env = {"GOHUB_CLUSTER_ENABLED": "true", **FAST, **bus.env()}
     a = start_daemon(env={**env, "GOHUB_CLUSTER_NODE_ID": "f1", "LD_PRELOAD": str(so),

@@ -11,14 +11,13 @@ import time
 
 import pytest
 
-from gohub_helpers import OP_BINARY, Hub, RawWS, http_get, wait_for
+from gohub_helpers import FAST, OP_BINARY, Hub, RawWS, http_get, is_asan_build, wait_for
 
 
 @pytest.fixture
 def memcheck(tmp_path, gohub_bin):
-    with open(gohub_bin, "rb") as f:
-        if b"__asan_init" in f.read():
-            pytest.skip("valgrind cannot run an ASan build (the release pass runs this)")
+    if is_asan_build(gohub_bin):
+        pytest.skip("valgrind cannot run an ASan build (the release pass runs this)")
     log = tmp_path / "memcheck.log"
     wrapper = tmp_path / "gohub-memcheck"
     wrapper.write_text("#!/bin/sh\nexec valgrind --tool=memcheck --error-exitcode=77 "
@@ -71,19 +70,10 @@ def test_memcheck_finds_nothing(start_daemon, memcheck, tmp_path):
     assert rc == 0 and "ERROR SUMMARY: 0 errors" in text, (rc, text[-4000:])
 
 
-@pytest.fixture(params=["redis", "nats"])
-def bus(request, tmp_path):
-    from test_cluster import BusServer
-    b = BusServer(request.param, tmp_path).start()
-    yield b
-    b.kill()
-
-
 def test_memcheck_finds_nothing_on_a_cluster_node(start_daemon, memcheck, bus):
     """A node under memcheck in a two-node cluster (redis and nats): room
     messages and a direct message both ways, cluster-wide lists, then
     SIGTERM."""
-    from test_cluster import FAST
     wrapper, log = memcheck
     env = {"GOHUB_CLUSTER_ENABLED": "true", **FAST, **bus.env()}
     a = start_daemon(binary=wrapper, env={**env, "GOHUB_CLUSTER_NODE_ID": "vg1"})
