@@ -19,19 +19,3 @@ const char *hub_strerror(int err)
     default:          return uv_strerror(err);
     }
 }
-
-void *hub_xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (p == NULL) {
-        fputs("gohub: out of memory\n", stderr);
-        abort();
-    }
-    return p;
-}
-
-char *hub_xstrdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    return memcpy(hub_xmalloc(n), s, n);
-}

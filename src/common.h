@@ -55,11 +55,6 @@ const char *hub_strerror(int err);
         }                                                                       \
     } while (0)
 
-/* Allocation that aborts on failure: used only for small fixed-size objects
- * at boot; per-connection paths handle NULL and close the connection. */
-void *hub_xmalloc(size_t n);
-char *hub_xstrdup(const char *s);
-
 /* uv_buf_t takes char *; frame bytes are const. The one cast lives here. */
 static inline uv_buf_t hub_uv_buf(const void *p, size_t n)
 {

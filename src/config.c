@@ -300,6 +300,24 @@ static void list_clear(hub_strlist_t *l)
     l->n = 0;
 }
 
+/* Replaces *l with copies of items[0..n). Returns 0, or HUB_ENOMEM with *l
+ * as it was. */
+static int list_set(hub_strlist_t *l, const char *const *items, size_t n)
+{
+    hub_strlist_t copy = { NULL, 0 };
+    if (n > 0 && (copy.items = calloc(n, sizeof(char *))) == NULL)
+        return HUB_ENOMEM;
+    for (; copy.n < n; copy.n++) {
+        if ((copy.items[copy.n] = strdup(items[copy.n])) == NULL) {
+            list_clear(&copy);
+            return HUB_ENOMEM;
+        }
+    }
+    list_clear(l);
+    *l = copy;
+    return 0;
+}
+
 /* ---- value syntax ----------------------------------------------------- */
 
 /* Formats a duration in ms with the largest unit that divides it exactly. */
@@ -514,9 +532,16 @@ static void store_number(hub_config_t *cfg, const key_desc_t *k, int64_t v)
     }
 }
 
+/* Says "out of memory" in reason; returns HUB_ENOMEM. */
+static int out_of_memory(char *reason, size_t rlen)
+{
+    snprintf(reason, rlen, "out of memory");
+    return HUB_ENOMEM;
+}
+
 /* Parses text as a value of k's (non-list) type and stores it in cfg.
- * Returns 0, or -1 with reason set to "expected ..., got '...'" or
- * "... is out of range ...". */
+ * Returns 0, -1 with reason set to "expected ..., got '...'" or "... is
+ * out of range ...", or HUB_ENOMEM (reason "out of memory"). */
 static int set_scalar(hub_config_t *cfg, const key_desc_t *k, const char *text,
                       char *reason, size_t rlen)
 {
@@ -575,9 +600,12 @@ static int set_scalar(hub_config_t *cfg, const key_desc_t *k, const char *text,
             snprintf(reason, rlen, "expected %s, got '%s'", want, quote(q, sizeof(q), text));
             return -1;
         }
+        char *copy = strdup(text);
+        if (copy == NULL)
+            return out_of_memory(reason, rlen);
         char **sp = field(cfg, k);
         free(*sp);
-        *sp = hub_xstrdup(text);
+        *sp = copy;
         return 0;
     }
     case KT_LIST:
@@ -599,18 +627,14 @@ static int check_item(const key_desc_t *k, const char *item, char *reason, size_
     return 0;
 }
 
-/* Replaces k's list with items[0..n) (copied; already checked). */
-static void store_list(hub_config_t *cfg, const key_desc_t *k, const char *const *items,
-                       size_t n)
+/* Replaces k's list with items[0..n) (copied; already checked). Returns 0
+ * or HUB_ENOMEM with reason set. */
+static int store_list(hub_config_t *cfg, const key_desc_t *k, const char *const *items,
+                      size_t n, char *reason, size_t rlen)
 {
-    hub_strlist_t *l = field(cfg, k);
-    list_clear(l);
-    if (n == 0)
-        return;
-    l->items = hub_xmalloc(n * sizeof(char *));
-    for (size_t i = 0; i < n; i++)
-        l->items[i] = hub_xstrdup(items[i]);
-    l->n = n;
+    if (list_set(field(cfg, k), items, n) != 0)
+        return out_of_memory(reason, rlen);
+    return 0;
 }
 
 /* Moves *s past leading blanks and cuts trailing blanks (spaces, tabs) in
@@ -628,14 +652,17 @@ static void trim(char **s)
 
 /* Applies a value written as text (a default or an environment variable):
  * scalars parse as their type; a list is comma-separated with items trimmed,
- * and an empty or blank text is the empty list. Returns 0 or -1 + reason. */
+ * and an empty or blank text is the empty list. Returns 0, or -1 or
+ * HUB_ENOMEM with reason set. */
 static int set_text(hub_config_t *cfg, const key_desc_t *k, const char *text,
                     char *reason, size_t rlen)
 {
     if (k->type != KT_LIST)
         return set_scalar(cfg, k, text, reason, rlen);
 
-    char *copy = hub_xstrdup(text);
+    char *copy = strdup(text);
+    if (copy == NULL)
+        return out_of_memory(reason, rlen);
     char *all = copy;
     size_t n = 0;
     trim(&all);
@@ -644,7 +671,11 @@ static int set_text(hub_config_t *cfg, const key_desc_t *k, const char *text,
         for (const char *p = all; *p; p++)
             n += *p == ',';
     }
-    const char **items = hub_xmalloc((n ? n : 1) * sizeof(char *));
+    const char **items = malloc((n ? n : 1) * sizeof(char *));
+    if (items == NULL) {
+        free(copy);
+        return out_of_memory(reason, rlen);
+    }
     char *p = all;
     for (size_t i = 0; i < n; i++) {
         char *comma = strchr(p, ',');
@@ -664,7 +695,7 @@ static int set_text(hub_config_t *cfg, const key_desc_t *k, const char *text,
         }
     }
     if (rc == 0)
-        store_list(cfg, k, items, n);
+        rc = store_list(cfg, k, items, n, reason, rlen);
     free(items);
     free(copy);
     return rc;
@@ -802,18 +833,21 @@ static int apply_node(yaml_walk_t *w, const key_desc_t *k, size_t keyline, yaml_
             return 0;
         }
         if (is_null(v)) {
-            store_list(w->cfg, k, NULL, 0);
+            if (store_list(w->cfg, k, NULL, 0, reason, sizeof(reason)) != 0)
+                return value_err(w, k, v, reason);
             return 0;
         }
-        if (check_item(k, text, reason, sizeof(reason)) != 0)
+        if (check_item(k, text, reason, sizeof(reason)) != 0 ||
+            store_list(w->cfg, k, &text, 1, reason, sizeof(reason)) != 0)
             return value_err(w, k, v, reason);
-        store_list(w->cfg, k, &text, 1);
         return 0;
     }
 
     /* a sequence for a list key */
     size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-    const char **items = hub_xmalloc((n ? n : 1) * sizeof(char *));
+    const char **items = malloc((n ? n : 1) * sizeof(char *));
+    if (items == NULL)
+        return value_err(w, k, v, "out of memory");
     for (size_t i = 0; i < n; i++) {
         yaml_node_t *it = yaml_document_get_node(w->doc, v->data.sequence.items.start[i]);
         if (it->type != YAML_SCALAR_NODE) {
@@ -832,9 +866,9 @@ static int apply_node(yaml_walk_t *w, const key_desc_t *k, size_t keyline, yaml_
             return value_err(w, k, it, reason);
         }
     }
-    store_list(w->cfg, k, items, n);
+    int rc = store_list(w->cfg, k, items, n, reason, sizeof(reason));
     free(items);
-    return 0;
+    return rc != 0 ? value_err(w, k, v, reason) : 0;
 }
 
 /* Applies the mapping m whose keys live under prefix ("" at top level):
@@ -908,7 +942,12 @@ static int read_file(const char *path, char **out, size_t *outlen, char *err, si
         return -1;
     }
     size_t cap = 4096, len = 0;
-    char *buf = hub_xmalloc(cap);
+    char *buf = malloc(cap);
+    if (buf == NULL) {
+        set_err(err, errlen, "%s: out of memory", path);
+        fclose(f);
+        return -1;
+    }
     for (;;) {
         if (len + 1 == cap) {
             if (cap >= FILE_MAX_BYTES) {
@@ -1103,7 +1142,12 @@ hub_config_t *hub_config_load(const char *path, char *err, size_t errlen)
     }
     for (size_t i = 0; i < HUB_ARRAY_LEN(keys); i++) {
         char reason[REASON_MAX];
-        if (set_text(cfg, &keys[i], keys[i].def, reason, sizeof(reason)) != 0) {
+        int rc = set_text(cfg, &keys[i], keys[i].def, reason, sizeof(reason));
+        if (rc == HUB_ENOMEM) {
+            set_err(err, errlen, "out of memory");
+            goto fail;
+        }
+        if (rc != 0) {
             fprintf(stderr, "gohub: bad default for %s: %s\n", keys[i].path, reason);
             hub_assert(!"config key table has an invalid default");
         }
@@ -1154,8 +1198,8 @@ static bool same_value(const hub_config_t *a, const hub_config_t *b, const key_d
     return true;
 }
 
-/* Replaces k's value in dst with a copy of src's. Returns 0 or -1 (out of
- * memory: dst keeps its own value). */
+/* Replaces k's value in dst with a copy of src's. Returns 0 or HUB_ENOMEM
+ * (dst keeps its own value). */
 static int copy_value(hub_config_t *dst, const hub_config_t *src, const key_desc_t *k)
 {
     void *fd = field(dst, k);
@@ -1163,7 +1207,7 @@ static int copy_value(hub_config_t *dst, const hub_config_t *src, const key_desc
     if (k->type == KT_STRING) {
         char *v = strdup(*(char *const *)fs);
         if (v == NULL)
-            return -1;
+            return HUB_ENOMEM;
         free(*(char **)fd);
         *(char **)fd = v;
         return 0;
@@ -1173,18 +1217,7 @@ static int copy_value(hub_config_t *dst, const hub_config_t *src, const key_desc
         return 0;
     }
     const hub_strlist_t *ls = fs;
-    hub_strlist_t l = { calloc(ls->n ? ls->n : 1, sizeof(char *)), 0 };
-    if (l.items == NULL)
-        return -1;
-    for (; l.n < ls->n; l.n++) {
-        if ((l.items[l.n] = strdup(ls->items[l.n])) == NULL) {
-            list_clear(&l);
-            return -1;
-        }
-    }
-    list_clear(fd);
-    *(hub_strlist_t *)fd = l;
-    return 0;
+    return list_set(fd, (const char *const *)ls->items, ls->n);
 }
 
 hub_config_t *hub_config_reload(const hub_config_t *old, const char *path, char *err,

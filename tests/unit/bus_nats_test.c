@@ -287,12 +287,12 @@ static hub_config_t *mkcfg(int port, int js, const char *node, uint32_t backoff_
     hub_config_t *cf = calloc(1, sizeof(*cf));
     hub_assert(cf != NULL);
     snprintf(url, sizeof(url), "nats://127.0.0.1:%d", port);
-    cf->nats_urls.items = hub_xmalloc(sizeof(char *));
-    cf->nats_urls.items[0] = hub_xstrdup(url);
+    cf->nats_urls.items = malloc(sizeof(char *));
+    cf->nats_urls.items[0] = strdup(url);
     cf->nats_urls.n = 1;
-    cf->nats_stream_name = hub_xstrdup(cfg_stream);
-    cf->cluster_node_id = hub_xstrdup(node);
-    cf->server_node_id = hub_xstrdup("");
+    cf->nats_stream_name = strdup(cfg_stream);
+    cf->cluster_node_id = strdup(node);
+    cf->server_node_id = strdup("");
     cf->nats_use_jetstream = js;
     cf->nats_message_retention_ms = cfg_retention_ms;
     cf->cluster_connect_timeout_ms = 1000;
@@ -361,16 +361,16 @@ TEST(bad_config_is_refused)
 {
     hub_config_t *cf = mkcfg(core_port, 0, "a", 200, 65536);
     free(cf->nats_stream_name);
-    cf->nats_stream_name = hub_xstrdup("A.B");
+    cf->nats_stream_name = strdup("A.B");
     ASSERT_EQ(hub_bus_nats.open(&b, &loop, cf, &b.impl), HUB_ECONFIG);
     ASSERT(b.impl == NULL);
     free(cf->nats_stream_name);
-    cf->nats_stream_name = hub_xstrdup(cfg_stream);
+    cf->nats_stream_name = strdup(cfg_stream);
     free(cf->nats_urls.items[0]);
-    cf->nats_urls.items[0] = hub_xstrdup("nats://127.0.0.1:99999");
+    cf->nats_urls.items[0] = strdup("nats://127.0.0.1:99999");
     ASSERT_EQ(hub_bus_nats.open(&b, &loop, cf, &b.impl), HUB_ECONFIG);
     free(cf->nats_urls.items[0]);
-    cf->nats_urls.items[0] = hub_xstrdup("redis://127.0.0.1:4222");
+    cf->nats_urls.items[0] = strdup("redis://127.0.0.1:4222");
     ASSERT_EQ(hub_bus_nats.open(&b, &loop, cf, &b.impl), HUB_ECONFIG);
     free_cfg(cf);
 }
