@@ -19,16 +19,54 @@
 
 #define MAX_WATCH 8
 
-typedef struct {
+/* An API caller waiting for a reload's result: allocated by its worker
+ * (hub_reload_request), posted to the main thread, kept there in a
+ * waitlist, and posted back with the result, so that answering allocates
+ * nothing and every caller gets an answer. */
+typedef struct request_s {
+    hub_inbox_msg_t base;
+    struct request_s *next_waiter;
     int worker;
     uint64_t conn_id;
-} waiter_t;
+    int ok;            /* the answer */
+    char err[512];
+} request_msg_t;
 
-/* API callers waiting for a reload's result: every one gets an answer. */
 typedef struct {
-    waiter_t *v;
-    size_t n, cap;
+    request_msg_t *head;
 } waitlist_t;
+
+/* worker → main: the worker's new VM is built (ok) or not (err) */
+typedef struct {
+    hub_inbox_msg_t base;
+    int ok;
+    char err[512];
+} prepared_msg_t;
+
+/* main → worker */
+typedef struct {
+    hub_inbox_msg_t base;
+    int op;                  /* OP_CONFIG, OP_PREPARE, OP_COMMIT, OP_ABORT */
+    uint32_t gen;            /* OP_PREPARE */
+    const hub_config_t *cfg; /* OP_CONFIG */
+    const hub_auth_t *auth;  /* OP_CONFIG: built from cfg, NULL = auth disabled */
+    prepared_msg_t *reply;   /* OP_PREPARE: the worker's answer, posted back */
+} worker_msg_t;
+
+enum { OP_CONFIG, OP_PREPARE, OP_COMMIT, OP_ABORT };
+
+/* A worker's reload messages, made once and reused by every reload, so a
+ * reload allocates no message (one that could not be sent would leave a
+ * worker on a freed config, or the reload waiting for ever). Each one has
+ * run before it is posted again: reloads run one at a time, inboxes are
+ * FIFO, and a reload's step waits for every worker's answer to the step
+ * before (config and prepare are posted after the last reload's answers
+ * came; end after this reload's answers, which the worker sent after
+ * running the last end). */
+typedef struct {
+    worker_msg_t config, prepare, end; /* end: OP_COMMIT or OP_ABORT */
+    prepared_msg_t prepared;
+} slots_t;
 
 struct hub_reload_s {
     uv_fs_event_t watch[MAX_WATCH];
@@ -41,62 +79,26 @@ struct hub_reload_s {
     hub_auth_t *retired_auth; /* the token verifier of that config, likewise */
     uint32_t gen;
     int prepared, failed;
+    int building;         /* the workers were sent a prepare: finish sends the end */
     uint64_t started_ns;
     char err[512];
     waitlist_t cur;  /* answered by the reload in progress (or about to start) */
     waitlist_t next; /* came during it: answered by the one after */
+    slots_t *slots;  /* one per worker */
 };
-
-/* worker → main */
-typedef struct {
-    hub_inbox_msg_t base;
-    int ok;
-    char err[512];
-} prepared_msg_t;
-
-/* any → main */
-typedef struct {
-    hub_inbox_msg_t base;
-    int worker;
-    uint64_t conn_id;
-} request_msg_t;
-
-/* main → worker */
-typedef struct {
-    hub_inbox_msg_t base;
-    int op;            /* CONFIG, PREPARE, COMMIT, ABORT, ANSWER */
-    uint32_t gen;
-    uint64_t conn_id;  /* ANSWER */
-    const hub_config_t *cfg; /* CONFIG */
-    const hub_auth_t *auth;  /* CONFIG: built from cfg, NULL = auth disabled */
-    int ok;
-    char err[512];
-} worker_msg_t;
-
-enum { OP_CONFIG, OP_PREPARE, OP_COMMIT, OP_ABORT, OP_ANSWER };
 
 static void worker_run(void *owner, hub_inbox_msg_t *m);
 
-/* Posts op to worker i. Returns 0 or HUB_ENOMEM. */
-static int post_worker(hub_server_t *s, int i, int op, uint32_t gen, uint64_t conn_id, int ok,
-                       const char *err)
+/* Posts worker i's message m (one of its slots) as op. A closed inbox
+ * (the worker is stopping) drops it. */
+static void post_worker(hub_server_t *s, int i, worker_msg_t *m, int op)
 {
-    worker_msg_t *m = calloc(1, sizeof(*m));
-    if (m == NULL)
-        return HUB_ENOMEM;
     m->base.run = worker_run;
     m->op = op;
-    m->gen = gen;
-    m->conn_id = conn_id;
-    m->ok = ok;
+    m->gen = s->reload->gen;
     m->cfg = s->cfg;
     m->auth = s->auth;
-    snprintf(m->err, sizeof(m->err), "%s", err ? err : "");
-    if (hub_inbox_post(&s->workers[i].inbox, &m->base) != 0) {
-        free(m);
-        return HUB_ENOMEM;
-    }
-    return 0;
+    hub_inbox_post(&s->workers[i].inbox, &m->base);
 }
 
 static void finish(hub_server_t *s);
@@ -133,12 +135,8 @@ static int apply_config(hub_server_t *s)
     s->cfg = cfg;
     r->retired_auth = s->auth; /* connections keep the identities they have */
     s->auth = auth;
-    for (int i = 0; i < s->nworkers; i++) {
-        /* a worker that missed the message would keep a pointer to the
-         * retired snapshot: better to stop than to read freed memory */
-        if (post_worker(s, i, OP_CONFIG, 0, 0, 0, NULL) != 0)
-            hub_assert(!"out of memory posting a config swap");
-    }
+    for (int i = 0; i < s->nworkers; i++)
+        post_worker(s, i, &r->slots[i].config, OP_CONFIG);
     hub_log_info("config reloaded", "file=%s", s->config_path ? s->config_path : "(defaults)");
     return 0;
 }
@@ -159,8 +157,11 @@ static void start(hub_server_t *s)
         }
     }
     r->gen++; /* the VMs being built */
-    for (int i = 0; i < s->nworkers; i++)
-        post_worker(s, i, OP_PREPARE, r->gen, 0, 0, NULL);
+    r->building = 1;
+    for (int i = 0; i < s->nworkers; i++) {
+        r->slots[i].prepare.reply = &r->slots[i].prepared;
+        post_worker(s, i, &r->slots[i].prepare, OP_PREPARE);
+    }
 }
 
 void hub_reload_all(hub_server_t *s, const char *why)
@@ -183,6 +184,18 @@ void hub_reload_trigger(hub_server_t *s, const char *why)
     start(s);
 }
 
+static void on_answer(void *owner, hub_inbox_msg_t *m);
+
+/* Sends q back to its worker with the result (q goes with it). */
+static void answer_waiter(hub_server_t *s, request_msg_t *q, int ok, const char *err)
+{
+    q->base.run = on_answer;
+    q->ok = ok;
+    snprintf(q->err, sizeof(q->err), "%s", err);
+    if (hub_inbox_post(&s->workers[q->worker].inbox, &q->base) != 0)
+        free(q); /* the worker is stopping: its connections with it */
+}
+
 static void finish(hub_server_t *s)
 {
     struct hub_reload_s *r = s->reload;
@@ -193,17 +206,22 @@ static void finish(hub_server_t *s)
     r->retired = NULL;
     hub_auth_free(r->retired_auth);
     r->retired_auth = NULL;
-    for (int i = 0; i < s->nworkers; i++)
-        post_worker(s, i, ok ? OP_COMMIT : OP_ABORT, 0, 0, 0, NULL);
+    /* a failed config step sent the workers nothing (and their end
+     * slots may still be queued from the last reload) */
+    for (int i = 0; r->building && i < s->nworkers; i++)
+        post_worker(s, i, &r->slots[i].end, ok ? OP_COMMIT : OP_ABORT);
+    r->building = 0;
     double ms = (double)(uv_hrtime() - r->started_ns) / 1e6;
     hub_metrics_reload(ok);
     if (ok)
         hub_log_info("lua reloaded", "workers=%d build_ms=%g", s->nworkers, ms);
     else
         hub_log_error("reload failed: the old code keeps serving", "error=%s", r->err);
-    for (size_t i = 0; i < r->cur.n; i++)
-        post_worker(s, r->cur.v[i].worker, OP_ANSWER, 0, r->cur.v[i].conn_id, ok, r->err);
-    r->cur.n = 0;
+    for (request_msg_t *q = r->cur.head, *next; q != NULL; q = next) {
+        next = q->next_waiter;
+        answer_waiter(s, q, ok, r->err);
+    }
+    r->cur.head = NULL;
     r->running = 0;
     if (r->again) {
         r->again = 0;
@@ -223,49 +241,38 @@ static void on_prepared(void *owner, hub_inbox_msg_t *m)
         r->failed = 1;
         snprintf(r->err, sizeof(r->err), "%s", pm->err);
     }
-    free(pm);
     if (++r->prepared == s->nworkers)
         finish(s);
-}
-
-static int waitlist_push(waitlist_t *l, waiter_t w)
-{
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 8;
-        waiter_t *v = realloc(l->v, cap * sizeof(*v));
-        if (v == NULL)
-            return HUB_ENOMEM;
-        l->v = v;
-        l->cap = cap;
-    }
-    l->v[l->n++] = w;
-    return 0;
 }
 
 static void on_request(void *owner, hub_inbox_msg_t *m)
 {
     hub_server_t *s = owner;
-    request_msg_t *rm = (request_msg_t *)m;
+    request_msg_t *q = (request_msg_t *)m;
     struct hub_reload_s *r = s->reload;
-    waiter_t w = { rm->worker, rm->conn_id };
-    free(rm);
-    if (waitlist_push(r->running ? &r->next : &r->cur, w) != 0) {
-        post_worker(s, w.worker, OP_ANSWER, 0, w.conn_id, 0, "out of memory");
+    if (s->stopping) {
+        answer_waiter(s, q, 0, "shutting down");
         return;
     }
+    waitlist_t *l = r->running ? &r->next : &r->cur;
+    q->next_waiter = l->head;
+    l->head = q;
     hub_reload_all(s, "api");
 }
 
-void hub_reload_request(hub_server_t *s, int worker, uint64_t conn_id)
+int hub_reload_request(hub_server_t *s, int worker, uint64_t conn_id)
 {
-    request_msg_t *m = malloc(sizeof(*m));
+    request_msg_t *m = calloc(1, sizeof(*m));
     if (m == NULL)
-        return;
+        return HUB_ENOMEM;
     m->base.run = on_request;
     m->worker = worker;
     m->conn_id = conn_id;
-    if (hub_inbox_post(&s->inbox, &m->base) != 0)
+    if (hub_inbox_post(&s->inbox, &m->base) != 0) {
         free(m);
+        return HUB_ECLOSED;
+    }
+    return 0;
 }
 
 /* ---- worker side --------------------------------------------------------- */
@@ -283,7 +290,16 @@ static void answer(hub_worker_t *w, uint64_t conn_id, int ok, const char *err)
         hub_routes_error(c, 422, "reload_failed", err, "", 0);
 }
 
-/* Runs on worker `owner`: build, swap, drop, or answer the API caller. */
+/* Runs on the API caller's worker (`owner`): answers it, frees q. */
+static void on_answer(void *owner, hub_inbox_msg_t *m)
+{
+    request_msg_t *q = (request_msg_t *)m;
+    answer(owner, q->conn_id, q->ok, q->err);
+    free(q);
+}
+
+/* Runs on worker `owner`: build, swap or drop. m is one of the worker's
+ * slots (not freed). */
 static void worker_run(void *owner, hub_inbox_msg_t *m)
 {
     hub_worker_t *w = owner;
@@ -295,16 +311,13 @@ static void worker_run(void *owner, hub_inbox_msg_t *m)
         hub_vm_watch_config(w);
         break;
     case OP_PREPARE: {
-        prepared_msg_t *pm = calloc(1, sizeof(*pm));
+        prepared_msg_t *pm = wm->reply;
         hub_vm_free(w->next_vm);
-        w->next_vm = hub_vm_new(w, wm->gen, pm ? pm->err : wm->err,
-                                pm ? sizeof(pm->err) : sizeof(wm->err));
-        if (pm == NULL)
-            break;
+        pm->err[0] = '\0';
+        w->next_vm = hub_vm_new(w, wm->gen, pm->err, sizeof(pm->err));
         pm->base.run = on_prepared;
         pm->ok = w->next_vm != NULL;
-        if (hub_inbox_post(&w->srv->inbox, &pm->base) != 0)
-            free(pm);
+        hub_inbox_post(&w->srv->inbox, &pm->base); /* closed: stopping */
         break;
     }
     case OP_COMMIT:
@@ -319,11 +332,7 @@ static void worker_run(void *owner, hub_inbox_msg_t *m)
         hub_vm_free(w->next_vm);
         w->next_vm = NULL;
         break;
-    case OP_ANSWER:
-        answer(w, wm->conn_id, wm->ok, wm->err);
-        break;
     }
-    free(wm);
 }
 
 /* ---- file watch ---------------------------------------------------------- */
@@ -367,6 +376,11 @@ int hub_reload_init(hub_server_t *s)
     struct hub_reload_s *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return HUB_ENOMEM;
+    r->slots = calloc((size_t)s->nworkers, sizeof(*r->slots));
+    if (r->slots == NULL) {
+        free(r);
+        return HUB_ENOMEM;
+    }
     s->reload = r;
     r->gen = 1; /* the boot VMs are generation 1; a reload makes gen + 1 */
     uv_timer_init(&s->loop, &r->debounce);
@@ -387,6 +401,7 @@ void hub_reload_free(hub_server_t *s)
     if (s->reload != NULL) {
         hub_config_free(s->reload->retired);
         hub_auth_free(s->reload->retired_auth);
+        free(s->reload->slots);
     }
     free(s->reload);
     s->reload = NULL;
@@ -399,8 +414,14 @@ void hub_reload_close(hub_server_t *s)
         return;
     for (int i = 0; i < r->nwatch; i++)
         uv_close((uv_handle_t *)&r->watch[i], NULL);
-    free(r->cur.v);
-    free(r->next.v);
-    r->cur = r->next = (waitlist_t){ NULL, 0, 0 };
+    /* the workers are stopping: their callers' connections go with them */
+    waitlist_t *lists[] = { &r->cur, &r->next };
+    for (size_t i = 0; i < HUB_ARRAY_LEN(lists); i++) {
+        for (request_msg_t *q = lists[i]->head, *next; q != NULL; q = next) {
+            next = q->next_waiter;
+            free(q);
+        }
+        lists[i]->head = NULL;
+    }
     uv_close((uv_handle_t *)&r->debounce, NULL);
 }

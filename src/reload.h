@@ -24,8 +24,9 @@ void hub_reload_trigger(hub_server_t *s, const char *why);
 void hub_reload_all(hub_server_t *s, const char *why);
 
 /* Any thread: asks for a config + Lua reload whose result is answered as the HTTP
- * response of connection conn_id on worker index. */
-void hub_reload_request(hub_server_t *s, int worker, uint64_t conn_id);
+ * response of connection conn_id on worker index. Returns 0 (an answer will
+ * come), HUB_ENOMEM or HUB_ECLOSED (the server is stopping): none will. */
+int hub_reload_request(hub_server_t *s, int worker, uint64_t conn_id);
 
 /* Closes the watch handles (shutdown). */
 void hub_reload_close(hub_server_t *s);

@@ -117,10 +117,17 @@ static void reload(hub_conn_t *c, const hub_http_req_t *r, int keep_alive)
     if (!hub_api_allowed(c, r, "", keep_alive))
         return;
     /* answered (then closed) when every worker has reported; meanwhile the
-     * connection reads nothing and the header deadline is off */
+     * connection reads nothing and the header deadline is off (the answer
+     * runs on this thread, so not before this returns) */
+    int rc = hub_reload_request(c->w->srv, c->w->index, c->id);
+    if (rc != 0) {
+        hub_routes_error(c, 503, "unavailable",
+                         rc == HUB_ENOMEM ? "out of memory" : "shutting down",
+                         "Retry-After: 1\r\n", 0);
+        return;
+    }
     hub_conn_pause(c);
     c->timer_ms = UINT64_MAX;
-    hub_reload_request(c->w->srv, c->w->index, c->id);
 }
 
 /* limits.connections_per_second_per_ip for c's peer. */
