@@ -15,6 +15,7 @@
 #define HUB_VM_SMALL 256          /* largest block size vm_alloc caches */
 #define HUB_VM_CACHE (256 * 1024) /* bytes of freed blocks it keeps at most */
 #define HUB_VM_CLASSES ((HUB_VM_SMALL + 7) / 16 + 1)
+#define HUB_VM_RESERVE 8192       /* see vm_alloc_slow (lua_vm.c) */
 
 /* A growable output buffer (malloc'd; the owner frees p). */
 typedef struct {
@@ -63,6 +64,10 @@ struct hub_vm_s {
      * per size class up to HUB_VM_SMALL bytes, HUB_VM_CACHE bytes in all */
     void *small[HUB_VM_CLASSES];
     size_t small_bytes;
+    /* blocks for lua_newstate when malloc fails (vm_alloc, lua_vm.c) */
+    char *reserve;            /* HUB_VM_RESERVE bytes; NULL once unneeded */
+    size_t reserve_used;
+    int creating;             /* inside lua_newstate */
     /* the message being handled (gohub.raw, logs) */
     hub_conn_t *cur;
     const struct hub_json_env_s *env; /* its member spans */

@@ -86,6 +86,37 @@ static inline int cache_put(hub_vm_t *vm, void *p, size_t c)
     return 1;
 }
 
+/* LuaJIT 2.1 crashes when an allocation fails inside lua_newstate before
+ * its string table exists (LuaJIT issue #1248: freeing the partial state
+ * sweeps the table that is not there). So while a state is created, an
+ * allocation that malloc refuses is cut from vm->reserve, taken just
+ * before; the first ones, which need ~3 KB, cannot fail then. Blocks from
+ * the reserve live until the VM is freed: they may be cached and reused,
+ * but never reach free() or realloc(). */
+static int in_reserve(const hub_vm_t *vm, const void *p)
+{
+    return vm->reserve != NULL && (const char *)p >= vm->reserve &&
+           (const char *)p < vm->reserve + HUB_VM_RESERVE;
+}
+
+static void *reserve_take(hub_vm_t *vm, size_t size)
+{
+    /* a small block may be cached, then reused for any size of its class */
+    size_t n = size <= HUB_VM_SMALL ? class_size(small_class(size)) : size;
+    n = (n + 15) & ~(size_t)15; /* malloc's alignment */
+    if (vm->reserve == NULL || n > HUB_VM_RESERVE - vm->reserve_used)
+        return NULL;
+    void *p = vm->reserve + vm->reserve_used;
+    vm->reserve_used += n;
+    return p;
+}
+
+static void sys_free(hub_vm_t *vm, void *p)
+{
+    if (!in_reserve(vm, p))
+        free(p);
+}
+
 static void *block_new(hub_vm_t *vm, size_t size)
 {
     if (size <= HUB_VM_SMALL) {
@@ -99,7 +130,7 @@ static void *block_new(hub_vm_t *vm, size_t size)
 static void block_free(hub_vm_t *vm, void *p, size_t size)
 {
     if (size > HUB_VM_SMALL || !cache_put(vm, p, small_class(size)))
-        free(p);
+        sys_free(vm, p);
 }
 
 static void small_free_all(hub_vm_t *vm)
@@ -108,7 +139,7 @@ static void small_free_all(hub_vm_t *vm)
         while (vm->small[c] != NULL) {
             void *p = vm->small[c];
             vm->small[c] = *(void **)p;
-            free(p);
+            sys_free(vm, p);
         }
     }
     vm->small_bytes = 0;
@@ -131,7 +162,9 @@ static __attribute__((noinline)) void *vm_alloc_slow(hub_vm_t *vm, void *ptr, si
     void *p;
     if (ptr == NULL) {
         p = block_new(vm, nsize); /* most calls are fresh allocations */
-    } else if (osize > HUB_VM_SMALL && nsize > HUB_VM_SMALL) {
+        if (p == NULL && vm->creating)
+            p = reserve_take(vm, nsize);
+    } else if (osize > HUB_VM_SMALL && nsize > HUB_VM_SMALL && !in_reserve(vm, ptr)) {
         p = realloc(ptr, nsize);
     } else if (osize <= HUB_VM_SMALL && nsize <= HUB_VM_SMALL &&
                small_class(osize) == small_class(nsize)) {
@@ -628,9 +661,19 @@ hub_vm_t *hub_vm_new(hub_worker_t *w, uint32_t gen, char *err, size_t errlen)
         hub_vm_free(vm);
         return NULL;
     }
-    vm->L = lua_newstate(vm_alloc, vm);
+    vm->reserve = malloc(HUB_VM_RESERVE);
+    if (vm->reserve != NULL) {
+        vm->creating = 1;
+        vm->L = lua_newstate(vm_alloc, vm);
+        vm->creating = 0;
+        if (vm->reserve_used == 0) {
+            free(vm->reserve);
+            vm->reserve = NULL;
+        }
+    }
     if (vm->L == NULL || vm->lua_path == NULL) {
-        snprintf(err, errlen, "cannot create a Lua state (LuaJIT must be a GC64 build)");
+        /* hub_vm_check_runtime found a GC64 build at start */
+        snprintf(err, errlen, "out of memory (creating a Lua state)");
         hub_vm_free(vm);
         return NULL;
     }
@@ -656,6 +699,7 @@ void hub_vm_free(hub_vm_t *vm)
     if (vm->main)
         lua_close(vm->main);
     small_free_all(vm);
+    free(vm->reserve);
     hub_strmap_free_values(&vm->handlers);
     free(vm->out.p);
     free(vm->lua_path);
