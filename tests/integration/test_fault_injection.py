@@ -18,7 +18,8 @@ import time
 import pytest
 
 from gohub_helpers import (
-    FAST, Hub, ServerClosed, Timeout, http_get, is_asan_build, scrape, wait_for,
+    FAST, Hub, ServerClosed, Timeout, http_get, http_post, is_asan_build, reload_lua, scrape,
+    wait_for,
 )
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -113,6 +114,13 @@ def quiet_live_blocks(d, m):
     return counters(m)["live"]
 
 
+def reloads(d):
+    """(succeeded, failed) code reloads so far."""
+    m = scrape(d.port)
+    return (m.get("gohub_lua_reloads_total", result="success") or 0,
+            m.get("gohub_lua_reloads_total", result="failure") or 0)
+
+
 @pytest.mark.parametrize("scope", [1, 0], ids=["gohub", "all"])
 def test_allocation_failures_are_survived(start_daemon, shim, scope):
     """scope 1: gohub's own allocations fail (Lua's included); scope 0:
@@ -161,6 +169,42 @@ def test_allocation_failures_are_survived(start_daemon, shim, scope):
     # per failed request shows as thousands here)
     grown = quiet_live_blocks(d, m) - live0
     assert grown < 1000, (grown, c, totals)
+    # reloads (SIGHUP, POST /api/reload) while allocations fail: each one
+    # (config file, then code) succeeds or is refused with the running
+    # config and code kept; every API caller is answered (never left
+    # waiting); the daemon stays up, and once the failures stop a reload
+    # succeeds and every worker serves with it
+    loaded = reloads(d)
+    answers = {}
+    for k in range(32):
+        # reading the config takes a few hundred allocations and building
+        # the workers' Lua states thousands: rates from 1 in 4 to 1 in
+        # 4,000 make either one fail
+        struct.pack_into("<q", m, 0, (4, 40, 400, 4000)[k % 4])
+        if k % 8 < 4:
+            d.signal(signal.SIGHUP)
+            time.sleep(0.1)
+        else:
+            try:
+                r = http_post(d.port, "/api/reload", timeout=10)
+                got = r.status if r is not None else "closed"
+            except ConnectionError:
+                got = "closed"
+            assert got in (200, 422, 500, 503, "closed"), got
+            answers[got] = answers.get(got, 0) + 1
+        assert d.running(), d.log_text()[-3000:]
+    struct.pack_into("<q", m, 0, 0)
+    r = reload_lua(d.port)  # answered by a reload that runs after the storm
+    assert r.status == 200, (r.status, r.body, d.log_text()[-3000:])
+    done = reloads(d)
+    assert done[1] > loaded[1], (loaded, done, answers)  # the failures reached the reloads
+    for i in range(10):
+        assert session(d.port, i, 0) == {"reply": 4, "error 3001": 1, "error 1006": 1}
+    assert "lua panic" not in d.log_text()
+    # the refused reloads freed what they had built (a config is ~100
+    # blocks, a Lua state thousands)
+    grown = quiet_live_blocks(d, m) - live0
+    assert grown < 1000, (grown, loaded, done)
     # SIGTERM while one in 3 allocations fails: the clients are closed and
     # gohub exits 0 (its shutdown messages are not allocated)
     clients = [Hub(d.port) for _ in range(6)]
