@@ -110,13 +110,6 @@ typedef struct {
     uint64_t dropped;            /* directory entries refused (caps) */
 } node_t;
 
-/* A warning that a flood of events would repeat: logged at most every
- * 10 s, with the number of events since the last line (bus thread). */
-typedef struct {
-    uint64_t last_ms;  /* bus loop time of the last line; 0 = none yet */
-    uint64_t events;   /* since that line */
-} ratelog_t;
-
 struct hub_bus_s {
     hub_server_t *srv;
     /* from the boot config (cluster.* keys need a restart; a reload frees
@@ -142,9 +135,9 @@ struct hub_bus_s {
     char snapshot_ask[72];       /* a node we met after its snapshot: ask it for one */
     dead_t *dead;                /* bus thread: buried rooms, see flush_dead */
     grave_t graves[GRAVES];      /* guarded by nodes_mu; epoch 0 = free */
-    ratelog_t shared_id_log;     /* warnings at most every 10 s (bus thread) */
-    ratelog_t drop_log;
-    ratelog_t malformed_log;
+    hub_ratelog_t shared_id_log;     /* warnings at most every 10 s (bus thread) */
+    hub_ratelog_t drop_log;
+    hub_ratelog_t malformed_log;
     int ever_up;                 /* the bus has connected once: later connects are reconnects */
     int stopping;
 };
@@ -1326,27 +1319,13 @@ static int parse_num(const char **p, const char *end, int base, uint64_t *out)
     return 0;
 }
 
-/* Counts one event of r; returns the number to log now (the events since
- * the last line, this one included), or 0 when a line went out less than
- * 10 s ago. */
-static uint64_t ratelog_hit(ratelog_t *r, uint64_t now)
-{
-    r->events++;
-    if (r->last_ms != 0 && now - r->last_ms < 10000)
-        return 0;
-    r->last_ms = now;
-    uint64_t n = r->events;
-    r->events = 0;
-    return n;
-}
-
 /* Counts a dropped bus message under reason; why goes to the log, one line
  * per 10 s for all of them (a bus down under traffic drops thousands a
  * second: the counter has every one). */
 static void dropped(hub_bus_t *b, int reason, const char *why)
 {
     hub_mc_add(&hub_metrics_bus()->bus_dropped[reason], 1);
-    uint64_t n = ratelog_hit(&b->drop_log, uv_now(&b->loop));
+    uint64_t n = hub_ratelog_hit(&b->drop_log, uv_now(&b->loop));
     if (n)
         hub_log_warn("cluster: bus messages dropped", "reason=%s count=%llu", why,
                      (unsigned long long)n);
@@ -1354,7 +1333,7 @@ static void dropped(hub_bus_t *b, int reason, const char *why)
 
 /* Two processes configured with one node_id look, to everyone else, like
  * one node restarting back and forth, and their client ids collide. Counted
- * and logged as an error (ratelog_hit); not logged in the first node_timeout
+ * and logged as an error (hub_ratelog_hit); not logged in the first node_timeout
  * after the bus (re)connects, when JetStream may hand back messages of a
  * run that has ended. */
 static void shared_id_dropped(hub_bus_t *b, const char *id, const char *what)
@@ -1362,7 +1341,7 @@ static void shared_id_dropped(hub_bus_t *b, const char *id, const char *what)
     hub_mc_add(&hub_metrics_bus()->bus_dropped[HUB_BD_NODE_ID_CONFLICT], 1);
     uint64_t now = uv_now(&b->loop);
     if (b->up_since_ms == 0 || now - b->up_since_ms < b->node_timeout_ms ||
-        !ratelog_hit(&b->shared_id_log, now))
+        !hub_ratelog_hit(&b->shared_id_log, now))
         return;
     hub_log_error("cluster: node_id used by two processes", "node_id=%s what=%s", id, what);
 }
@@ -1499,7 +1478,7 @@ bad:
     hub_mc_add(&hub_metrics_bus()->bus_dropped[HUB_BD_MALFORMED], 1);
     /* a broken or hostile peer can send them by the thousand: one line per
      * 10 s, the counter has every one */
-    uint64_t count = ratelog_hit(&b->malformed_log, uv_now(&b->loop));
+    uint64_t count = hub_ratelog_hit(&b->malformed_log, uv_now(&b->loop));
     if (count)
         hub_log_warn("cluster: malformed bus message dropped", "bytes=%zu count=%llu", n,
                      (unsigned long long)count);

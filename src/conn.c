@@ -510,7 +510,10 @@ int hub_conn_accept(hub_worker_t *w, uv_stream_t *server, uint8_t scope)
         /* the connection stays in the backlog (libuv stops watching the
          * listener until it is accepted): the worker's tick retries */
         free(c);
-        hub_log_error("accept: out of memory (retried)", "worker=%d", w->index);
+        uint64_t n = hub_ratelog_hit(&w->accept_oom_log, uv_now(&w->loop));
+        if (n)
+            hub_log_error("accept: out of memory (retried every tick)", "worker=%d failures=%llu",
+                          w->index, (unsigned long long)n);
         return HUB_ENOMEM;
     }
     c->w = w;

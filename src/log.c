@@ -308,3 +308,14 @@ void hub_log(int level, const char *msg, const char *kvfmt, ...)
     ssize_t w = write(STDERR_FILENO, l.buf, l.len);
     (void)w;
 }
+
+uint64_t hub_ratelog_hit(hub_ratelog_t *r, uint64_t now_ms)
+{
+    r->events++;
+    if (r->last_ms != 0 && now_ms - r->last_ms < 10000)
+        return 0;
+    r->last_ms = now_ms;
+    uint64_t n = r->events;
+    r->events = 0;
+    return n;
+}

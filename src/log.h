@@ -4,6 +4,8 @@
 #ifndef HUB_LOG_H
 #define HUB_LOG_H
 
+#include <stdint.h>
+
 enum { HUB_LOG_DEBUG = 0, HUB_LOG_INFO, HUB_LOG_WARN, HUB_LOG_ERROR };
 enum { HUB_LOG_JSON = 0, HUB_LOG_TEXT };
 
@@ -21,6 +23,18 @@ int hub_log_enabled(int level);
  * message bodies never go here above debug level. */
 void hub_log(int level, const char *msg, const char *kvfmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* A line that a flood of events would repeat: logged at most every 10 s,
+ * with the number of events since the last line. One thread's. */
+typedef struct {
+    uint64_t last_ms;  /* the caller's clock at the last line; 0 = none yet */
+    uint64_t events;   /* since that line */
+} hub_ratelog_t;
+
+/* Counts one event of r at now_ms (any monotonic clock in ms); returns the
+ * number to log now (the events since the last line, this one included),
+ * or 0 when a line went out less than 10 s ago. */
+uint64_t hub_ratelog_hit(hub_ratelog_t *r, uint64_t now_ms);
 
 #define hub_log_debug(msg, ...) \
     do { if (hub_log_enabled(HUB_LOG_DEBUG)) hub_log(HUB_LOG_DEBUG, msg, __VA_ARGS__); } while (0)

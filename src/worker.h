@@ -10,6 +10,7 @@
 #include "common.h"
 #include "hmap.h"
 #include "inbox.h"
+#include "log.h"
 #include "metrics.h"
 #include "ws.h"
 
@@ -42,6 +43,7 @@ struct hub_worker_s {
     uv_thread_t thread;
     hub_listener_t listeners[HUB_MAX_LISTENERS];
     int nlisteners;
+    hub_ratelog_t accept_oom_log; /* accepts that failed for memory (retried each tick) */
     hub_inbox_t inbox;
     /* shutdown messages, posted at most once each and never allocated (a
      * shutdown must work when memory is short): to the worker, [0] close

@@ -86,6 +86,17 @@ TEST(text_format_quotes_values_with_spaces)
     ASSERT_STREQ(fields(), " addr=::1:9 why=\"no route\"\n");
 }
 
+TEST(ratelog_says_how_many_events_each_line_stands_for)
+{
+    hub_ratelog_t r = { 0, 0 };
+    ASSERT_EQ(hub_ratelog_hit(&r, 5000), 1);  /* the first event logs */
+    ASSERT_EQ(hub_ratelog_hit(&r, 5001), 0);
+    ASSERT_EQ(hub_ratelog_hit(&r, 14999), 0); /* still inside 10 s */
+    ASSERT_EQ(hub_ratelog_hit(&r, 15000), 3); /* these three since the line */
+    ASSERT_EQ(hub_ratelog_hit(&r, 15001), 0);
+    ASSERT_EQ(hub_ratelog_hit(&r, 90000), 2);
+}
+
 int main(void)
 {
     if (pipe(pipe_fd) != 0 || dup2(pipe_fd[1], STDERR_FILENO) < 0)
@@ -97,5 +108,6 @@ int main(void)
     RUN(malformed_tokens_keep_the_arguments_in_step);
     RUN(long_compound_value_is_cut_not_overrun);
     RUN(text_format_quotes_values_with_spaces);
+    RUN(ratelog_says_how_many_events_each_line_stands_for);
     HARNESS_MAIN_END();
 }
