@@ -91,6 +91,7 @@ static struct {
  * "Nats-Msg-Id: " + "\r\n\r\n" */
 #define MSG_ID_OVERHEAD 31
 #define DUP_WINDOW_MAX_MS (120u * 1000u)
+#define LINK_CHECK_MS 1000 /* how often the I/O thread looks at the connection's status */
 
 enum { CMD_PUB = 1, CMD_SUB, CMD_UNSUB, CMD_ACK };
 enum { EV_STATE = 1, EV_MSG, EV_DROPPED };
@@ -175,7 +176,7 @@ typedef struct {
     int link_changed;      /* nats.c (re)connected or disconnected */
     int link_lost;         /* nats.c disconnected (maybe reconnected since) */
     int slow_flag;         /* nats.c reported a slow consumer */
-    int nats_closed;       /* nats.c's closed callback ran */
+    int nats_open;         /* connections whose closed callback is still due */
     int live_subs;         /* subscriptions whose completion callback is due */
     atomic_int js_ready;   /* JetStream stream ready (read by publish()) */
     atomic_llong max_payload;
@@ -195,6 +196,8 @@ typedef struct {
     char server_id[64];    /* the server of the last JetStream check ("" = none yet) */
     int linked;            /* connected, and consumers checked since (acks count) */
     int published_async;   /* a JetStream publish was made on this context */
+    uint64_t check_at;     /* next look at the connection's status (check_link) */
+    int last_status;       /* the status handle_link last acted on; -1 = none */
     int leaked;            /* nats.c did not let go in time: never freed */
 } nats_t;
 
@@ -507,21 +510,28 @@ static void enqueue_pub(nats_t *t, const char *pfx, size_t pfx_len, const char *
  * until the stream is ready again, and the I/O thread checks the stream
  * (creating it if it is gone) as after a reconnect. Anything else loses
  * it. */
+/* Puts m, a JetStream publish of ours, back in the publish queue; 0 when
+ * it has no message id (not ours). */
+static int requeue_pub(nats_t *t, natsMsg *m)
+{
+    const char *id = NULL;
+    int n = natsMsg_GetDataLength(m);
+    if (natsMsgHeader_Get(m, MSG_ID_HDR, &id) != NATS_OK || id == NULL || n < 0)
+        return 0;
+    enqueue_pub(t, "", 0, natsMsg_GetSubject(m), (const uint8_t *)natsMsg_GetData(m), (size_t)n,
+                id);
+    return 1;
+}
+
 static void on_pub_err(jsCtx *js, jsPubAckErr *pae, void *closure)
 {
     nats_t *t = closure;
     HUB_UNUSED(js);
     natsMsg *m = pae->Msg;
-    if (pae->Err == NATS_NO_RESPONDERS || pae->Err == NATS_TIMEOUT ||
-        pae->ErrCode == JSStreamNotFoundErr) {
-        const char *id = NULL;
-        int n = natsMsg_GetDataLength(m);
-        if (natsMsgHeader_Get(m, MSG_ID_HDR, &id) == NATS_OK && id != NULL && n >= 0) {
-            enqueue_pub(t, "", 0, natsMsg_GetSubject(m), (const uint8_t *)natsMsg_GetData(m),
-                        (size_t)n, id);
-            flag_link(t, 0);
-            return;
-        }
+    if ((pae->Err == NATS_NO_RESPONDERS || pae->Err == NATS_TIMEOUT ||
+         pae->ErrCode == JSStreamNotFoundErr) && requeue_pub(t, m)) {
+        flag_link(t, 0);
+        return;
     }
     hub_log_warn("nats: publish refused by the stream", "subject=%s error=%s code=%d",
                  natsMsg_GetSubject(m), pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err),
@@ -542,7 +552,8 @@ static void on_nats_closed(natsConnection *nc, void *closure)
     nats_t *t = closure;
     HUB_UNUSED(nc);
     uv_mutex_lock(&t->cmd_mu);
-    t->nats_closed = 1;
+    t->nats_open--;
+    t->link_changed = 1; /* the I/O thread looks (see reopen) */
     uv_cond_signal(&t->cmd_cond);
     uv_mutex_unlock(&t->cmd_mu);
 }
@@ -916,11 +927,19 @@ static void resend_pending(nats_t *t)
     natsMsgList_Destroy(&pending); /* and the messages not taken again */
 }
 
+static void reopen(nats_t *t);
+
 static void handle_link(nats_t *t)
 {
     if (t->nc == NULL)
         return;
-    if (natsConnection_Status(t->nc) != NATS_CONN_STATUS_CONNECTED) {
+    int status = natsConnection_Status(t->nc);
+    t->last_status = status;
+    if (status == NATS_CONN_STATUS_CLOSED) {
+        reopen(t);
+        return;
+    }
+    if (status != NATS_CONN_STATUS_CONNECTED) {
         t->linked = 0;
         if (t->js)
             set_ready(t, 0);
@@ -963,6 +982,9 @@ static void do_connect(nats_t *t)
         return;
     }
     t->nc = nc;
+    uv_mutex_lock(&t->cmd_mu);
+    t->nats_open++; /* its closed callback is due */
+    uv_mutex_unlock(&t->cmd_mu);
     if (t->js) {
         jsOptions jo;
         jsOptions_Init(&jo);
@@ -982,6 +1004,65 @@ static void do_connect(nats_t *t)
     /* subscriptions asked for meanwhile: nats.c keeps them across reconnects */
     if (!t->js)
         resync_subs(t, 0);
+    handle_link(t);
+}
+
+/* nats.c has given the connection up for good: it does on a server error
+ * it does not retry, or when memory runs out as it starts to reconnect (its
+ * callbacks, the disconnected and closed ones too, can then be lost, so the
+ * I/O thread also looks at the status every LINK_CHECK_MS). The bus is
+ * reported down; the connection and its subscriptions are dropped (the
+ * subjects stay wanted, JetStream consumers stay on the server, publishes
+ * still awaiting the stream's ack go back to the queue) and a new
+ * connection is made after max_backoff, as the redis transport does. */
+static void reopen(nats_t *t)
+{
+    const char *why = NULL;
+    natsStatus s = natsConnection_GetLastError(t->nc, &why);
+    hub_log_error("nats: connection closed for good, connecting again", "error=%s retry_ms=%u",
+                  why && *why ? why : s != NATS_OK ? natsStatus_GetText(s) : "closed",
+                  t->max_backoff_ms);
+    post_state_down(t);
+    t->linked = 0;
+    set_ready(t, 0);
+    natsMsgList pending = { 0 };
+    /* libnats 3.4 crashes on a context that never published async */
+    if (t->jsc != NULL && t->published_async &&
+        js_PublishAsyncGetPendingList(&pending, t->jsc) == NATS_OK) {
+        int lost = 0;
+        for (int i = 0; i < pending.Count; i++)
+            lost += !requeue_pub(t, pending.Msgs[i]);
+        if (lost)
+            post_dropped(t, "publish failed", (uint64_t)lost);
+        natsMsgList_Destroy(&pending);
+    }
+    size_t i;
+    for (hub_strmap_entry_t *it = hub_strmap_first(&t->subs, &i); it;
+         it = hub_strmap_next(&t->subs, it, &i)) {
+        sub_entry_t *e = it->val;
+        natsSubscription_Destroy(e->sub); /* closed: its completion callback is due */
+        e->sub = NULL;
+    }
+    jsCtx_Destroy(t->jsc);
+    t->jsc = NULL;
+    t->published_async = 0;
+    natsConnection_Destroy(t->nc);
+    t->nc = NULL;
+    t->last_status = -1;
+    schedule_retry(t, t->max_backoff_ms);
+}
+
+/* Every LINK_CHECK_MS: a status that changed without a callback (nats.c
+ * loses them when memory runs out) is acted on as the callback would. */
+static void check_link(nats_t *t)
+{
+    if (t->nc == NULL)
+        return;
+    int status = natsConnection_Status(t->nc);
+    if (status == t->last_status)
+        return;
+    if (status != NATS_CONN_STATUS_CONNECTED && status != NATS_CONN_STATUS_CLOSED)
+        post_state_down(t); /* on_disconnected's report */
     handle_link(t);
 }
 
@@ -1124,20 +1205,20 @@ static void do_retry(nats_t *t)
 }
 
 /* Waits (bounded) until nats.c's threads are done with t. */
-static void wait_nats_done(nats_t *t, int have_conn)
+static void wait_nats_done(nats_t *t)
 {
     uint64_t deadline = now_ms() + tune.close_wait_ms;
     uv_mutex_lock(&t->cmd_mu);
-    while ((have_conn && !t->nats_closed) || t->live_subs > 0) {
+    while (t->nats_open > 0 || t->live_subs > 0) {
         uint64_t now = now_ms();
         if (now >= deadline)
             break;
         uv_cond_timedwait(&t->cmd_cond, &t->cmd_mu, (deadline - now) * 1000000u);
     }
-    if ((have_conn && !t->nats_closed) || t->live_subs > 0) {
+    if (t->nats_open > 0 || t->live_subs > 0) {
         t->leaked = 1;
         hub_log_error("nats: connection did not close in time, its memory is kept",
-                      "live_subs=%d", t->live_subs);
+                      "open=%d live_subs=%d", t->nats_open, t->live_subs);
     }
     uv_mutex_unlock(&t->cmd_mu);
 }
@@ -1150,7 +1231,7 @@ static void io_teardown(nats_t *t)
                                                                              : 1000);
         natsConnection_Close(t->nc);
     }
-    wait_nats_done(t, t->nc != NULL);
+    wait_nats_done(t);
     if (t->leaked)
         return;
     size_t i;
@@ -1170,7 +1251,9 @@ static void io_teardown(nats_t *t)
 static void io_main(void *arg)
 {
     nats_t *t = arg;
+    t->last_status = -1;
     do_connect(t);
+    t->check_at = now_ms() + LINK_CHECK_MS;
     for (;;) {
         uv_mutex_lock(&t->cmd_mu);
         for (;;) {
@@ -1181,6 +1264,8 @@ static void io_main(void *arg)
             uint64_t due = t->retry_at;
             if (t->poll_at && (due == 0 || t->poll_at < due))
                 due = t->poll_at;
+            if (due == 0 || t->check_at < due)
+                due = t->check_at;
             uint64_t now = now_ms();
             if (due && now >= due)
                 break;
@@ -1226,6 +1311,10 @@ static void io_main(void *arg)
             poll_dropped(t);
         if (stop)
             break;
+        if (now >= t->check_at) {
+            t->check_at = now + LINK_CHECK_MS;
+            check_link(t);
+        }
         if (t->retry_at && now >= t->retry_at)
             do_retry(t);
     }

@@ -440,6 +440,29 @@ TEST(two_transports_exchange)
     close_node(&b);
 }
 
+/* nats.c closes a connection for good on a server error it does not retry,
+ * or when memory runs out as it starts to reconnect. The transport reports
+ * the bus down, connects again and subscribes what the core wanted (before,
+ * the bus stayed dead and still reported up). */
+TEST(connection_closed_for_good_is_made_again)
+{
+    ASSERT_EQ(open_node(&a, core_port, 0, "a", 200, 65536), 0);
+    ASSERT_EQ(open_node(&b, core_port, 0, "b", 200, 65536), 0);
+    WAIT(a.state == 1 && b.state == 1, 5000);
+    ASSERT(sub_sync(&a, "node.a"));
+    nats_t *t = a.impl;
+    natsConnection_Close(t->nc); /* as nats.c does when it gives up */
+    WAIT(a.downs == 1 && a.ups == 2, 5000);
+    ASSERT_EQ(a.downs, 1);
+    ASSERT_EQ(a.ups, 2);
+    ASSERT(sub_sync(&a, "node.a")); /* still wanted: subscribed again */
+    pub(&b, "node.a", "again", NULL);
+    WAIT(count_body(&a, "node.a", "again") == 1, 5000);
+    ASSERT_EQ(count_body(&a, "node.a", "again"), 1);
+    close_node(&a);
+    close_node(&b);
+}
+
 TEST(subscribe_is_idempotent_and_unsubscribe_stops_delivery)
 {
     ASSERT_EQ(open_node(&a, core_port, 0, "a", 200, 65536), 0);
@@ -887,6 +910,7 @@ int main(void)
     RUN_CLEAN(bad_config_is_refused);
     RUN_CLEAN(connects_and_strips_the_prefix);
     RUN_CLEAN(two_transports_exchange);
+    RUN_CLEAN(connection_closed_for_good_is_made_again);
     RUN_CLEAN(subscribe_is_idempotent_and_unsubscribe_stops_delivery);
     RUN_CLEAN(payload_over_max_payload_is_dropped_not_fatal);
     RUN_CLEAN(slow_consumer_drops_are_counted);
