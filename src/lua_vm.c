@@ -397,9 +397,11 @@ static int valid_handler_name(const char *s, size_t n)
     return (int)ok;
 }
 
-static int cmp_str(const void *a, const void *b)
+typedef char handler_name_t[65]; /* valid_handler_name: 1 to 64 bytes */
+
+static int cmp_name(const void *a, const void *b)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    return strcmp(a, b);
 }
 
 /* Registers handler name, whose module table is at mod and handle
@@ -472,15 +474,21 @@ static int load_handlers(hub_vm_t *vm, char *err, size_t errlen)
     lua_State *L = vm->L;
     char dir[1024];
     snprintf(dir, sizeof(dir), "%s/handlers", vm->lua_path);
+    /* the names live in a userdata, taken before the directory is opened:
+     * a memory error in the Lua calls below (they raise) leaves nothing
+     * to free */
+    enum { MAX_HANDLERS = 1024 };
+    handler_name_t *names = lua_newuserdata(L, MAX_HANDLERS * sizeof(handler_name_t));
+    int names_at = lua_gettop(L);
     DIR *d = opendir(dir);
     if (d == NULL) {
         snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+        lua_settop(L, names_at - 1);
         return -1;
     }
-    char *names[1024];
     size_t nn = 0;
     struct dirent *de;
-    while ((de = readdir(d)) != NULL && nn < HUB_ARRAY_LEN(names)) {
+    while ((de = readdir(d)) != NULL && nn < MAX_HANDLERS) {
         size_t l = strlen(de->d_name);
         if (l < 5 || strcmp(de->d_name + l - 4, ".lua") != 0)
             continue;
@@ -489,10 +497,11 @@ static int load_handlers(hub_vm_t *vm, char *err, size_t errlen)
                          de->d_name);
             continue;
         }
-        names[nn++] = strndup(de->d_name, l - 4);
+        memcpy(names[nn], de->d_name, l - 4);
+        names[nn++][l - 4] = '\0';
     }
     closedir(d);
-    qsort(names, nn, sizeof(char *), cmp_str);
+    qsort(names, nn, sizeof(handler_name_t), cmp_name);
     int rc = 0;
     for (size_t i = 0; i < nn && rc == 0; i++) {
         char mod[128];
@@ -521,8 +530,7 @@ static int load_handlers(hub_vm_t *vm, char *err, size_t errlen)
         }
         lua_pop(L, 2);
     }
-    for (size_t i = 0; i < nn; i++)
-        free(names[i]);
+    lua_settop(L, names_at - 1);
     return rc;
 }
 
@@ -1602,11 +1610,13 @@ int hub_vm_dump_api(FILE *out)
             while (lua_next(L, -2) && nn < 250) {
                 char buf[128];
                 snprintf(buf, sizeof(buf), "%s.%s", k, lua_tostring(L, -2));
-                names[nn++] = strdup(buf);
+                if ((names[nn] = strdup(buf)) != NULL)
+                    nn++;
                 lua_pop(L, 1);
             }
         } else {
-            names[nn++] = strdup(k);
+            if ((names[nn] = strdup(k)) != NULL)
+                nn++;
         }
         lua_pop(L, 1);
     }
