@@ -908,12 +908,37 @@ static int ensure_stream(nats_t *t)
  * previous connection go again. A message written just before the server
  * died was lost with the socket; one the server stored is dropped by the
  * stream as a duplicate of its Msg-Id. */
+/* Takes the JetStream publishes still awaiting the stream's ack out of the
+ * context into out; 0 when there are none. */
+static int take_unacked(nats_t *t, natsMsgList *out)
+{
+    /* libnats 3.4 crashes on a context that never published async */
+    return t->jsc != NULL && t->published_async &&
+           js_PublishAsyncGetPendingList(out, t->jsc) == NATS_OK;
+}
+
+/* Drops the connection: every subscription (entries stay), the JetStream
+ * context and the connection itself. Their callbacks may still be due. */
+static void destroy_connection(nats_t *t)
+{
+    size_t i;
+    for (hub_strmap_entry_t *it = hub_strmap_first(&t->subs, &i); it;
+         it = hub_strmap_next(&t->subs, it, &i)) {
+        sub_entry_t *e = it->val;
+        natsSubscription_Destroy(e->sub); /* closed already: no unsubscribe, consumers stay */
+        e->sub = NULL;
+    }
+    jsCtx_Destroy(t->jsc);
+    t->jsc = NULL;
+    t->published_async = 0;
+    natsConnection_Destroy(t->nc);
+    t->nc = NULL;
+}
+
 static void resend_pending(nats_t *t)
 {
     natsMsgList pending = { 0 };
-    /* libnats 3.4 crashes on a context that never published async */
-    if (t->jsc == NULL || !t->published_async ||
-        js_PublishAsyncGetPendingList(&pending, t->jsc) != NATS_OK)
+    if (!take_unacked(t, &pending))
         return;
     int lost = 0;
     for (int i = 0; i < pending.Count; i++)
@@ -1026,9 +1051,7 @@ static void reopen(nats_t *t)
     t->linked = 0;
     set_ready(t, 0);
     natsMsgList pending = { 0 };
-    /* libnats 3.4 crashes on a context that never published async */
-    if (t->jsc != NULL && t->published_async &&
-        js_PublishAsyncGetPendingList(&pending, t->jsc) == NATS_OK) {
+    if (take_unacked(t, &pending)) {
         int lost = 0;
         for (int i = 0; i < pending.Count; i++)
             lost += !requeue_pub(t, pending.Msgs[i]);
@@ -1036,18 +1059,7 @@ static void reopen(nats_t *t)
             post_dropped(t, "publish failed", (uint64_t)lost);
         natsMsgList_Destroy(&pending);
     }
-    size_t i;
-    for (hub_strmap_entry_t *it = hub_strmap_first(&t->subs, &i); it;
-         it = hub_strmap_next(&t->subs, it, &i)) {
-        sub_entry_t *e = it->val;
-        natsSubscription_Destroy(e->sub); /* closed: its completion callback is due */
-        e->sub = NULL;
-    }
-    jsCtx_Destroy(t->jsc);
-    t->jsc = NULL;
-    t->published_async = 0;
-    natsConnection_Destroy(t->nc);
-    t->nc = NULL;
+    destroy_connection(t);
     t->last_status = -1;
     schedule_retry(t, t->max_backoff_ms);
 }
@@ -1234,18 +1246,8 @@ static void io_teardown(nats_t *t)
     wait_nats_done(t);
     if (t->leaked)
         return;
-    size_t i;
-    for (hub_strmap_entry_t *it = hub_strmap_first(&t->subs, &i); it;
-         it = hub_strmap_next(&t->subs, it, &i)) {
-        sub_entry_t *e = it->val;
-        natsSubscription_Destroy(e->sub); /* closed already: no unsubscribe, consumers stay */
-        free(e);
-    }
-    hub_strmap_free(&t->subs);
-    jsCtx_Destroy(t->jsc);
-    t->jsc = NULL;
-    natsConnection_Destroy(t->nc);
-    t->nc = NULL;
+    destroy_connection(t);
+    hub_strmap_free_values(&t->subs);
 }
 
 static void io_main(void *arg)
