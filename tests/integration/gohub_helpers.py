@@ -344,17 +344,20 @@ class BusServer:
     def __init__(self, kind, tmp):
         self.kind, self.tmp, self.port, self.proc = kind, tmp, free_port(), None
 
-    def start(self):
+    def command(self):
         if self.kind == "redis":
-            cmd = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
-                   "--save", "", "--appendonly", "no", "--dir", str(self.tmp)]
-        else:
-            cmd = ["nats-server", "-a", "127.0.0.1", "-p", str(self.port)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self._listening, 10)
+            return ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
+                    "--save", "", "--appendonly", "no", "--dir", str(self.tmp)]
+        return ["nats-server", "-a", "127.0.0.1", "-p", str(self.port)]
+
+    def start(self):
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        assert wait_for(self._ready, 10), f"{self.command()[0]} did not start"
         return self
 
-    def _listening(self):
+    def _ready(self):
+        """Listening (subclasses may ask more)."""
         try:
             socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
             return True

@@ -19,13 +19,12 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
 
 import pytest
 
-from gohub_helpers import Hub, Timeout, ServerClosed, free_port, http_get, wait_for
+from gohub_helpers import BusServer, Hub, Timeout, ServerClosed, http_get, wait_for
 
 STREAM = "GOHUB"
 
@@ -37,20 +36,17 @@ JS_ENV = {"GOHUB_CLUSTER_NATS_USE_JETSTREAM": "true",
           "GOHUB_CLUSTER_RECONNECT_MAX_BACKOFF": "500ms"}
 
 
-class JetStreamServer:
+class JetStreamServer(BusServer):
     """nats-server -js with a file store in tmp, on a free loopback port."""
 
     def __init__(self, tmp):
-        self.port, self.proc = free_port(), None
+        super().__init__("nats", tmp)
         self.store = tmp / "js-store"
         self.store.mkdir(exist_ok=True)
 
-    def start(self):
-        cmd = ["nats-server", "-js", "-sd", str(self.store), "-a", "127.0.0.1",
-               "-p", str(self.port)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert wait_for(self._ready, 10), "nats-server -js did not start"
-        return self
+    def command(self):
+        return ["nats-server", "-js", "-sd", str(self.store), "-a", "127.0.0.1",
+                "-p", str(self.port)]
 
     def _ready(self):
         try:
@@ -59,14 +55,8 @@ class JetStreamServer:
         except (OSError, AssertionError, ValueError):
             return False
 
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
     def env(self):
-        return {"GOHUB_CLUSTER_BUS_TYPE": "nats",
-                "GOHUB_CLUSTER_NATS_URLS": f"nats://127.0.0.1:{self.port}", **JS_ENV}
+        return {**super().env(), **JS_ENV}
 
 
 class NatsRaw:
